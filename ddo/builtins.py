@@ -1,0 +1,93 @@
+"""DDO's own components, registered through the same hooks as any plugin."""
+from __future__ import annotations
+
+from . import data, sampling
+from .hookspecs import hookimpl
+
+
+def fno_unet(in_channels: int = 3, ch: int = 64, ch_mult=(1, 2, 2), num_res_blocks: int = 2, modes: int = 16,
+             use_pos: bool = False, norm=None, dropout: float = 0.0, use_pointwise_op: bool = False,
+             out_channels=None, **_):
+    from .models import FNOUNet2d
+
+    return FNOUNet2d(modes, modes, in_channels, ch=ch, ch_mult=tuple(ch_mult), num_res_blocks=num_res_blocks,
+                     dropout=dropout, use_pos=use_pos, norm=norm, use_pointwise_op=use_pointwise_op,
+                     out_channels=out_channels)
+
+
+class ModelWrapper:
+    """The ``none`` conditioning: the network alone, no extra inputs. Plugins subclass this."""
+
+    def __init__(self, config: dict | None = None):
+        self.config_ = dict(config or {})
+
+    def wrap_dataset(self, dataset, split: str):
+        return dataset
+
+    def build_model(self, make_base):
+        return make_base()
+
+    def model_kwargs(self, batch: dict, device) -> dict:
+        return {}
+
+    def config(self) -> dict:
+        return {}
+
+
+def dsm_loss():
+    """The plain DSM loss ``gen_sde.dsm(x, v, **model_kwargs)``, shape ``(B,)``."""
+
+    def loss(gen_sde, batch, v, model_kwargs):
+        return {"loss": gen_sde.dsm(batch["image"], v, **model_kwargs)}
+
+    return loss
+
+
+def _natural_patches(split="train", resolution=32, **_):
+    return data.load_natural_patches(split, resolution)
+
+
+def _cifar10(split="train", data_root=None, resolution=32, **_):
+    return data.load_cifar10(split, data_root, resolution)
+
+
+def _image_folder(split="train", data_root=None, resolution=32, **_):
+    return data.load_image_folder(data_root, resolution)
+
+
+@hookimpl
+def register_models(register):
+    register("fno-unet", fno_unet)
+
+
+@hookimpl
+def register_model_wrappers(register):
+    register("none", ModelWrapper)
+
+
+@hookimpl
+def register_datasets(register):
+    register("natural-patches", _natural_patches)
+    register("cifar10", _cifar10)
+    register("image-folder", _image_folder)
+
+
+@hookimpl
+def register_losses(register):
+    register("dsm", dsm_loss)
+
+
+@hookimpl
+def register_samplers(register):
+    register("denoise", sampling.denoise_step)
+    register("euler-maruyama", sampling.euler_maruyama_step)
+    register("ddim", sampling.ddim_step)
+
+
+@hookimpl
+def register_commands(register):
+    from . import cli
+
+    register("train", (cli.add_train_parser, cli.run_train, "train a model"))
+    register("sample", (cli.add_sample_parser, cli.run_sample, "draw samples from a checkpoint"))
+    register("plugins", (lambda parser: None, cli.run_plugins, "list plugins and registered keys"))

@@ -1,0 +1,50 @@
+"""Training configuration: defaults, presets, and the merge ``defaults < preset < flags``.
+
+A configuration is a flat ``dict`` of JSON values; it is written to ``RUN_DIR/config.json`` and
+stored in every checkpoint, so a run directory alone is enough to rebuild or resume the run.
+"""
+from __future__ import annotations
+
+DEFAULTS: dict = {
+    # data
+    "dataset": "natural-patches", "data_root": None, "resolution": 32, "channels": 3, "num_workers": 0,
+    # network
+    "model": "fno-unet", "ch": 64, "ch_mult": [1, 2, 2], "num_res_blocks": 2, "modes": 16, "use_pos": False,
+    "use_pointwise_op": False, "norm": None, "dropout": 0.0,
+    # diffusion
+    "ns_method": "vp_cosine", "disp_method": "sine", "sigma_blur_min": 0.05, "sigma_blur_max": 0.25,
+    "gp_type": "independent", "gp_exponent": 2.0, "gp_length_scale": 0.1, "gp_sigma": 1.0,
+    "timestep_sampler": "low_discrepancy", "weight_method": None, "loss": "dsm", "conditioning": "none",
+    # optimisation
+    "batch_size": 128, "lr": 2e-4, "grad_clip": 1.0, "ema_decay": 0.999, "warmup": 100, "seed": 0,
+    "iterations": None, "minutes": None, "ckpt_every": 500, "log_every": 10,
+    "sample_every": None, "num_sample": 16, "sample_steps": 100, "sampler": "denoise",
+}
+
+PRESETS: dict[str, dict] = {
+    # the spec's CIFAR-10 configuration
+    "seed": {"ch": 64, "ch_mult": [1, 2, 2], "num_res_blocks": 2, "modes": 16, "batch_size": 128, "lr": 2e-4},
+    # sized so that ten minutes on two CPU cores visibly learn
+    "cpu-small": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "modes": 12, "batch_size": 32,
+                  "lr": 1e-3, "ema_decay": 0.995, "ckpt_every": 200, "warmup": 50, "norm": "group",
+                  "use_pointwise_op": True},
+}
+
+# keys that change the model or the process: a resumed run must not change them
+ARCHITECTURE_KEYS = ("model", "ch", "ch_mult", "num_res_blocks", "modes", "use_pos", "use_pointwise_op", "norm",
+                     "resolution", "channels", "ns_method", "disp_method", "sigma_blur_min", "sigma_blur_max",
+                     "gp_type", "gp_exponent", "gp_length_scale", "gp_sigma", "conditioning")
+
+
+def resolve(flags: dict, preset: str | None = None, extra_defaults: dict | None = None) -> dict:
+    """Merge defaults, plugin defaults, a preset and the flags that were given (not ``None``)."""
+    from .errors import UserError
+
+    config = dict(DEFAULTS)
+    config.update(extra_defaults or {})
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UserError(f"unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
+        config.update(PRESETS[preset])
+    config.update({k: v for k, v in flags.items() if v is not None})
+    return config

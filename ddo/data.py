@@ -1,0 +1,226 @@
+"""Datasets: real images, offline. Items are ``{"image": (C, H, W) in [-1, 1], "index": int}``.
+
+- ``natural-patches``: crops of the photographs bundled with scikit-image, split by photograph.
+- ``cifar10``: a local ``cifar-10-batches-py`` folder (never downloaded).
+- ``image-folder``: PNG/JPEG files of a folder, centre-cropped and resized.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """``(H, W, C)`` uint8 -> ``(C, H, W)`` float32 in ``[-1, 1]``."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+class ArrayImages(Dataset):
+    """Images held as one uint8 array ``(N, H, W, C)``; ``index_offset`` makes indices global."""
+
+    def __init__(self, images: np.ndarray, index_offset: int = 0, sources: list[str] | None = None):
+        self.images, self.index_offset, self.sources = images, index_offset, sources
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": to_tensor(self.images[i]), "index": self.index_offset + int(i)}
+
+
+class RandomFlip(Dataset):
+    """Horizontal flips that are a pure function of ``(seed, epoch, index)`` (reproducible in any
+    worker, on resume, at any world size). Call :meth:`set_epoch` once per epoch."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.dataset[i])
+        if np.random.default_rng([self.seed, self.epoch, item["index"]]).random() < 0.5:
+            item["image"] = item["image"].flip(-1)
+        return item
+
+
+# --- natural-patches ---------------------------------------------------------------------------
+TEST_PHOTOS = ("chelsea", "coffee")
+TRAIN_PHOTOS = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+                "motorcycle_left", "motorcycle_right")
+PATCH_SHORT_SIDES = (64, 128, 256)
+NATURAL_PATCHES_VERSION = 1
+
+
+def _photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    if name.startswith("motorcycle_"):
+        left, right, _ = skimage.data.stereo_motorcycle()
+        return left if name.endswith("left") else right
+    return getattr(skimage.data, name)()
+
+
+def _crops(photo: np.ndarray, size: int, stride: int) -> list[np.ndarray]:
+    from PIL import Image
+
+    out = []
+    h, w = photo.shape[:2]
+    for short in PATCH_SHORT_SIDES:
+        scale = short / min(h, w)
+        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        img = np.asarray(Image.fromarray(photo).resize((nw, nh), Image.LANCZOS))
+        for y in range(0, nh - size + 1, stride):
+            for x in range(0, nw - size + 1, stride):
+                out.append(img[y:y + size, x:x + size])
+    return out
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DDO_CACHE_DIR", Path.home() / ".cache" / "ddo"))
+
+
+def build_natural_patches(size: int = 32) -> dict[str, np.ndarray]:
+    """Deterministic crops: train photos with stride ``size/2``, test photos without overlap."""
+    parts = {}
+    for split, names, stride in (("train", TRAIN_PHOTOS, size // 2), ("test", TEST_PHOTOS, size)):
+        crops, sources = [], []
+        for name in names:
+            c = _crops(_photo(name), size, stride)
+            crops += c
+            sources += [name] * len(c)
+        parts[split] = np.stack(crops).astype(np.uint8)
+        parts[split + "_sources"] = np.array(sources)
+    return parts
+
+
+def load_natural_patches(split: str, size: int = 32) -> ArrayImages:
+    """The ``natural-patches`` split, built on first use and cached under :func:`cache_dir`."""
+    if split not in ("train", "test"):
+        raise UserError(f"natural-patches has splits 'train' and 'test', not {split!r}")
+    if size < 8:
+        raise UserError(f"natural-patches needs a resolution of at least 8, got {size}")
+    path = cache_dir() / f"natural_patches_v{NATURAL_PATCHES_VERSION}_{size}.npz"
+    if path.exists():
+        with np.load(path) as f:
+            parts = {k: f[k] for k in f.files}
+    else:
+        parts = build_natural_patches(size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, **parts)
+        os.replace(tmp, path)
+        print(f"natural-patches: built {len(parts['train'])} train crops from {len(TRAIN_PHOTOS)} photos and "
+              f"{len(parts['test'])} test crops from {len(TEST_PHOTOS)} held-out photos ({size}x{size}); "
+              f"cached at {path}", file=sys.stderr)
+    offset = 0 if split == "train" else len(parts["train"])
+    return ArrayImages(parts[split], offset, list(parts[split + "_sources"]))
+
+
+# --- CIFAR-10 ----------------------------------------------------------------------------------
+CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_TEST_FILES = ("test_batch",)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: a crafted file cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _cifar_folder(data_root: str | os.PathLike | None) -> Path:
+    if data_root is None:
+        raise UserError("cifar10 needs --data-root pointing at a folder that holds cifar-10-batches-py "
+                        "(this project never downloads data)")
+    root = Path(data_root)
+    folder = root if root.name == "cifar-10-batches-py" else root / "cifar-10-batches-py"
+    if not folder.is_dir():
+        raise UserError(f"no cifar-10-batches-py folder under {root}; download and extract CIFAR-10 "
+                        "(python version) there first")
+    return folder
+
+
+def _read_cifar_batch(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise UserError(f"CIFAR-10 file missing: {path}; the folder must hold data_batch_1..5 and test_batch")
+    try:
+        with open(path, "rb") as f:
+            d = _ArrayUnpickler(f, encoding="bytes").load()
+        data = np.asarray(d[b"data"])
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise ValueError(f"data has shape {data.shape} and dtype {data.dtype}")
+        if len(d[b"labels"]) != len(data):
+            raise ValueError("labels and data differ in length")
+    except Exception as e:  # noqa: BLE001 - any failure means a malformed file
+        raise UserError(f"malformed CIFAR-10 file {path}: {e}") from None
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def load_cifar10(split: str, data_root=None, resolution: int = 32) -> ArrayImages:
+    """CIFAR-10 ``train`` (indices 0..49,999) or ``test`` (50,000..59,999) from a local folder."""
+    if split not in ("train", "test"):
+        raise UserError(f"cifar10 has splits 'train' and 'test', not {split!r}")
+    if resolution != 32:
+        raise UserError(f"cifar10 images are 32x32; use --resolution 32 (got {resolution})")
+    folder = _cifar_folder(data_root)
+    train = [_read_cifar_batch(folder / n) for n in CIFAR_TRAIN_FILES]
+    n_train = sum(len(b) for b in train)
+    if split == "train":
+        return ArrayImages(np.concatenate(train), 0)
+    return ArrayImages(np.concatenate([_read_cifar_batch(folder / n) for n in CIFAR_TEST_FILES]), n_train)
+
+
+# --- image folder ------------------------------------------------------------------------------
+def load_image_folder(folder, resolution: int = 32) -> ArrayImages:
+    """Every PNG/JPEG in ``folder`` (sorted by name), centre-cropped to a square and resized.
+
+    Grayscale and palette images are converted to RGB; images smaller than ``resolution`` and
+    files that are not images are refused with a message naming the file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if folder is None:
+        raise UserError("image-folder needs --data-root (or --images) naming a folder of PNG/JPEG files")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"no PNG or JPEG files in {folder}")
+    images = []
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                rgb = im.convert("RGB")
+        except (UnidentifiedImageError, OSError) as e:
+            raise UserError(f"{p} is not a readable image ({type(e).__name__}); remove it from the folder") from None
+        w, h = rgb.size
+        if min(w, h) < resolution:
+            raise UserError(f"{p} is {w}x{h}, smaller than the resolution {resolution}; "
+                            "remove it or lower --resolution")
+        s = min(w, h)
+        rgb = rgb.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        images.append(np.asarray(rgb.resize((resolution, resolution), Image.LANCZOS)))
+    return ArrayImages(np.stack(images), 0, [p.name for p in files])

@@ -1,0 +1,255 @@
+"""Forward diffusions (linear and blurring) and the denoising model around a network.
+
+Shapes: images ``x: (B, C, H, W)``; times ``t: (B,)`` in ``[0, 1]``; per-mode signal scales
+``alpha: (B, 1, H, W)`` (DCT modes); noise scales ``sigma: (B, 1, 1, 1)``.
+
+The forward marginal is ``z_t = IDCT(alpha_t * DCT(x0)) + sigma_t * eps`` with ``eps`` drawn from
+a :class:`~ddo.noise.NoiseField`; ``alpha_t(k) = alpha(t) exp(-(ky^2 + kx^2) tau(t))``.
+"""
+from __future__ import annotations
+
+
+import torch
+
+from . import schedules
+from .dct import dct2, idct2, mode_eigenvalues
+from .noise import IndependentNoise, NoiseField
+
+TIMESTEP_SAMPLERS = ("uniform", "low_discrepancy")
+MODEL_TYPES = ("epsilon",)
+WEIGHT_METHODS = (None, "min-snr")
+
+
+def _as_batch_time(t, batch: int, device, dtype) -> torch.Tensor:
+    t = torch.as_tensor(t, device=device, dtype=dtype)
+    return t.expand(batch) if t.ndim == 0 else t
+
+
+class BlurringDiffusion:
+    """Heat-dissipation ("blurring") diffusion with a variance-preserving noise schedule.
+
+    Args:
+        dim: number of spatial dimensions (only 2 is implemented).
+        ch: image channels.
+        ns_method: noise schedule, ``"vp_cosine"``.
+        disp_method: blur-width schedule, ``"linear"``, ``"sine"`` or ``"log"``.
+        sigma_blur_min, sigma_blur_max: blur widths at ``t = 0`` and ``t = 1``.
+        noise: the noise field (default white noise).
+    """
+
+    def __init__(self, dim: int = 2, ch: int = 3, ns_method: str = "vp_cosine", disp_method: str = "sine",
+                 sigma_blur_min: float = 0.05, sigma_blur_max: float = 0.25, noise: NoiseField | None = None):
+        if dim != 2:
+            raise ValueError("only dim=2 is implemented")
+        if ns_method not in schedules.NOISE_SCHEDULES:
+            raise ValueError(f"unknown noise schedule {ns_method!r}; known: {', '.join(schedules.NOISE_SCHEDULES)}")
+        self.dim, self.ch, self.ns_method = dim, ch, ns_method
+        self.dissipation = schedules.Dissipation(disp_method, sigma_blur_min, sigma_blur_max)
+        self.noise = noise if noise is not None else IndependentNoise()
+
+    @property
+    def spectral(self) -> bool:
+        """Whether the process needs the DCT basis (blurring or coloured noise)."""
+        return not (self.dissipation.is_identity and self.noise.white)
+
+    # --- transforms into the basis in which the process is diagonal -------------------------
+    def to_modes(self, x: torch.Tensor) -> torch.Tensor:
+        return dct2(x) if self.spectral else x
+
+    def from_modes(self, u: torch.Tensor) -> torch.Tensor:
+        return idct2(u) if self.spectral else u
+
+    def noise_modes(self, shape, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
+        """A noise sample expressed in the diagonal basis."""
+        return self.noise.sample_dct(shape, generator=generator, device=device, dtype=dtype)
+
+    # --- schedule ---------------------------------------------------------------------------
+    def log_alpha_sigma(self, t: torch.Tensor, img_dim) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log alpha_t`` per mode ``(B, 1, H, W)`` (or ``(B, 1, 1, 1)`` without blur), ``log sigma_t``."""
+        t = t.reshape(-1, 1, 1, 1)
+        log_a, log_s = schedules.log_alpha_sigma(t)
+        if not self.dissipation.is_identity:
+            lam = mode_eigenvalues(img_dim, device=t.device, dtype=t.dtype)
+            log_a = log_a - lam * self.dissipation.tau(t)
+        return log_a, log_s
+
+    def get_alpha_sigma(self, t: torch.Tensor, img_dim) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-mode signal scale ``alpha_t (B, 1, H, W)`` and noise scale ``sigma_t (B, 1, 1, 1)``."""
+        log_a, log_s = self.log_alpha_sigma(t, img_dim)
+        h, w = (img_dim, img_dim) if isinstance(img_dim, int) else img_dim
+        return log_a.exp().expand(-1, 1, h, w), log_s.exp()
+
+    def diffuse(self, x: torch.Tensor, t: torch.Tensor, generator=None):
+        """Sample ``z_t`` given ``x``: returns ``(z_t, eps, mean, sigma)``, ``eps`` in grid space."""
+        t = _as_batch_time(t, x.shape[0], x.device, x.dtype)
+        log_a, log_s = self.log_alpha_sigma(t, x.shape[-2:])
+        sigma = log_s.exp()
+        eps_modes = self.noise_modes(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if self.spectral:
+            mean = idct2(log_a.exp() * dct2(x))
+            eps = idct2(eps_modes)
+        else:
+            mean, eps = log_a.exp() * x, eps_modes
+        return mean + sigma * eps, eps, mean, sigma
+
+    def sample(self, t: torch.Tensor, x0: torch.Tensor, generator=None) -> torch.Tensor:
+        """A draw of ``z_t ~ q(z_t | x0)``."""
+        return self.diffuse(x0, t, generator=generator)[0]
+
+    def config(self) -> dict:
+        d = self.dissipation
+        return {"ns_method": self.ns_method, "disp_method": d.method, "sigma_blur_min": d.sigma_blur_min,
+                "sigma_blur_max": d.sigma_blur_max, "noise": repr(self.noise)}
+
+
+class LinearDiffusion(BlurringDiffusion):
+    """The plain variance-preserving diffusion: blurring with zero width."""
+
+    def __init__(self, dim: int = 2, ch: int = 3, ns_method: str = "vp_cosine", noise: NoiseField | None = None):
+        super().__init__(dim, ch, ns_method, "linear", 0.0, 0.0, noise)
+
+
+class DenoisingDiffusion:
+    """A network ``model(x, temp, v, **kwargs)`` predicting the noise of a forward diffusion.
+
+    Every method forwards ``**kwargs`` unchanged to the network; this is how conditioning
+    information (for example a context image) reaches a wrapped network.
+
+    Args:
+        forward_diffusion: :class:`BlurringDiffusion` or :class:`LinearDiffusion`.
+        model: ``nn.Module`` called as ``model(x, temp, v, **kwargs)`` with ``temp: (B,)`` in ``[0, 1]``.
+        model_type: what the network predicts; ``"epsilon"``.
+        timestep_sampler: ``"uniform"`` or ``"low_discrepancy"`` (stratified per batch).
+        use_clip: clip the ``x0`` estimate to ``[-1, 1]`` in sampler steps.
+        weight_method: ``None`` (plain DSM) or ``"min-snr"`` (per-example weight
+            ``min(SNR, 5) / SNR`` with ``SNR = exp(lambda(t))``: the ``x0`` error weighted by SNR capped at 5).
+        clip_min: floor on divisors ``alpha_t`` when an ``x0`` estimate is formed in pixel space.
+    """
+
+    def __init__(self, forward_diffusion: BlurringDiffusion, model: torch.nn.Module, model_type: str = "epsilon",
+                 timestep_sampler: str = "uniform", use_clip: bool = False, weight_method: str | None = None,
+                 clip_min: float = 1e-8):
+        if model_type not in MODEL_TYPES:
+            raise ValueError(f"unknown model type {model_type!r}; known: {', '.join(MODEL_TYPES)}")
+        if timestep_sampler not in TIMESTEP_SAMPLERS:
+            raise ValueError(
+                f"unknown timestep sampler {timestep_sampler!r}; known: {', '.join(TIMESTEP_SAMPLERS)}"
+            )
+        if weight_method not in WEIGHT_METHODS:
+            raise ValueError(f"unknown weight method {weight_method!r}; known: None, min-snr")
+        self.forward_diffusion = forward_diffusion
+        self.network = model
+        self.model_type = model_type
+        self.timestep_sampler = timestep_sampler
+        self.use_clip = use_clip
+        self.weight_method = weight_method
+        self.clip_min = clip_min
+
+    # --- network calls ----------------------------------------------------------------------
+    def model(self, x: torch.Tensor, temp: torch.Tensor, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """The raw network output for ``x: (B, C, H, W)`` at times ``temp: (B,)``."""
+        return self.network(x, temp, v, **kwargs)
+
+    def epsilon(self, y: torch.Tensor, s, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """Predicted noise ``eps_hat(y, s)`` in grid space, ``(B, C, H, W)``."""
+        s = _as_batch_time(s, y.shape[0], y.device, y.dtype)
+        return self.model(y, s, v, **kwargs)
+
+    def score(self, y: torch.Tensor, s, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """``-eps_hat / sigma_s``: the score of ``q(z_s)`` in the metric of the noise field."""
+        s = _as_batch_time(s, y.shape[0], y.device, y.dtype)
+        _, log_s = self.forward_diffusion.log_alpha_sigma(s, y.shape[-2:])
+        return -self.epsilon(y, s, v, **kwargs) / log_s.exp()
+
+    def pred(self, y: torch.Tensor, s, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """Estimate of ``x0``: ``IDCT(DCT(y - sigma eps_hat) / alpha)``, divisors floored at ``clip_min``."""
+        s = _as_batch_time(s, y.shape[0], y.device, y.dtype)
+        fd = self.forward_diffusion
+        log_a, log_s = fd.log_alpha_sigma(s, y.shape[-2:])
+        eps = self.epsilon(y, s, v, **kwargs)
+        x0 = fd.from_modes(fd.to_modes(y - log_s.exp() * eps) / log_a.exp().clamp_min(self.clip_min))
+        return x0.clamp(-1.0, 1.0) if self.use_clip else x0
+
+    # --- training ---------------------------------------------------------------------------
+    def sample_timesteps(self, batch: int, device=None, dtype=torch.float32, generator=None) -> torch.Tensor:
+        """Training times ``(B,)``: i.i.d. uniform, or one uniform shift of a regular grid."""
+        if self.timestep_sampler == "uniform":
+            return torch.rand(batch, device=device, dtype=dtype, generator=generator)
+        u0 = torch.rand((), device=device, dtype=dtype, generator=generator)
+        return torch.remainder(u0 + torch.arange(batch, device=device, dtype=dtype) / batch, 1.0)
+
+    def dsm(self, z0: torch.Tensor, v: torch.Tensor | None = None, reduction: str = "sum", **kwargs) -> torch.Tensor:
+        """Denoising score matching loss, ``0.5 * sum_{c,h,w} (eps_hat - eps)^2``.
+
+        Returns ``(B,)``; with ``reduction="none"`` the unreduced ``(B, C, H, W)`` terms (so that a
+        loss may restrict the sum to a subset of pixels). The weighting, if any, is applied per example.
+        """
+        if reduction not in ("sum", "none"):
+            raise ValueError("reduction must be 'sum' or 'none'")
+        t = self.sample_timesteps(z0.shape[0], device=z0.device, dtype=z0.dtype)
+        z_t, eps, _, _ = self.forward_diffusion.diffuse(z0, t)
+        eps_hat = self.epsilon(z_t, t, v, **kwargs)
+        terms = 0.5 * (eps_hat - eps) ** 2
+        if self.weight_method == "min-snr":
+            snr = schedules.logsnr(t).exp()
+            terms = terms * (snr.clamp(max=5.0) / snr).reshape(-1, 1, 1, 1)
+        return terms if reduction == "none" else terms.flatten(1).sum(1)
+
+    # --- ancestral sampling -----------------------------------------------------------------
+    def _step_coefficients(self, t: torch.Tensor, s: torch.Tensor, img_dim):
+        """Per-mode coefficients of ``q(z_s | z_t, x)``, computed in the log domain (no underflow)."""
+        fd = self.forward_diffusion
+        log_at, log_st = fd.log_alpha_sigma(t, img_dim)
+        log_as, log_ss = fd.log_alpha_sigma(s, img_dim)
+        a_ts = torch.exp(log_at - log_as)
+        sig_t2, sig_s2 = torch.exp(2 * log_st), torch.exp(2 * log_ss)
+        v_ts = (sig_t2 - a_ts**2 * sig_s2).clamp_min(0.0)
+        return a_ts, sig_t2, sig_s2, v_ts, log_at, log_as, log_st
+
+    def denoise_step(self, z_t: torch.Tensor, t, num_steps: int, v: torch.Tensor | None = None, *,
+                     generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
+        """One ancestral step from ``t`` to ``s = max(t - 1/num_steps, 0)``.
+
+        Per DCT mode with ``u = DCT(z_t)``: mean
+        ``a_ts sigma_s^2/sigma_t^2 u + (alpha_s/alpha_t) v_ts/sigma_t^2 (u - sigma_t DCT(eps_hat))``,
+        variance ``v_ts sigma_s^2 / sigma_t^2`` (times the noise field's mode variance). The step
+        that reaches ``s = 0`` returns the mean.
+        """
+        t = _as_batch_time(t, z_t.shape[0], z_t.device, z_t.dtype)
+        return self.ancestral_step(z_t, t, (t - 1.0 / num_steps).clamp_min(0.0), v, generator=generator, **kwargs)
+
+    def ancestral_step(self, z_t: torch.Tensor, t, s, v: torch.Tensor | None = None, *,
+                       generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
+        """The step of :meth:`denoise_step` between arbitrary times ``t > s`` (``s = 0``: the mean)."""
+        fd = self.forward_diffusion
+        b, device, dtype = z_t.shape[0], z_t.device, z_t.dtype
+        t, s = _as_batch_time(t, b, device, dtype), _as_batch_time(s, b, device, dtype)
+        a_ts, sig_t2, sig_s2, v_ts, log_at, log_as, log_st = self._step_coefficients(t, s, z_t.shape[-2:])
+        eps_hat = self.epsilon(z_t, t, v, **kwargs)
+        u = fd.to_modes(z_t)
+        if self.use_clip:
+            x0 = fd.from_modes((u - log_st.exp() * fd.to_modes(eps_hat)) / log_at.exp().clamp_min(self.clip_min))
+            x_term = log_as.exp() * fd.to_modes(x0.clamp(-1.0, 1.0))
+        else:
+            x_term = torch.exp(log_as - log_at) * (u - log_st.exp() * fd.to_modes(eps_hat))
+        mean = a_ts * sig_s2 / sig_t2 * u + v_ts / sig_t2 * x_term
+        if bool((s <= 1e-9).all()):
+            return fd.from_modes(mean)
+        std = torch.sqrt(v_ts * sig_s2 / sig_t2)
+        noise = fd.noise_modes(z_t.shape, generator=generator, device=device, dtype=dtype)
+        return fd.from_modes(mean + std * noise)
+
+    def prior_sample(self, shape, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
+        """``z_1 = sigma(1) * noise`` (the signal is ``alpha(1) < 0.007`` of the data and dropped)."""
+        fd = self.forward_diffusion
+        one = torch.ones(shape[0], device=device, dtype=dtype)
+        _, log_s = fd.log_alpha_sigma(one, shape[-2:])
+        return log_s.exp() * fd.noise.sample(shape, generator=generator, device=device, dtype=dtype)
+
+    def config(self) -> dict:
+        return {"model_type": self.model_type, "timestep_sampler": self.timestep_sampler,
+                "use_clip": self.use_clip, "weight_method": self.weight_method,
+                **self.forward_diffusion.config()}
+
+
+__all__ = ["BlurringDiffusion", "LinearDiffusion", "DenoisingDiffusion", "TIMESTEP_SAMPLERS"]

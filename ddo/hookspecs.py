@@ -1,0 +1,77 @@
+"""The plugin API of ``ddo``: one hook per extension point.
+
+A plugin is a module or object with functions marked ``@ddo.hookimpl`` whose names are hooks
+below. Plugins are found through the ``ddo`` entry-point group of installed packages. Every
+``register_*`` hook receives a ``register(key, factory)`` callback: the host owns the names, and a
+key registered twice is an error naming both plugins.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("ddo")
+hookimpl = pluggy.HookimplMarker("ddo")
+
+
+@hookspec
+def register_models(register):
+    """Register networks: ``register(key, factory)`` with ``factory(**config) -> nn.Module``.
+
+    The factory receives the model configuration (``in_channels``, ``ch``, ``ch_mult``,
+    ``num_res_blocks``, ``modes``, ``use_pos``, ``norm``, ``dropout``, ``use_pointwise_op``,
+    ``resolution``) and must accept and ignore keys it does not use (``**kwargs``).
+    """
+
+
+@hookspec
+def register_model_wrappers(register):
+    """Register model wrappers (selected by ``ddo train --conditioning KEY``).
+
+    ``factory(args) -> wrapper`` where ``args`` is the parsed command line (a ``dict``) and the
+    wrapper is an object with (all optional, see :class:`ddo.builtins.ModelWrapper`):
+
+    - ``wrap_dataset(dataset, split) -> dataset``: adds what the wrapper needs to each item;
+    - ``build_model(make_base) -> nn.Module``: ``make_base(in_channels=..)`` builds the registered
+      network; the wrapper returns the module the diffusion will call;
+    - ``model_kwargs(batch, device) -> dict``: keyword arguments forwarded to the network by every
+      ``DenoisingDiffusion`` call for this batch;
+    - ``config() -> dict``: what must be stored in the checkpoint to rebuild it.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets: ``factory(split, data_root, resolution, train) -> torch Dataset``.
+
+    Items are dicts with ``image: (C, H, W)`` float in ``[-1, 1]`` and ``index`` (the image's
+    global index across splits, an ``int``).
+    """
+
+
+@hookspec
+def register_losses(register):
+    """Register training losses: ``factory() -> loss`` with
+    ``loss(gen_sde, batch, v, model_kwargs) -> dict`` whose ``"loss"`` has shape ``(B,)``."""
+
+
+@hookspec
+def register_samplers(register):
+    """Register samplers: ``step(gen_sde, z_t, t, s, v, generator, **model_kwargs) -> z_s``.
+
+    ``t > s`` are floats in ``[0, 1]``; the step reaching ``s = 0`` returns the final sample.
+    """
+
+
+@hookspec
+def register_commands(register):
+    """Register CLI sub-commands: ``register(name, (add_arguments, run, help))``.
+
+    ``add_arguments(parser)`` adds the command's flags; ``run(args: dict) -> int`` runs it.
+    Raise :class:`ddo.errors.UserError` for bad input (one line, exit code 2).
+    """
+
+
+@hookspec
+def add_train_arguments(parser):
+    """Add flags to ``ddo train`` (an ``argparse`` argument group). Defaults must be ``None``
+    or leave the unconditional behaviour unchanged."""

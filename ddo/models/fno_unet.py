@@ -1,0 +1,172 @@
+"""FNO-UNet: a DDPM-style UNet whose convolutions are spectral convolutions.
+
+The network knows nothing of diffusion: it maps ``(x, temp, v)`` to an output of the same
+spatial size. Down- and up-sampling resample Fourier modes, so a network built for one
+resolution runs unchanged at another.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .spectral import SpectralConv2d, fourier_resample, sinusoidal_embedding
+
+NORMS = (None, "group")
+
+
+def coordinate_grid(batch: int, h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Cell-centre coordinates in ``[0, 1]^2``, shape ``(B, 2, H, W)`` (channel 0: y, 1: x)."""
+    ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) / w
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))
+    return grid.unsqueeze(0).expand(batch, -1, -1, -1)
+
+
+def _norm(kind: str | None, channels: int) -> nn.Module:
+    if kind is None:
+        return nn.Identity()
+    return nn.GroupNorm(math.gcd(8, channels), channels)
+
+
+class SpectralLayer(nn.Module):
+    """A spectral convolution, plus a parallel pointwise (1x1) convolution when asked."""
+
+    def __init__(self, cin: int, cout: int, modes: int, pointwise: bool):
+        super().__init__()
+        self.spectral = SpectralConv2d(cin, cout, modes, modes)
+        self.pointwise = nn.Conv2d(cin, cout, 1) if pointwise else None
+
+    def forward(self, x):
+        y = self.spectral(x)
+        return y if self.pointwise is None else y + self.pointwise(x)
+
+
+class ResBlock(nn.Module):
+    """``norm -> SiLU -> spectral -> + time -> norm -> SiLU -> dropout -> spectral``, plus shortcut."""
+
+    def __init__(self, cin: int, cout: int, temb_ch: int, modes: int, dropout: float, norm: str | None,
+                 pointwise: bool):
+        super().__init__()
+        self.norm1, self.norm2 = _norm(norm, cin), _norm(norm, cout)
+        self.conv1 = SpectralLayer(cin, cout, modes, pointwise)
+        self.conv2 = SpectralLayer(cout, cout, modes, pointwise)
+        self.temb = nn.Linear(temb_ch, cout)
+        self.dropout = nn.Dropout(dropout)
+        self.act = nn.SiLU()
+        self.shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, temb):
+        h = self.conv1(self.act(self.norm1(x)))
+        h = h + self.temb(self.act(temb))[:, :, None, None]
+        h = self.conv2(self.dropout(self.act(self.norm2(h))))
+        return self.shortcut(x) + h
+
+
+class FNOUNet2d(nn.Module):
+    """UNet of spectral residual blocks.
+
+    Args:
+        modes_height, modes_width: Fourier modes of the spectral convolutions (see
+            :class:`SpectralConv2d`); level ``i`` keeps ``min(modes, base_resolution / 2^i)``.
+        in_channels: image channels; ``out_channels`` defaults to the same.
+        ch: base width; level ``i`` has ``ch * ch_mult[i]`` channels.
+        ch_mult: channel multipliers, one level each; the resolution halves between levels.
+        num_res_blocks: residual blocks per level on the way down (one more on the way up).
+        dropout: dropout inside residual blocks.
+        use_pos: append the coordinate grid ``v`` (2 channels) to the input.
+        norm: ``None`` or ``"group"`` (GroupNorm).
+        use_pointwise_op: add a 1x1 convolution beside every spectral convolution.
+        base_resolution: the resolution the per-level modes are sized for (default ``modes_height``,
+            as in the reference); inputs of any resolution run.
+        time_scale: the time input is multiplied by this before its sinusoidal embedding.
+    Shapes: ``x: (B, in_channels, H, W)``, ``temp: (B,)``, ``v: (B, 2, H, W)`` -> ``(B, out_channels, H, W)``.
+    """
+
+    def __init__(self, modes_height: int = 16, modes_width: int = 16, in_channels: int = 3, ch: int = 64,
+                 ch_mult=(1, 2, 2), num_res_blocks: int = 2, dropout: float = 0.0, use_pos: bool = False,
+                 norm: str | None = None, use_pointwise_op: bool = False, out_channels: int | None = None,
+                 base_resolution: int | None = None, time_scale: float = 1000.0):
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; known: none, group")
+        if modes_height != modes_width:
+            raise ValueError("FNOUNet2d uses square mode windows: modes_height must equal modes_width")
+        self.in_channels = in_channels
+        self.out_channels = out_channels or in_channels
+        self.use_pos, self.time_scale, self.ch = use_pos, time_scale, ch
+        temb_ch = 4 * ch
+        self.temb = nn.Sequential(nn.Linear(ch, temb_ch), nn.SiLU(), nn.Linear(temb_ch, temb_ch))
+        self.lift = nn.Conv2d(in_channels + (2 if use_pos else 0), ch, 1)
+
+        base = base_resolution or modes_height
+        if base % 2 ** (len(ch_mult) - 1):
+            raise ValueError(f"base_resolution {base} is not divisible by 2^{len(ch_mult) - 1}")
+
+        def modes_at(level):
+            return max(1, min(modes_height, base >> level))
+
+        block = lambda cin, cout, level: ResBlock(cin, cout, temb_ch, modes_at(level), dropout, norm,
+                                                  use_pointwise_op)
+        self.down, skips, cur = nn.ModuleList(), [ch], ch
+        for level, mult in enumerate(ch_mult):
+            for _ in range(num_res_blocks):
+                self.down.append(block(cur, ch * mult, level))
+                cur = ch * mult
+                skips.append(cur)
+            if level != len(ch_mult) - 1:
+                self.down.append(nn.Identity())  # marks a downsampling point
+                skips.append(cur)
+        last = len(ch_mult) - 1
+        self.mid = nn.ModuleList([block(cur, cur, last), block(cur, cur, last)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(ch_mult))):
+            for _ in range(num_res_blocks + 1):
+                self.up.append(block(cur + skips.pop(), ch * mult, level))
+                cur = ch * mult
+            if level != 0:
+                self.up.append(nn.Identity())  # marks an upsampling point
+        self.out_norm = _norm(norm, cur)
+        self.out = nn.Conv2d(cur, self.out_channels, 1)
+        self.act = nn.SiLU()
+
+    def lift_input(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        """Lifting layer: ``(B, in_channels, H, W) -> (B, ch, H, W)``."""
+        if self.use_pos:
+            if v is None:
+                v = coordinate_grid(x.shape[0], x.shape[-2], x.shape[-1], x.device, x.dtype)
+            x = torch.cat([x, v.to(x.dtype)], dim=1)
+        return self.lift(x)
+
+    def trunk(self, h: torch.Tensor, temp: torch.Tensor) -> torch.Tensor:
+        """Everything after the lifting layer: ``(B, ch, H, W) -> (B, out_channels, H, W)``."""
+        temb = self.temb(sinusoidal_embedding(temp * self.time_scale, self.ch))
+        hs = [h]
+        for layer in self.down:
+            if isinstance(layer, nn.Identity):
+                h = fourier_resample(h, (h.shape[-2] // 2, h.shape[-1] // 2))
+            else:
+                h = layer(h, temb)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, temb)
+        for layer in self.up:
+            if isinstance(layer, nn.Identity):
+                h = fourier_resample(h, hs[-1].shape[-2:])
+            else:
+                h = layer(torch.cat([h, hs.pop()], dim=1), temb)
+        return self.out(self.act(self.out_norm(h)))
+
+    def forward(self, x: torch.Tensor, temp: torch.Tensor, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        if kwargs:
+            raise TypeError(
+                f"FNOUNet2d got unexpected keyword arguments {sorted(kwargs)}; wrap it in a model "
+                "that consumes them (see `ddo plugins` for registered wrappers)"
+            )
+        return self.trunk(self.lift_input(x, v), temp)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of real scalars (a complex weight counts twice, as stored)."""
+    return sum(p.numel() for p in model.parameters())

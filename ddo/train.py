@@ -1,0 +1,283 @@
+"""Building a model from a configuration, and the training loop (a function; no argument parsing).
+
+Reproducibility: the global batch of step ``k`` is a pure function of ``(seed, k)`` (a seeded
+permutation per epoch), flips are a pure function of ``(seed, epoch, index)``, and the RNG that
+draws diffusion times and noise is re-seeded from ``(seed, step, rank)`` at every step. Resuming
+from a checkpoint therefore continues bit-exactly.
+
+Several processes: launched by ``torchrun``, each rank trains on its slice of the global batch
+under ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA); rank 0 writes logs and checkpoints.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from . import sampling
+from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint
+from .config import ARCHITECTURE_KEYS
+from .data import RandomFlip
+from .diffusion import BlurringDiffusion, DenoisingDiffusion, LinearDiffusion
+from .errors import UserError
+from .models import coordinate_grid
+from .noise import make_noise
+from .visual import save_grid
+
+CHECKPOINT = "checkpoint.pt"
+MODEL_CONFIG_KEYS = ("ch", "ch_mult", "num_res_blocks", "modes", "use_pos", "norm", "dropout", "use_pointwise_op",
+                     "resolution")
+
+
+def build_model(config: dict, host):
+    """``(gen_sde, wrapper)`` for a configuration: noise field, forward diffusion, wrapped network."""
+    try:
+        noise = make_noise(config["gp_type"], config["gp_exponent"], config["gp_length_scale"], config["gp_sigma"])
+        if config["sigma_blur_max"] == 0:
+            fd = LinearDiffusion(ch=config["channels"], ns_method=config["ns_method"], noise=noise)
+        else:
+            fd = BlurringDiffusion(ch=config["channels"], ns_method=config["ns_method"],
+                                   disp_method=config["disp_method"], sigma_blur_min=config["sigma_blur_min"],
+                                   sigma_blur_max=config["sigma_blur_max"], noise=noise)
+        wrapper = host.model_wrappers.get(config["conditioning"])(config)
+        base_cfg = {k: config[k] for k in MODEL_CONFIG_KEYS}
+        base_cfg["in_channels"] = config["channels"]
+        model_factory = host.models.get(config["model"])
+        network = wrapper.build_model(lambda **over: model_factory(**{**base_cfg, **over}))
+        gen_sde = DenoisingDiffusion(fd, network, timestep_sampler=config["timestep_sampler"],
+                                     weight_method=config["weight_method"])
+    except (ValueError, KeyError) as e:
+        raise UserError(str(e).strip("'\"")) from None
+    return gen_sde, wrapper
+
+
+def load_model(checkpoint_path, host, device="cpu", use_ema: bool = True):
+    """Rebuild ``(gen_sde, wrapper, config)`` from a checkpoint (the EMA weights by default)."""
+    state = load_checkpoint(checkpoint_path)
+    config = state["config"]
+    gen_sde, wrapper = build_model(config, host)
+    weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
+    try:
+        gen_sde.network.load_state_dict(weights)
+    except RuntimeError as e:
+        raise UserError(f"{checkpoint_path} does not match its own configuration: {str(e).splitlines()[0]}") from None
+    gen_sde.network.to(device).eval()
+    return gen_sde, wrapper, config
+
+
+class _Dist:
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        if self.enabled and not torch.distributed.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def close(self):
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _epoch_batches(n: int, global_batch: int, seed: int, epoch: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    return [perm[i * global_batch:(i + 1) * global_batch] for i in range(n // global_batch)]
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**63 - 1)
+
+
+def _lr(config: dict, step: int) -> float:
+    return config["lr"] * min(1.0, (step + 1) / max(1, config["warmup"]))
+
+
+def train(config: dict, host, out_dir, resume: bool = False, device: str | torch.device = "cpu",
+          progress: bool = True) -> dict:
+    """Train until ``config["iterations"]`` steps or ``config["minutes"]`` minutes, whichever first.
+
+    Writes ``config.json``, ``checkpoint.pt`` (every ``ckpt_every`` steps and at the end),
+    ``metrics.jsonl`` and, for unconditional models, ``samples.png``. Returns a summary dict.
+    """
+    out_dir = Path(out_dir)
+    device = torch.device(device)
+    if config.get("iterations") is None and config.get("minutes") is None:
+        raise UserError("give --iterations N or --minutes M (or both)")
+    ckpt_path = out_dir / CHECKPOINT
+    state = None
+    if ckpt_path.exists() and not resume:
+        raise UserError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if resume:
+        if not ckpt_path.exists():
+            raise UserError(f"--resume given but {ckpt_path} does not exist")
+        state = load_checkpoint(ckpt_path)
+        old = state["config"]
+        changed = [k for k in ARCHITECTURE_KEYS if k in old and old.get(k) != config.get(k)]
+        if changed:
+            raise UserError(f"{ckpt_path} was trained with a different configuration ({', '.join(changed)}); "
+                            "drop those flags or start a new --out")
+    dist = _Dist(device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    try:
+        return _train(config, host, out_dir, state, device, dist, progress)
+    finally:
+        dist.close()
+
+
+def _train(config, host, out_dir, state, device, dist, progress):
+    torch.manual_seed(config["seed"])
+    if config["batch_size"] % dist.world:
+        raise UserError(f"--batch-size {config['batch_size']} is not divisible by the {dist.world} processes")
+    local_batch = config["batch_size"] // dist.world
+    gen_sde, wrapper = build_model(config, host)
+    model = gen_sde.network.to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    loss_fn = host.losses.get(config["loss"])()
+    base = host.datasets.get(config["dataset"])(split="train", data_root=config["data_root"],
+                                               resolution=config["resolution"])
+    flipped = RandomFlip(base, config["seed"])
+    dataset = wrapper.wrap_dataset(flipped, "train")
+    steps_per_epoch = len(dataset) // config["batch_size"]
+    if steps_per_epoch == 0:
+        raise UserError(f"the dataset has {len(dataset)} images, fewer than one batch of {config['batch_size']}; "
+                        "lower --batch-size")
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+    if dist.enabled:
+        gen_sde.network = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    log_path = out_dir / "metrics.jsonl"
+    if dist.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(out_dir / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
+        _truncate_log(log_path, step)
+    max_steps = config["iterations"] if config["iterations"] is not None else math.inf
+    deadline = time.monotonic() + 60 * config["minutes"] if config["minutes"] is not None else math.inf
+
+    def checkpoint():
+        if dist.main:
+            save_checkpoint(out_dir / CHECKPOINT, {
+                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                "step": step, "config": config, "rng": rng_state(),
+                "plugins": {"conditioning": config["conditioning"], "loss": config["loss"],
+                            "wrapper": wrapper.config()},
+            })
+        dist.barrier()
+
+    bar = tqdm(total=None if max_steps == math.inf else max_steps, initial=step, disable=not (progress and dist.main),
+               desc="train", dynamic_ncols=True)
+    recent, t_last, n_last, last_loss = [], time.monotonic(), step, float("nan")
+    log = open(log_path, "a") if dist.main else None
+    try:
+        while step < max_steps and time.monotonic() < deadline:
+            epoch, pos = divmod(step, steps_per_epoch)
+            flipped.set_epoch(epoch)
+            batches = [b[dist.rank * local_batch:(dist.rank + 1) * local_batch]
+                       for b in _epoch_batches(len(dataset), config["batch_size"], config["seed"], epoch)[pos:]]
+            loader = DataLoader(dataset, batch_sampler=batches, num_workers=config["num_workers"])
+            for batch in loader:
+                torch.manual_seed(_step_seed(config["seed"], step, dist.rank))
+                x = batch["image"].to(device)
+                batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+                v = coordinate_grid(x.shape[0], x.shape[-2], x.shape[-1], device, x.dtype)
+                kwargs = wrapper.model_kwargs(batch, device)
+                for group in optimizer.param_groups:
+                    group["lr"] = _lr(config, step)
+                losses = loss_fn(gen_sde, batch, v, kwargs)["loss"]
+                loss = losses.mean()
+                if not torch.isfinite(loss):
+                    raise UserError(f"the loss became non-finite at step {step}; the last good checkpoint is "
+                                    f"kept in {out_dir}; lower --lr or check the data")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config["grad_clip"]:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
+                optimizer.step()
+                with torch.no_grad():
+                    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - config["ema_decay"])
+                step += 1
+                last_loss = loss.item()
+                recent.append(last_loss)
+                if dist.main and (step % config["log_every"] == 0):
+                    now = time.monotonic()
+                    ips = (step - n_last) * config["batch_size"] / max(now - t_last, 1e-9)
+                    t_last, n_last = now, step
+                    record = {"step": step, "loss": sum(recent) / len(recent), "lr": _lr(config, step - 1),
+                              "img_per_s": ips}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{ips:.1f}")
+                    recent = []
+                bar.update(1)
+                if step % config["ckpt_every"] == 0:
+                    checkpoint()
+                if config["sample_every"] and step % config["sample_every"] == 0 and dist.main:
+                    _preview(gen_sde, ema, wrapper, config, out_dir / f"samples_{step:07d}.png", device, host)
+                if step >= max_steps or time.monotonic() >= deadline:
+                    break
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    checkpoint()
+    if dist.main and config["num_sample"]:
+        _preview(gen_sde, ema, wrapper, config, out_dir / "samples.png", device, host)
+    return {"step": step, "last_loss": last_loss, "out_dir": str(out_dir)}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint a run resumes from (they will be redone)."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    atomic_write(path, lambda f: f.write("".join(ln + "\n" for ln in lines).encode()))
+
+
+def _preview(gen_sde, ema, wrapper, config, path, device, host):
+    """Unconditional sample grid from the EMA weights (skipped when the model needs extra inputs)."""
+    if type(wrapper).model_kwargs is not _base_model_kwargs():
+        return
+    net = gen_sde.network
+    gen_sde.network = ema
+    try:
+        g = torch.Generator(device=device).manual_seed(config["seed"])
+        shape = (config["num_sample"], config["channels"], config["resolution"], config["resolution"])
+        x = sampling.sample(gen_sde, shape, num_steps=config["sample_steps"], sampler=config["sampler"],
+                            generator=g, progress=False, device=device, host=host)
+        save_grid(x.clamp(-1, 1), path, nrow=int(math.sqrt(config["num_sample"])) or 1)
+    finally:
+        gen_sde.network = net
+
+
+def _base_model_kwargs():
+    from .builtins import ModelWrapper
+
+    return ModelWrapper.model_kwargs
+
+
+def log_line(message: str) -> None:
+    print(message, file=sys.stderr)

@@ -1,1 +1,32 @@
+"""Hook implementations of the ``ddo_conditional`` plugin (the target of its ``ddo`` entry point)."""
+from __future__ import annotations
 
+from ddo import hookimpl
+
+from . import commands
+from .conditioning import WRAPPERS
+from .losses import query_dsm_loss
+
+
+@hookimpl
+def register_model_wrappers(register):
+    for key, wrapper in WRAPPERS.items():
+        register(key, wrapper)
+
+
+@hookimpl
+def register_losses(register):
+    register("query-dsm", query_dsm_loss)
+
+
+@hookimpl
+def register_commands(register):
+    register("reconstruct", (commands.add_reconstruct_parser, commands.run_reconstruct,
+                             "reconstruct images from their fixed sparse context and score them"))
+    register("demo", (commands.add_demo_parser, commands.run_demo,
+                      "train a conditional model on natural-patches, reconstruct the test split, report"))
+
+
+@hookimpl
+def add_train_arguments(parser):
+    commands.add_train_arguments(parser)

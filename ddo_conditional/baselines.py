@@ -1,0 +1,47 @@
+"""Classical interpolation of the context pixels: nearest, linear, cubic (scipy ``griddata``) and
+biharmonic inpainting (scikit-image), on the same masks as the model."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+BASELINES = ("nearest", "linear", "cubic", "biharmonic")
+
+
+def interpolate(image: np.ndarray, context_indices: np.ndarray, method: str) -> np.ndarray:
+    """Fill an ``(H, W, C)`` image from its pixels at flat ``context_indices``.
+
+    ``linear`` and ``cubic`` are undefined outside the convex hull of the context; there the
+    nearest context value is used.
+    """
+    from scipy.interpolate import griddata
+
+    h, w, c = image.shape
+    flat = image.reshape(h * w, c)
+    pts = np.stack(np.unravel_index(context_indices, (h, w)), axis=1).astype(np.float64)
+    vals = flat[context_indices]
+    if method == "biharmonic":
+        from skimage.restoration import inpaint_biharmonic
+
+        missing = np.ones(h * w, bool)
+        missing[context_indices] = False
+        known = np.where(missing[:, None], 0.0, flat).reshape(h, w, c)
+        return inpaint_biharmonic(known, missing.reshape(h, w), channel_axis=-1)
+    gy, gx = np.mgrid[0:h, 0:w]
+    grid = np.stack([gy.ravel(), gx.ravel()], axis=1).astype(np.float64)
+    out = griddata(pts, vals, grid, method="nearest")
+    if method != "nearest":
+        fine = griddata(pts, vals, grid, method=method)
+        ok = np.isfinite(fine)
+        out[ok] = fine[ok]
+    return out.reshape(h, w, c)
+
+
+def baseline_batch(images01: torch.Tensor, context_indices: torch.Tensor, method: str) -> torch.Tensor:
+    """``(B, C, H, W)`` reconstructions in ``[0, 1]`` of a batch by one classical method."""
+    if method not in BASELINES:
+        raise ValueError(f"unknown baseline {method!r}; known: {', '.join(BASELINES)}")
+    out = []
+    for img, idx in zip(images01.permute(0, 2, 3, 1).double().cpu().numpy(), context_indices.cpu().numpy()):
+        out.append(interpolate(img, idx, method))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(images01.dtype).clamp(0, 1)

@@ -1,0 +1,84 @@
+"""The ``--conditioning`` registry entries: dataset wrapping, model wrapping, per-batch kwargs."""
+from __future__ import annotations
+
+import logging
+
+from ddo.builtins import ModelWrapper
+
+from .datasets import FixedSparseMaskDataset, context_tensors
+from .masks import PATTERNS, MaskError, mask_counts
+from .models import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
+
+log = logging.getLogger("ddo_conditional")
+
+MASK_DEFAULTS = {"context_ratio": 0.1, "query_ratio": 0.1, "mask_seed": 42, "mask_pattern": "random",
+                 "context_feature_dim": 32}
+
+
+class SparseConditioning(ModelWrapper):
+    """Fixed sparse masks on the data and the context image as a network input."""
+
+    needs = ("context_image",)
+
+    def __init__(self, config: dict | None = None):
+        super().__init__(config)
+        cfg = {k: (self.config_.get(k) if self.config_.get(k) is not None else v) for k, v in MASK_DEFAULTS.items()}
+        self.context_ratio, self.query_ratio = float(cfg["context_ratio"]), float(cfg["query_ratio"])
+        self.mask_seed, self.mask_pattern = int(cfg["mask_seed"]), cfg["mask_pattern"]
+        self.context_feature_dim = int(cfg["context_feature_dim"])
+        self.channels = int(self.config_.get("channels", 3))
+        if self.mask_pattern not in PATTERNS:
+            raise MaskError(f"unknown mask pattern {self.mask_pattern!r}; known: {', '.join(PATTERNS)}")
+        if self.mask_seed < 0:
+            raise MaskError(f"mask seed must be non-negative, got {self.mask_seed}")
+        res = int(self.config_.get("resolution", 32))
+        mask_counts(res, res, self.context_ratio, self.query_ratio)
+
+    def mask_dataset(self, dataset, **overrides) -> FixedSparseMaskDataset:
+        kw = {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "seed": self.mask_seed,
+              "pattern": self.mask_pattern}
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return FixedSparseMaskDataset(dataset, **kw)
+
+    def wrap_dataset(self, dataset, split: str):
+        return self.mask_dataset(dataset)
+
+    def model_kwargs(self, batch: dict, device) -> dict:
+        ctx = context_tensors(batch, device)
+        if log.isEnabledFor(logging.DEBUG):
+            b, c = ctx["context_image"].shape[:2]
+            observed = int(ctx["observation_mask"].sum().item()) * c
+            log.debug("context: %d observed entries in the batch (%d images x %d pixels x %d channels)",
+                      observed, b, batch["context_indices"].shape[1], c)
+        return {k: ctx[k] for k in self.needs}
+
+    def config(self) -> dict:
+        return {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "mask_seed": self.mask_seed,
+                "mask_pattern": self.mask_pattern, "context_feature_dim": self.context_feature_dim}
+
+
+class EncoderConditioning(SparseConditioning):
+    """``sparse-encoder``: :class:`ConditionalDDOModel`."""
+
+    def build_model(self, make_base):
+        return ConditionalDDOModel(make_base(), input_dim=self.channels, context_feature_dim=self.context_feature_dim)
+
+
+class ConcatConditioning(SparseConditioning):
+    """``sparse-concat``: :class:`ConditionalDDOModelSimple`."""
+
+    def build_model(self, make_base):
+        return ConditionalDDOModelSimple(make_base(), input_dim=self.channels)
+
+
+class LiftConditioning(SparseConditioning):
+    """``sparse-lift``: :class:`ConditionalLiftModel` (context and mask into the lifting layer)."""
+
+    needs = ("context_image", "observation_mask")
+
+    def build_model(self, make_base):
+        return ConditionalLiftModel(make_base(), input_dim=self.channels)
+
+
+WRAPPERS = {"sparse-encoder": EncoderConditioning, "sparse-concat": ConcatConditioning,
+            "sparse-lift": LiftConditioning}

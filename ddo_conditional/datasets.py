@@ -1,0 +1,77 @@
+"""The fixed-mask dataset and the batched scatters that turn sparse points into images."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from .masks import PATTERNS, MaskError, fixed_mask
+
+
+class FixedSparseMaskDataset(Dataset):
+    """Adds a fixed context/query mask to every item of ``dataset``.
+
+    The base items are ``{"image": (C, H, W), "index": int}`` with a global image index; the mask
+    of an item is :func:`~ddo_conditional.masks.fixed_mask` of that index, so it is the same in
+    every epoch and process. Items gain ``context_indices (K,)``, ``context_values (K, C)``,
+    ``query_indices (Q,)`` and ``query_values (Q, C)``.
+    """
+
+    def __init__(self, dataset, context_ratio: float = 0.1, query_ratio: float = 0.1, seed: int = 42,
+                 pattern: str = "random"):
+        if pattern not in PATTERNS:
+            raise MaskError(f"unknown mask pattern {pattern!r}; known: {', '.join(PATTERNS)}")
+        if seed < 0:
+            raise MaskError(f"mask seed must be non-negative, got {seed}")
+        self.dataset = dataset
+        self.context_ratio, self.query_ratio, self.seed, self.pattern = context_ratio, query_ratio, seed, pattern
+        if len(dataset):
+            c, h, w = dataset[0]["image"].shape
+            fixed_mask(seed, 0, h, w, context_ratio, query_ratio, pattern)  # validate ratios once, early
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def mask(self, index: int, h: int, w: int):
+        ctx, qry = fixed_mask(self.seed, index, h, w, self.context_ratio, self.query_ratio, self.pattern)
+        return torch.from_numpy(ctx), torch.from_numpy(qry)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.dataset[i])
+        image = item["image"]
+        c, h, w = image.shape
+        ctx, qry = self.mask(int(item["index"]), h, w)
+        flat = image.reshape(c, h * w)
+        item.update(context_indices=ctx, context_values=flat[:, ctx].T.contiguous(),
+                    query_indices=qry, query_values=flat[:, qry].T.contiguous())
+        return item
+
+
+def create_context_image_batched(values: torch.Tensor, indices: torch.Tensor, h: int, w: int, c: int) -> torch.Tensor:
+    """Dense context image ``(B, C, H, W)``: ``values (B, K, C)`` at flat ``indices (B, K)``, zeros elsewhere."""
+    b = indices.shape[0]
+    out = values.new_zeros(b, c, h * w)
+    out.scatter_(2, indices.unsqueeze(1).expand(b, c, -1), values.transpose(1, 2))
+    return out.reshape(b, c, h, w)
+
+
+def create_query_mask_batched(indices: torch.Tensor, h: int, w: int, dtype=torch.float32) -> torch.Tensor:
+    """Binary mask ``(B, 1, H, W)`` with ones at flat ``indices (B, Q)``."""
+    b = indices.shape[0]
+    out = torch.zeros(b, 1, h * w, device=indices.device, dtype=dtype)
+    out.scatter_(2, indices.unsqueeze(1), 1.0)
+    return out.reshape(b, 1, h, w)
+
+
+def create_observation_mask_batched(indices: torch.Tensor, h: int, w: int, dtype=torch.float32) -> torch.Tensor:
+    """Binary mask ``(B, 1, H, W)`` of the observed (context) pixels; tells an observed zero from a gap."""
+    return create_query_mask_batched(indices, h, w, dtype)
+
+
+def context_tensors(batch: dict, device=None) -> dict:
+    """``context_image (B, C, H, W)`` and ``observation_mask (B, 1, H, W)`` of a collated batch."""
+    image = batch["image"]
+    _, c, h, w = image.shape
+    idx = batch["context_indices"].to(device)
+    vals = batch["context_values"].to(device=device, dtype=image.dtype)
+    return {"context_image": create_context_image_batched(vals, idx, h, w, c),
+            "observation_mask": create_observation_mask_batched(idx, h, w, image.dtype)}

@@ -1,0 +1,68 @@
+"""Reconstruction metrics on images in ``[0, 1]``, per image: PSNR and SSIM on query pixels and on
+the full image, and calibration of a per-pixel predictive standard deviation."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """PSNR in dB per image for ``x, y: (B, C, H, W)`` in ``[0, 1]``; ``mask (B, 1, H, W)`` selects pixels."""
+    err = (x - y) ** 2
+    if mask is None:
+        mse = err.flatten(1).mean(1)
+    else:
+        mse = (err * mask).flatten(1).sum(1) / (mask.flatten(1).sum(1) * x.shape[1]).clamp_min(1)
+    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+def _gaussian_window(device, dtype) -> torch.Tensor:
+    r = torch.arange(SSIM_WINDOW, device=device, dtype=dtype) - SSIM_WINDOW // 2
+    g = torch.exp(-(r**2) / (2 * SSIM_SIGMA**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-pixel SSIM ``(B, C, H, W)`` (Gaussian window 11, sigma 1.5, reflect padding, data range 1)."""
+    c = x.shape[1]
+    win = _gaussian_window(x.device, x.dtype).expand(c, 1, -1, -1)
+    pad = SSIM_WINDOW // 2
+
+    def blur(t):
+        return F.conv2d(F.pad(t, (pad, pad, pad, pad), mode="reflect"), win, groups=c)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """SSIM per image: the SSIM map averaged over channels and over ``mask``'s pixels (or all)."""
+    m = ssim_map(x, y).mean(1, keepdim=True)
+    if mask is None:
+        return m.flatten(1).mean(1)
+    return (m * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
+
+
+def image_metrics(pred: torch.Tensor, truth: torch.Tensor, query_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``psnr_query``, ``ssim_query``, ``psnr_full``, ``ssim_full`` per image."""
+    pred = pred.clamp(0, 1)
+    return {"psnr_query": psnr(pred, truth, query_mask), "ssim_query": ssim(pred, truth, query_mask),
+            "psnr_full": psnr(pred, truth), "ssim_full": ssim(pred, truth)}
+
+
+def calibration(mean: torch.Tensor, std: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor,
+                min_std: float = 1e-3) -> dict[str, float]:
+    """Coverage of the 1- and 2-std intervals and the Gaussian log-likelihood per query entry."""
+    m = mask.expand_as(truth).bool()
+    err = (truth - mean)[m].abs()
+    s = std[m].clamp_min(min_std)
+    ll = -0.5 * (err / s) ** 2 - torch.log(s) - 0.5 * math.log(2 * math.pi)
+    return {"within_1std": float((err <= s).float().mean()), "within_2std": float((err <= 2 * s).float().mean()),
+            "gaussian_loglik": float(ll.mean())}

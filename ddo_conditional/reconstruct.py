@@ -1,0 +1,59 @@
+"""Conditional sampling: several samples per image from its context, their mean and spread."""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from ddo import schedules
+from ddo.models import coordinate_grid
+from ddo.sampling import _resolve, timesteps
+
+
+def _impose(z: torch.Tensor, s: float, observed: torch.Tensor, mask: torch.Tensor, generator) -> torch.Tensor:
+    """Replace observed pixels of ``z_s`` by a draw of ``alpha(s) x_obs + sigma(s) eps`` (the
+    pixel-space marginal of the noise process; under blurring an approximation that ignores the blur)."""
+    t = torch.full((1,), s, device=z.device, dtype=z.dtype)
+    a, sig = schedules.alpha_sigma(t)
+    noisy = a * observed + sig * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    return mask * noisy + (1 - mask) * z
+
+
+@torch.no_grad()
+def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples: int = 8, generator=None,
+                sampler="denoise", data_consistency: bool = False, observation: tuple | None = None,
+                progress: bool = False, host=None) -> dict:
+    """Sample ``num_samples`` reconstructions of each image from its context.
+
+    Args:
+        gen_sde: a ``DenoisingDiffusion`` whose network takes the ``context`` kwargs.
+        context: network kwargs for the batch, e.g. ``{"context_image": (B, C, H, W)}``.
+        shape: ``(B, C, H, W)``.
+        sampler: a sampler registry key or step function.
+        data_consistency: re-impose the observed pixels, suitably noised, after every step; needs
+            ``observation = (context_image (B, C, H, W), observation_mask (B, 1, H, W))``.
+    Returns ``{"samples": (S, B, C, H, W), "mean": (B, C, H, W), "std": (B, C, H, W)}``; the
+    samples of image ``b`` are ``samples[:, b]``.
+    """
+    step = _resolve(sampler, host)
+    b = shape[0]
+    device = next(gen_sde.network.parameters()).device
+
+    def tile(x):
+        return x.repeat(num_samples, *([1] * (x.ndim - 1)))
+
+    kwargs = {k: tile(v) for k, v in context.items()}
+    if data_consistency:
+        if observation is None:
+            raise ValueError("data consistency needs observation=(context_image, observation_mask)")
+        observed, mask = (tile(o.to(device)) for o in observation)
+    big = (b * num_samples,) + tuple(shape[1:])
+    v = coordinate_grid(big[0], big[-2], big[-1], device)
+    z = gen_sde.prior_sample(big, generator=generator, device=device)
+    ts = timesteps(num_steps)
+    for t, s in tqdm(list(zip(ts[:-1], ts[1:])), desc="reconstruct", disable=not progress, leave=False):
+        z = step(gen_sde, z, t, s, v, generator, **kwargs)
+        if data_consistency and s > 0:
+            z = _impose(z, s, observed, mask, generator)
+    samples = z.reshape((num_samples,) + tuple(shape))
+    std = samples.std(0, unbiased=True) if num_samples > 1 else torch.zeros_like(samples[0])
+    return {"samples": samples, "mean": samples.mean(0), "std": std}

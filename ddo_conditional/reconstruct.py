@@ -9,6 +9,13 @@ from ddo.models import coordinate_grid
 from ddo.sampling import _resolve, timesteps
 
 
+def _deblur(gen_sde, z: torch.Tensor) -> torch.Tensor:
+    fd = gen_sde.forward_diffusion
+    zero = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
+    log_a, _ = fd.log_alpha_sigma(zero, z.shape[-2:])
+    return fd.from_modes(fd.to_modes(z) / log_a.exp().clamp_min(1e-3))
+
+
 def _impose(z: torch.Tensor, s: float, observed: torch.Tensor, mask: torch.Tensor, generator) -> torch.Tensor:
     """Replace observed pixels of ``z_s`` by a draw of ``alpha(s) x_obs + sigma(s) eps`` (the
     pixel-space marginal of the noise process; under blurring an approximation that ignores the blur)."""
@@ -21,7 +28,7 @@ def _impose(z: torch.Tensor, s: float, observed: torch.Tensor, mask: torch.Tenso
 @torch.no_grad()
 def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples: int = 8, generator=None,
                 sampler="denoise", data_consistency: bool = False, observation: tuple | None = None,
-                progress: bool = False, host=None) -> dict:
+                progress: bool = False, host=None, deblur: bool = True) -> dict:
     """Sample ``num_samples`` reconstructions of each image from its context.
 
     Args:
@@ -31,6 +38,9 @@ def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples
         sampler: a sampler registry key or step function.
         data_consistency: re-impose the observed pixels, suitably noised, after every step; needs
             ``observation = (context_image (B, C, H, W), observation_mask (B, 1, H, W))``.
+        deblur: divide the final ``z_0`` by ``alpha_0`` per DCT mode (floored at ``1e-3``), undoing the
+            residual blur and scaling of ``t = 0``; samplers end at the mean of ``z_0``, which is
+            ``alpha_0 x0`` and so slightly blurred when ``sigma_blur_min > 0``.
     Returns ``{"samples": (S, B, C, H, W), "mean": (B, C, H, W), "std": (B, C, H, W)}``; the
     samples of image ``b`` are ``samples[:, b]``.
     """
@@ -54,6 +64,8 @@ def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples
         z = step(gen_sde, z, t, s, v, generator, **kwargs)
         if data_consistency and s > 0:
             z = _impose(z, s, observed, mask, generator)
+    if deblur:
+        z = _deblur(gen_sde, z)
     samples = z.reshape((num_samples,) + tuple(shape))
     std = samples.std(0, unbiased=True) if num_samples > 1 else torch.zeros_like(samples[0])
     return {"samples": samples, "mean": samples.mean(0), "std": std}

@@ -1,0 +1,91 @@
+import pytest
+import torch
+
+from ddo import sampling
+from ddo.diffusion import BlurringDiffusion, DenoisingDiffusion, LinearDiffusion
+from ddo.models import FNOUNet2d, coordinate_grid
+from ddo.noise import GaussianRandomField
+
+
+class Oracle(torch.nn.Module):
+    """The exact noise predictor when the data is one known image ``x0``."""
+
+    def __init__(self, fd, x0):
+        super().__init__()
+        self.fd, self.x0 = fd, x0
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+        self.seen = []
+
+    def forward(self, x, temp, v=None, **kwargs):
+        self.seen.append(kwargs)
+        log_a, log_s = self.fd.log_alpha_sigma(temp, x.shape[-2:])
+        mean = self.fd.from_modes(log_a.exp() * self.fd.to_modes(self.x0.expand_as(x)))
+        return (x - mean) / log_s.exp()
+
+
+def _alpha0_x0(fd, x0):
+    zero = torch.zeros(1, dtype=x0.dtype)
+    log_a, _ = fd.log_alpha_sigma(zero, x0.shape[-2:])
+    return fd.from_modes(log_a.exp() * fd.to_modes(x0))
+
+
+@pytest.mark.parametrize("fd_factory", [lambda: BlurringDiffusion(), lambda: LinearDiffusion(),
+                                        lambda: BlurringDiffusion(noise=GaussianRandomField(2.0, 0.1))])
+@pytest.mark.parametrize("sampler,steps,tol", [("denoise", 50, 8e-3), ("ddim", 10, 1e-5), ("euler-maruyama", 400, 0.05)])
+def test_samplers_recover_the_single_image_distribution(fd_factory, sampler, steps, tol):
+    fd = fd_factory()
+    x0 = torch.rand(1, 3, 16, 16, dtype=torch.float64) * 2 - 1
+    gen = DenoisingDiffusion(fd, Oracle(fd, x0).double())
+    g = torch.Generator().manual_seed(0)
+    out = sampling.sample(gen, (2, 3, 16, 16), num_steps=steps, sampler=sampler, generator=g, progress=False,
+                          device="cpu")
+    target = _alpha0_x0(fd, x0).expand_as(out)
+    assert (out - target).abs().max().item() < tol
+
+
+def test_kwargs_reach_the_network_from_every_path():
+    fd = BlurringDiffusion()
+    x0 = torch.zeros(1, 3, 8, 8)
+    net = Oracle(fd, x0)
+    gen = DenoisingDiffusion(fd, net)
+    marker = {"context_image": torch.ones(1)}
+    gen.dsm(torch.zeros(2, 3, 8, 8), None, **marker)
+    z = torch.randn(2, 3, 8, 8)
+    gen.denoise_step(z, 0.5, 10, None, **marker)
+    gen.score(z, 0.5, None, **marker)
+    gen.pred(z, 0.5, None, **marker)
+    for name in ("denoise", "ddim", "euler-maruyama"):
+        sampling.sample(gen, (1, 3, 8, 8), num_steps=2, sampler=name, progress=False, device="cpu", **marker)
+    assert len(net.seen) == 4 + 3 * 2
+    assert all(s.get("context_image") is marker["context_image"] for s in net.seen)
+
+
+def test_dsm_shape_finite_and_gradient_reaches_every_parameter():
+    net = FNOUNet2d(4, 4, 3, ch=8, ch_mult=(1, 2), num_res_blocks=1, use_pos=True, norm="group",
+                    use_pointwise_op=True)
+    gen = DenoisingDiffusion(BlurringDiffusion(), net, timestep_sampler="low_discrepancy")
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    v = coordinate_grid(4, 16, 16)
+    loss = gen.dsm(x, v)
+    assert loss.shape == (4,) and torch.isfinite(loss).all()
+    loss.mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+               or p.grad.abs().sum() == 0]
+    assert missing == []
+    assert gen.dsm(x, v, reduction="none").shape == x.shape
+
+
+def test_low_discrepancy_times_are_stratified():
+    gen = DenoisingDiffusion(LinearDiffusion(), torch.nn.Identity(), timestep_sampler="low_discrepancy")
+    t = torch.sort(gen.sample_timesteps(8)).values
+    gaps = t[1:] - t[:-1]
+    torch.testing.assert_close(gaps, torch.full((7,), 1 / 8), atol=1e-6, rtol=0)
+
+
+def test_diffuse_marginal_statistics():
+    fd = LinearDiffusion()
+    x = torch.full((4000, 1, 2, 2), 0.5)
+    z, eps, mean, sigma = fd.diffuse(x, torch.full((4000,), 0.5))
+    assert abs(z.mean().item() - 0.5 * 0.70710678) < 0.02
+    assert abs(z.std().item() - 0.70710678) < 0.02
+    torch.testing.assert_close(z, mean + sigma * eps)

@@ -1,0 +1,64 @@
+import math
+
+import pytest
+import torch
+
+from ddo.models import FNOUNet2d, SpectralConv2d, count_parameters, fourier_resample
+
+
+def slow_spectral_conv(layer: SpectralConv2d, x: torch.Tensor) -> torch.Tensor:
+    """Mode-by-mode loop over a full complex FFT: the obviously correct version."""
+    b, ci, h, w = x.shape
+    xf = torch.fft.rfft2(x)
+    out = torch.zeros(b, layer.out_channels, h, w // 2 + 1, dtype=torch.complex64)
+    wt = torch.view_as_complex(layer.weight)
+    m = min(layer.half, h // 2)
+    mw = min(layer.modes_width, w // 2 + 1)
+    for ky in list(range(m)) + list(range(-m, 0)):
+        row = ky % h
+        wrow = ky if ky >= 0 else 2 * layer.half + ky
+        for kx in range(mw):
+            out[:, :, row, kx] = xf[:, :, row, kx] @ wt[:, :, wrow, kx].T
+    return torch.fft.irfft2(out, s=(h, w))
+
+
+@pytest.mark.parametrize("size", [(8, 8), (16, 16), (12, 20), (32, 32)])
+@pytest.mark.parametrize("modes", [(4, 3), (8, 8)])
+def test_spectral_conv_matches_slow_reference(size, modes):
+    layer = SpectralConv2d(3, 5, *modes)
+    x = torch.randn(2, 3, *size)
+    torch.testing.assert_close(layer(x), slow_spectral_conv(layer, x), rtol=1e-4, atol=1e-5)
+
+
+def test_spectral_conv_is_resolution_consistent():
+    layer = SpectralConv2d(2, 2, 6, 6)
+    # a band-limited input sampled at 32 and 64
+    x32 = fourier_resample(torch.randn(1, 2, 8, 8), (32, 32))
+    x64 = fourier_resample(x32, (64, 64))
+    y32, y64 = layer(x32), layer(x64)
+    torch.testing.assert_close(fourier_resample(y64, (32, 32)), y32, rtol=1e-4, atol=1e-5)
+
+
+def test_fourier_resample_round_trip_of_band_limited_signal():
+    x = fourier_resample(torch.randn(2, 3, 8, 8), (16, 16))
+    torch.testing.assert_close(fourier_resample(fourier_resample(x, (32, 32)), (16, 16)), x, rtol=1e-4, atol=1e-5)
+
+
+def test_fno_unet_shapes_and_zero_shot_resolution():
+    net = FNOUNet2d(8, 8, 3, ch=8, ch_mult=(1, 2, 2), num_res_blocks=1, use_pos=True)
+    t = torch.rand(2)
+    for res in (16, 32, 64):
+        assert net(torch.randn(2, 3, res, res), t).shape == (2, 3, res, res)
+    assert net(torch.randn(2, 3, 24, 40), t).shape == (2, 3, 24, 40)
+
+
+def test_fno_unet_rejects_unused_kwargs():
+    net = FNOUNet2d(4, 4, 3, ch=8, ch_mult=(1,), num_res_blocks=1)
+    with pytest.raises(TypeError, match="context_image"):
+        net(torch.randn(1, 3, 8, 8), torch.rand(1), context_image=torch.zeros(1))
+
+
+def test_seed_configuration_parameter_count():
+    net = FNOUNet2d(16, 16, 3, ch=64, ch_mult=(1, 2, 2), num_res_blocks=2)
+    assert count_parameters(net) == 64_225_091
+    assert math.isclose(count_parameters(net) / 1e6, 64.2, abs_tol=0.05)

@@ -254,7 +254,10 @@ def main(argv=None) -> int:
     try:
         host = load_host()
         parser = build_parser(host)
-        args = vars(parser.parse_args(argv))
+        try:
+            args = vars(parser.parse_args(argv))
+        except SystemExit as e:  # --help (0) or a usage error (2), already printed
+            return int(e.code or 0)
         run = args.pop("_run")
         return run(args)
     except (UserError, UnknownKeyError, DuplicateKeyError) as e:

@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+
+from ddo.cli import main
+
+from .conftest import tiny_train_args
+
+
+def losses(run):
+    return [json.loads(ln)["loss"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(run):
+    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+
+
+def test_tiny_training_lowers_the_loss_and_sample_writes_png(tmp_path, image_folder, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_train_args(run, image_folder, "--iterations", "60", "--log-every", "10")) == 0
+    ls = losses(run)
+    assert len(ls) == 6 and ls[-1] < 0.7 * ls[0], ls
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["ch"] == 8 and cfg["resolution"] == 16
+    png = tmp_path / "grid.png"
+    assert main(["sample", "--checkpoint", str(run / "checkpoint.pt"), "--num", "4", "--steps", "3",
+                 "--resolution", "32", "--out", str(png), "--no-progress"]) == 0
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.size == (2 * 32 + 3 * 2, 2 * 32 + 3 * 2)
+
+
+def test_resume_is_bit_exact(tmp_path, image_folder):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(tiny_train_args(straight, image_folder, "--iterations", "6")) == 0
+    assert main(tiny_train_args(split, image_folder, "--iterations", "3")) == 0
+    assert main(["train", "--out", str(split), "--resume", "--iterations", "6", "--no-progress"]) == 0
+    assert losses(straight) == losses(split)
+    a, b = weights(straight), weights(split)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_existing_run_is_not_overwritten(tmp_path, image_folder, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_train_args(run, image_folder, "--iterations", "1")) == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    assert main(tiny_train_args(run, image_folder, "--iterations", "1")) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert main(["train", "--out", str(run), "--resume", "--ch", "16", "--iterations", "2"]) == 2
+    assert "different configuration (ch)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--out", "o", "--iterations", "0"], "expected a positive integer"),
+    (["train", "--out", "o", "--iterations", "1", "--dataset", "mnist"], "unknown dataset 'mnist'; known: cifar10"),
+    (["train", "--out", "o", "--iterations", "1", "--loss", "l2"], "unknown loss 'l2'"),
+    (["train", "--out", "o"], "give --iterations N or --minutes M"),
+    (["train", "--out", "o", "--iterations", "1", "--dataset", "cifar10", "--data-root", "nowhere"],
+     "no cifar-10-batches-py folder"),
+    (["train", "--out", "o", "--iterations", "1", "--ch-mult", "1,x"], "comma-separated integers"),
+    (["train", "--out", "o", "--iterations", "1", "--preset", "huge"], "unknown preset 'huge'"),
+    (["train", "--out", "o", "--iterations", "1", "--disp-method", "cosine"], "unknown dissipation schedule"),
+    (["train", "--out", "o", "--iterations", "1", "--device", "cuda:7"], "cuda"),
+    (["sample", "--checkpoint", "missing.pt", "--out", "g.png"], "checkpoint missing.pt does not exist"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    if "cuda:7" in argv and torch.cuda.is_available() and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"model": Evil(), "config": {}}, bad)
+    assert main(["sample", "--checkpoint", str(bad), "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to load" in err and "pwned" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_truncated_checkpoint_is_one_clear_line(tmp_path, image_folder, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_train_args(run, image_folder, "--iterations", "1")) == 0
+    data = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    assert main(["sample", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "g.png")]) == 2
+    assert "truncated or corrupted" in capsys.readouterr().err
+    assert not (tmp_path / "g.png").exists()

@@ -1,0 +1,170 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from ddo.builtins import fno_unet
+from ddo.diffusion import BlurringDiffusion, DenoisingDiffusion
+from ddo.models import coordinate_grid
+from ddo_conditional import (ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel,
+                             FixedSparseMaskDataset, create_context_image_batched, create_query_mask_batched,
+                             fixed_mask, reconstruct)
+from ddo_conditional.conditioning import EncoderConditioning
+from ddo_conditional.datasets import context_tensors
+from ddo_conditional.losses import query_dsm_loss
+from ddo_conditional.masks import PATTERNS, MaskError
+
+
+class Images(torch.utils.data.Dataset):
+    def __init__(self, n=6, res=32, offset=0):
+        g = torch.Generator().manual_seed(1)
+        self.x = torch.rand(n, 3, res, res, generator=g) * 2 - 1
+        self.offset = offset
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"image": self.x[i], "index": self.offset + i}
+
+
+def test_spec_counts_disjoint_and_fixed():
+    ctx, qry = fixed_mask(42, 7, 32, 32)
+    assert len(ctx) == 102 and len(qry) == 102
+    assert not set(ctx) & set(qry)
+    ctx2, qry2 = fixed_mask(42, 7, 32, 32)
+    np.testing.assert_array_equal(ctx, ctx2)
+    np.testing.assert_array_equal(qry, qry2)
+
+
+def test_all_cifar_indices_get_distinct_masks():
+    seen = {fixed_mask(42, i, 32, 32)[0].tobytes() for i in range(0, 60_000, 97)}
+    assert len(seen) == len(range(0, 60_000, 97))
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_patterns_share_the_api(pattern):
+    ctx, qry = fixed_mask(0, 3, 32, 32, 0.1, 0.1, pattern)
+    assert len(ctx) == 102 and len(qry) == 102 and not set(ctx) & set(qry)
+    assert ctx.min() >= 0 and max(ctx.max(), qry.max()) < 1024
+
+
+def test_structured_patterns_have_structure():
+    ctx, _ = fixed_mask(0, 0, 32, 32, 0.1, 0.1, "grid")
+    ys, xs = np.unravel_index(ctx, (32, 32))
+    assert len(np.unique(ys % 3)) == 1 and len(np.unique(xs % 3)) == 1
+    _, qry = fixed_mask(0, 0, 32, 32, 0.1, 0.1, "block")
+    ys, xs = np.unravel_index(qry, (32, 32))
+    assert ys.max() - ys.min() <= 11 and xs.max() - xs.min() <= 11
+    ctx, qry = fixed_mask(0, 0, 32, 32, 0.1, 0.1, "lines")
+    cy, cx = np.unravel_index(ctx, (32, 32))
+    ys, xs = np.unravel_index(qry, (32, 32))
+    empty_rows, empty_cols = set(range(32)) - set(cy.tolist()), set(range(32)) - set(cx.tolist())
+    assert all(y in empty_rows or x in empty_cols for y, x in zip(ys, xs))
+    assert 0 < len(empty_rows) + len(empty_cols) <= 8
+
+
+@pytest.mark.parametrize("c,q", [(0.0, 0.1), (-0.1, 0.1), (0.5, 0.6), (0.1, -0.01), (float("nan"), 0.1)])
+def test_bad_ratios_are_refused(c, q):
+    with pytest.raises(MaskError, match="ratios must"):
+        fixed_mask(0, 0, 32, 32, c, q)
+
+
+def test_negative_seed_and_unknown_pattern_refused():
+    with pytest.raises(MaskError, match="non-negative"):
+        fixed_mask(-1, 0, 32, 32)
+    with pytest.raises(MaskError, match="known: random, grid, block, lines"):
+        fixed_mask(0, 0, 32, 32, pattern="spiral")
+
+
+def test_dataset_items_are_identical_every_time_and_consistent():
+    ds = FixedSparseMaskDataset(Images(), seed=42)
+    a, b = ds[4], ds[4]
+    for k in ("context_indices", "context_values", "query_indices", "query_values"):
+        assert torch.equal(a[k], b[k])
+    assert a["context_indices"].shape == (102,) and a["context_values"].shape == (102, 3)
+    flat = a["image"].reshape(3, -1)
+    torch.testing.assert_close(a["query_values"], flat[:, a["query_indices"]].T)
+    # the mask depends on the global index, not the position in the dataset
+    shifted = FixedSparseMaskDataset(Images(offset=50_000), seed=42)
+    assert torch.equal(shifted[0]["context_indices"], torch.from_numpy(fixed_mask(42, 50_000, 32, 32)[0]))
+
+
+def test_batched_scatter_matches_a_loop_and_counts_39168():
+    b, k, c = 128, 102, 3
+    g = torch.Generator().manual_seed(0)
+    idx = torch.stack([torch.randperm(1024, generator=g)[:k] for _ in range(b)])
+    vals = torch.rand(b, k, c, generator=g) + 0.1
+    img = create_context_image_batched(vals, idx, 32, 32, c)
+    ref = torch.zeros(b, c, 32 * 32)
+    for i in range(b):
+        for j in range(k):
+            ref[i, :, idx[i, j]] = vals[i, j]
+    torch.testing.assert_close(img, ref.reshape(b, c, 32, 32))
+    assert int((img != 0).sum()) == 39168
+    q = create_query_mask_batched(idx, 32, 32)
+    assert q.shape == (b, 1, 32, 32) and int(q.sum()) == b * k
+
+
+def _base():
+    return fno_unet(in_channels=3, ch=8, ch_mult=(1, 2), num_res_blocks=1, modes=4, norm="group")
+
+
+@pytest.mark.parametrize("make", [lambda b: ConditionalDDOModel(b, 3, 32), lambda b: ConditionalDDOModelSimple(b, 3),
+                                  lambda b: ConditionalLiftModel(b, 3)])
+def test_wrappers_without_context_are_the_base_and_context_flows(make):
+    torch.manual_seed(0)
+    base = _base()
+    model = make(base)
+    for p in model.parameters():  # make the zero-initialised lift path non-trivial
+        if p.dim() > 1 and p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.1)
+    x, t = torch.randn(2, 3, 16, 16), torch.rand(2)
+    assert torch.equal(model(x, t, None), base(x, t, None))
+    ctx = torch.zeros(2, 3, 16, 16)
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, ::4, ::4] = 1
+    ctx2 = ctx + mask * 0.7
+    kw = {"observation_mask": mask} if isinstance(model, ConditionalLiftModel) else {}
+    y1, y2 = model(x, t, None, context_image=ctx, **kw), model(x, t, None, context_image=ctx2, **kw)
+    assert (y1 - y2).abs().max() > 1e-4
+
+
+def test_query_dsm_is_the_masked_mean_of_dsm_terms():
+    base = _base()
+    gen = DenoisingDiffusion(BlurringDiffusion(), base)
+    ds = FixedSparseMaskDataset(Images(4, 16), seed=1)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    v = coordinate_grid(4, 16, 16)
+    torch.manual_seed(5)
+    loss = query_dsm_loss()(gen, batch, v, {})["loss"]
+    torch.manual_seed(5)
+    terms = gen.dsm(batch["image"], v, reduction="none")
+    q = create_query_mask_batched(batch["query_indices"], 16, 16)
+    expected = (terms * q).sum((1, 2, 3)) / (q.sum((1, 2, 3)) * 3)
+    torch.testing.assert_close(loss, expected)
+    assert loss.shape == (4,)
+
+
+def test_wrapper_logs_observed_entry_count(caplog):
+    w = EncoderConditioning({"resolution": 32, "channels": 3})
+    ds = w.wrap_dataset(Images(4, 32), "train")
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    with caplog.at_level(logging.DEBUG, logger="ddo_conditional"):
+        kw = w.model_kwargs(batch, "cpu")
+    assert set(kw) == {"context_image"}
+    assert "1224 observed entries in the batch (4 images x 102 pixels x 3 channels)" in caplog.text
+
+
+def test_reconstruct_shapes_and_spread():
+    torch.manual_seed(0)
+    gen = DenoisingDiffusion(BlurringDiffusion(), ConditionalLiftModel(_base(), 3))
+    ds = FixedSparseMaskDataset(Images(2, 16), seed=1)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(2)])
+    ctx = context_tensors(batch)
+    out = reconstruct(gen, ctx, (2, 3, 16, 16), num_steps=3, num_samples=3, generator=torch.Generator().manual_seed(0),
+                      data_consistency=True, observation=(ctx["context_image"], ctx["observation_mask"]))
+    assert out["samples"].shape == (3, 2, 3, 16, 16)
+    torch.testing.assert_close(out["mean"], out["samples"].mean(0))
+    assert (out["std"] > 0).float().mean() > 0.9

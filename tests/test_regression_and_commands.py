@@ -1,0 +1,68 @@
+"""Unconditional DDO is unchanged by the plugin; the plugin's commands run end to end."""
+import json
+
+import torch
+
+from ddo.cli import main
+
+from .conftest import tiny_train_args
+
+
+def _run(tmp_path, name, image_folder, *extra):
+    out = tmp_path / name
+    assert main(tiny_train_args(out, image_folder, "--iterations", "4", *extra)) == 0
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    losses = [json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    return losses, ckpt["model"]
+
+
+def test_unconditional_training_is_bit_identical_with_plugin_absent_or_present(tmp_path, image_folder, monkeypatch):
+    with_plugin = _run(tmp_path, "with", image_folder)
+    monkeypatch.setenv("DDO_DISABLE_PLUGIN_AUTOLOAD", "1")
+    without = _run(tmp_path, "without", image_folder)
+    assert with_plugin[0] == without[0]
+    assert with_plugin[1].keys() == without[1].keys()
+    assert all(torch.equal(with_plugin[1][k], without[1][k]) for k in with_plugin[1])
+
+
+def test_conditional_training_then_reconstruct(tmp_path, image_folder, capsys):
+    run = tmp_path / "cond"
+    assert main(tiny_train_args(run, image_folder, "--iterations", "3", "--conditioning", "sparse-encoder",
+                                "--loss", "query-dsm", "--mask-pattern", "grid", "--mask-seed", "7")) == 0
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["plugins"]["wrapper"]["mask_pattern"] == "grid"
+    assert any(k.startswith("context_encoder.") for k in ckpt["model"])
+    out = tmp_path / "rec"
+    assert main(["reconstruct", "--checkpoint", str(run / "checkpoint.pt"), "--images", str(image_folder),
+                 "--limit", "3", "--num-samples", "2", "--steps", "2", "--out", str(out), "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_images"] == 3 and m["context_ratio"] == 0.1 and m["mask_pattern"] == "grid"
+    assert set(m["methods"]) == {"ddo-mean", "ddo-sample", "nearest", "linear", "cubic", "biharmonic"}
+    for v in m["methods"].values():
+        assert {"psnr_query", "ssim_query", "psnr_full"} <= set(v)
+    assert 0 <= m["calibration"]["within_1std"] <= m["calibration"]["within_2std"] <= 1
+    assert (out / "reconstructions.png").stat().st_size > 0
+    assert "| biharmonic |" in capsys.readouterr().out
+
+
+def test_reconstruct_refuses_unconditional_checkpoint_and_bad_ratios(tmp_path, image_folder, capsys):
+    run = tmp_path / "u"
+    assert main(tiny_train_args(run, image_folder, "--iterations", "1")) == 0
+    out = tmp_path / "rec"
+    assert main(["reconstruct", "--checkpoint", str(run / "checkpoint.pt"), "--images", str(image_folder),
+                 "--out", str(out)]) == 2
+    assert "not a sparse-conditional model" in capsys.readouterr().err
+    assert main(tiny_train_args(tmp_path / "c", image_folder, "--iterations", "1", "--conditioning", "sparse-lift",
+                                "--context-ratio", "0.7", "--query-ratio", "0.5")) == 2
+    assert "context + query <= 1" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "c").exists()
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--minutes", "0.05", "--out", str(out), "--limit", "4", "--steps", "2",
+                 "--num-samples", "2", "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_images"] == 4 and m["dataset"] == "natural-patches/test"
+    assert (out / "report.md").read_text().startswith("# ddo demo")
+    assert "ddo-mean vs best classical baseline" in capsys.readouterr().out

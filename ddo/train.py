@@ -37,16 +37,20 @@ MODEL_CONFIG_KEYS = ("ch", "ch_mult", "num_res_blocks", "modes", "use_pos", "nor
                      "resolution")
 
 
+def make_forward_diffusion(config: dict) -> BlurringDiffusion:
+    """The forward process of a configuration (``LinearDiffusion`` when ``sigma_blur_max == 0``)."""
+    noise = make_noise(config["gp_type"], config["gp_exponent"], config["gp_length_scale"], config["gp_sigma"])
+    if config["sigma_blur_max"] == 0:
+        return LinearDiffusion(ch=config["channels"], ns_method=config["ns_method"], noise=noise)
+    return BlurringDiffusion(ch=config["channels"], ns_method=config["ns_method"], disp_method=config["disp_method"],
+                             sigma_blur_min=config["sigma_blur_min"], sigma_blur_max=config["sigma_blur_max"],
+                             noise=noise)
+
+
 def build_model(config: dict, host):
     """``(gen_sde, wrapper)`` for a configuration: noise field, forward diffusion, wrapped network."""
     try:
-        noise = make_noise(config["gp_type"], config["gp_exponent"], config["gp_length_scale"], config["gp_sigma"])
-        if config["sigma_blur_max"] == 0:
-            fd = LinearDiffusion(ch=config["channels"], ns_method=config["ns_method"], noise=noise)
-        else:
-            fd = BlurringDiffusion(ch=config["channels"], ns_method=config["ns_method"],
-                                   disp_method=config["disp_method"], sigma_blur_min=config["sigma_blur_min"],
-                                   sigma_blur_max=config["sigma_blur_max"], noise=noise)
+        fd = make_forward_diffusion(config)
         wrapper = host.model_wrappers.get(config["conditioning"])(config)
         base_cfg = {k: config[k] for k in MODEL_CONFIG_KEYS}
         base_cfg["in_channels"] = config["channels"]

@@ -4,15 +4,17 @@ from __future__ import annotations
 import logging
 
 from ddo.builtins import ModelWrapper
+from ddo.config import DEFAULTS as _DIFFUSION_DEFAULTS
 
 from .datasets import FixedSparseMaskDataset, context_tensors
 from .masks import PATTERNS, MaskError, mask_counts
-from .models import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
+from .models import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel, SparseInterpModel
+from .precondition import PARAMETERIZATIONS, Preconditioned
 
 log = logging.getLogger("ddo_conditional")
 
 MASK_DEFAULTS = {"context_ratio": 0.1, "query_ratio": 0.1, "mask_seed": 42, "mask_pattern": "random",
-                 "context_feature_dim": 32}
+                 "context_feature_dim": 32, "parameterization": "eps"}
 
 
 class SparseConditioning(ModelWrapper):
@@ -27,6 +29,9 @@ class SparseConditioning(ModelWrapper):
         self.mask_seed, self.mask_pattern = int(cfg["mask_seed"]), cfg["mask_pattern"]
         self.context_feature_dim = int(cfg["context_feature_dim"])
         self.channels = int(self.config_.get("channels", 3))
+        self.parameterization = cfg["parameterization"]
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise MaskError(f"unknown parameterization {self.parameterization!r}; known: {', '.join(PARAMETERIZATIONS)}")
         if self.mask_pattern not in PATTERNS:
             raise MaskError(f"unknown mask pattern {self.mask_pattern!r}; known: {', '.join(PATTERNS)}")
         if self.mask_seed < 0:
@@ -54,20 +59,33 @@ class SparseConditioning(ModelWrapper):
 
     def config(self) -> dict:
         return {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "mask_seed": self.mask_seed,
-                "mask_pattern": self.mask_pattern, "context_feature_dim": self.context_feature_dim}
+                "mask_pattern": self.mask_pattern, "context_feature_dim": self.context_feature_dim,
+                "parameterization": self.parameterization}
+
+    def build_model(self, make_base):
+        from ddo.train import make_forward_diffusion
+
+        inner = self.build_inner(make_base)
+        if self.parameterization == "eps":
+            return inner
+        return Preconditioned(inner, make_forward_diffusion({**_DIFFUSION_DEFAULTS, **self.config_}),
+                              self.parameterization)
+
+    def build_inner(self, make_base):
+        raise NotImplementedError
 
 
 class EncoderConditioning(SparseConditioning):
     """``sparse-encoder``: :class:`ConditionalDDOModel`."""
 
-    def build_model(self, make_base):
+    def build_inner(self, make_base):
         return ConditionalDDOModel(make_base(), input_dim=self.channels, context_feature_dim=self.context_feature_dim)
 
 
 class ConcatConditioning(SparseConditioning):
     """``sparse-concat``: :class:`ConditionalDDOModelSimple`."""
 
-    def build_model(self, make_base):
+    def build_inner(self, make_base):
         return ConditionalDDOModelSimple(make_base(), input_dim=self.channels)
 
 
@@ -76,9 +94,18 @@ class LiftConditioning(SparseConditioning):
 
     needs = ("context_image", "observation_mask")
 
-    def build_model(self, make_base):
+    def build_inner(self, make_base):
         return ConditionalLiftModel(make_base(), input_dim=self.channels)
 
 
+class InterpConditioning(SparseConditioning):
+    """``sparse-interp``: :class:`SparseInterpModel` (interpolated context; residual with ``x0``)."""
+
+    needs = ("context_image", "observation_mask")
+
+    def build_inner(self, make_base):
+        return SparseInterpModel(make_base(), input_dim=self.channels)
+
+
 WRAPPERS = {"sparse-encoder": EncoderConditioning, "sparse-concat": ConcatConditioning,
-            "sparse-lift": LiftConditioning}
+            "sparse-lift": LiftConditioning, "sparse-interp": InterpConditioning}

@@ -20,3 +20,19 @@ def query_dsm_loss():
         return {"loss": (terms * qmask).flatten(1).sum(1) / count}
 
     return loss
+
+
+def x0_mse_loss():
+    """Mean squared error of the ``x0`` estimate over all pixels, ``(B,)``, with times drawn by the
+    diffusion's timestep sampler. Unlike DSM, whose ``x0`` weight ``alpha_t^2 / sigma_t^2`` vanishes
+    near ``t = 1``, every time counts alike, so the one-call estimate at ``t = 1`` is trained as the
+    posterior mean. Needs a network built with ``--parameterization x0`` or ``v``."""
+
+    def loss(gen_sde, batch, v, model_kwargs):
+        x = batch["image"]
+        t = gen_sde.sample_timesteps(x.shape[0], device=x.device, dtype=x.dtype)
+        z_t = gen_sde.forward_diffusion.sample(t, x)
+        x0 = gen_sde.model(z_t, t, v, output="x0", **model_kwargs)
+        return {"loss": ((x0 - x) ** 2).flatten(1).mean(1)}
+
+    return loss

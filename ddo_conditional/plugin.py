@@ -5,7 +5,7 @@ from ddo import hookimpl
 
 from . import commands
 from .conditioning import WRAPPERS
-from .losses import query_dsm_loss
+from .losses import query_dsm_loss, x0_mse_loss
 
 
 @hookimpl
@@ -17,6 +17,7 @@ def register_model_wrappers(register):
 @hookimpl
 def register_losses(register):
     register("query-dsm", query_dsm_loss)
+    register("x0-mse", x0_mse_loss)
 
 
 @hookimpl

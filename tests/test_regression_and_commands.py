@@ -65,4 +65,4 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["num_images"] == 4 and m["dataset"] == "natural-patches/test"
     assert (out / "report.md").read_text().startswith("# ddo demo")
-    assert "ddo-mean vs best classical baseline" in capsys.readouterr().out
+    assert "vs best classical baseline" in capsys.readouterr().out

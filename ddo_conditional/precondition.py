@@ -1,0 +1,53 @@
+"""Parameterisations beyond epsilon, presented to DDO as an epsilon prediction.
+
+The forward process is diagonal in the DCT basis: per mode ``k``, ``z = a_k x + s eps`` with
+``a_k = alpha_t exp(-|k|^2 tau_t)`` and the scalar ``s = sigma_t``. A network may predict
+
+- ``eps``: ``eps_hat = out``;
+- ``x0``: ``x0_hat = out (+ offset)``, so ``eps_hat = (z - IDCT(a DCT(x0_hat))) / s``;
+- ``v``: per mode ``v = a eps - s x``; since ``a^2 + s^2 != 1`` under blurring, the inversion is
+  ``x0 = (a z - s v) / (a^2 + s^2)`` and ``eps = (s z + a v) / (a^2 + s^2)`` (per mode).
+
+Samplers see ``eps_hat`` only; losses that want ``x0_hat`` ask for it with ``output="x0"``, a
+keyword that reaches this module through every DDO call path.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PARAMETERIZATIONS = ("eps", "x0", "v")
+
+
+class Preconditioned(nn.Module):
+    """Wraps ``inner(x, temp, v, **kwargs)``; returns ``eps_hat`` (or ``x0_hat`` with ``output="x0"``).
+
+    If ``inner`` has ``x0_offset(**kwargs)``, an ``x0`` network predicts a residual over it.
+    """
+
+    def __init__(self, inner: nn.Module, forward_diffusion, parameterization: str = "eps"):
+        super().__init__()
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"unknown parameterization {parameterization!r}; known: {', '.join(PARAMETERIZATIONS)}")
+        self.inner, self.fd, self.parameterization = inner, forward_diffusion, parameterization
+
+    def _scales(self, temp, x):
+        log_a, log_s = self.fd.log_alpha_sigma(temp.to(x.dtype), x.shape[-2:])
+        return log_a.exp(), log_s.exp()
+
+    def forward(self, x, temp, v=None, output: str = "eps", **kwargs):
+        out = self.inner(x, temp, v, **kwargs)
+        kind = self.parameterization
+        if kind == "eps" and output == "eps":
+            return out
+        fd = self.fd
+        a, s = self._scales(temp, x)
+        if kind == "x0":
+            offset = self.inner.x0_offset(**kwargs) if hasattr(self.inner, "x0_offset") else None
+            x0 = out if offset is None else out + offset
+            return x0 if output == "x0" else (x - fd.from_modes(a * fd.to_modes(x0))) / s
+        u = fd.to_modes(x)
+        if kind == "v":
+            vv, den = fd.to_modes(out), a * a + s * s
+            return fd.from_modes((a * u - s * vv) / den if output == "x0" else (s * u + a * vv) / den)
+        return fd.from_modes((u - s * fd.to_modes(out)) / a.clamp_min(1e-6))  # eps network asked for x0

@@ -10,6 +10,7 @@ under ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA); rank 0 writes log
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -177,6 +178,8 @@ def _train(config, host, out_dir, state, device, dist, progress):
     log_path = out_dir / "metrics.jsonl"
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob(f".{CHECKPOINT}.tmp*"):  # left by a process killed while writing
+            stale.unlink()
         atomic_write(out_dir / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
         _truncate_log(log_path, step)
     max_steps = config["iterations"] if config["iterations"] is not None else math.inf
@@ -204,20 +207,14 @@ def _train(config, host, out_dir, state, device, dist, progress):
                        for b in _epoch_batches(len(dataset), config["batch_size"], config["seed"], epoch)[pos:]]
             loader = DataLoader(dataset, batch_sampler=batches, num_workers=config["num_workers"])
             for batch in loader:
-                torch.manual_seed(_step_seed(config["seed"], step, dist.rank))
-                x = batch["image"].to(device)
                 batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-                v = coordinate_grid(x.shape[0], x.shape[-2], x.shape[-1], device, x.dtype)
-                kwargs = wrapper.model_kwargs(batch, device)
                 for group in optimizer.param_groups:
                     group["lr"] = _lr(config, step)
-                losses = loss_fn(gen_sde, batch, v, kwargs)["loss"]
-                loss = losses.mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss = _accumulate(gen_sde, loss_fn, wrapper, batch, config, step, dist, device)
                 if not torch.isfinite(loss):
                     raise UserError(f"the loss became non-finite at step {step}; the last good checkpoint is "
                                     f"kept in {out_dir}; lower --lr or check the data")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
                 if config["grad_clip"]:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
                 optimizer.step()
@@ -251,6 +248,36 @@ def _train(config, host, out_dir, state, device, dist, progress):
     if dist.main and config["num_sample"]:
         _preview(gen_sde, ema, wrapper, config, out_dir / "samples.png", device, host)
     return {"step": step, "last_loss": last_loss, "out_dir": str(out_dir)}
+
+
+def _accumulate(gen_sde, loss_fn, wrapper, batch, config, step, dist, device) -> torch.Tensor:
+    """Forward and backward over ``grad_accum`` shards of this rank's batch; returns the mean loss
+    over the global batch (identical on every rank).
+
+    Shard ``j`` of rank ``r`` draws its times and noise from a generator seeded by
+    ``(seed, step, r * grad_accum + j)``, so ``K`` processes and one process with ``K`` accumulation
+    shards compute the same gradient.
+    """
+    accum = config["grad_accum"]
+    n = batch["image"].shape[0]
+    if n % accum:
+        raise UserError(f"the per-process batch {n} is not divisible by --grad-accum {accum}")
+    size, total = n // accum, torch.zeros((), device=device)
+    for j in range(accum):
+        torch.manual_seed(_step_seed(config["seed"], step, dist.rank * accum + j))
+        shard = {k: (v[j * size:(j + 1) * size] if torch.is_tensor(v) else v) for k, v in batch.items()}
+        x = shard["image"]
+        v = coordinate_grid(x.shape[0], x.shape[-2], x.shape[-1], device, x.dtype)
+        sync = j == accum - 1 or not dist.enabled
+        ctx = contextlib.nullcontext() if sync else gen_sde.network.no_sync()
+        with ctx:
+            loss = loss_fn(gen_sde, shard, v, wrapper.model_kwargs(shard, device))["loss"].mean() / accum
+            loss.backward()
+        total = total + loss.detach()
+    if dist.enabled:
+        torch.distributed.all_reduce(total)
+        total = total / dist.world
+    return total
 
 
 def _truncate_log(path: Path, step: int) -> None:

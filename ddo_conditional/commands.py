@@ -22,6 +22,8 @@ def add_train_arguments(group) -> None:
     group.add_argument("--context-feature-dim", type=positive_int, help="sparse-encoder width (default 32)")
     group.add_argument("--parameterization", choices=PARAMETERIZATIONS,
                        help="what the conditional network predicts: eps (default), x0 or v")
+    group.add_argument("--refiner-width", type=nonneg_int,
+                       help="sparse-interp: width of a local 3x3 refiner beside the spectral trunk (0: none)")
 
 
 def add_reconstruct_parser(parser) -> None:

@@ -6,7 +6,7 @@ import logging
 from ddo.builtins import ModelWrapper
 from ddo.config import DEFAULTS as _DIFFUSION_DEFAULTS
 
-from .datasets import FixedSparseMaskDataset, context_tensors
+from .datasets import BiharmonicContext, FixedSparseMaskDataset, context_tensors
 from .masks import PATTERNS, MaskError, mask_counts
 from .models import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel, SparseInterpModel
 from .precondition import PARAMETERIZATIONS, Preconditioned
@@ -14,7 +14,7 @@ from .precondition import PARAMETERIZATIONS, Preconditioned
 log = logging.getLogger("ddo_conditional")
 
 MASK_DEFAULTS = {"context_ratio": 0.1, "query_ratio": 0.1, "mask_seed": 42, "mask_pattern": "random",
-                 "context_feature_dim": 32, "parameterization": "eps"}
+                 "context_feature_dim": 32, "parameterization": "eps", "refiner_width": 0}
 
 
 class SparseConditioning(ModelWrapper):
@@ -28,6 +28,7 @@ class SparseConditioning(ModelWrapper):
         self.context_ratio, self.query_ratio = float(cfg["context_ratio"]), float(cfg["query_ratio"])
         self.mask_seed, self.mask_pattern = int(cfg["mask_seed"]), cfg["mask_pattern"]
         self.context_feature_dim = int(cfg["context_feature_dim"])
+        self.refiner_width = int(cfg["refiner_width"])
         self.channels = int(self.config_.get("channels", 3))
         self.parameterization = cfg["parameterization"]
         if self.parameterization not in PARAMETERIZATIONS:
@@ -43,13 +44,19 @@ class SparseConditioning(ModelWrapper):
         kw = {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "seed": self.mask_seed,
               "pattern": self.mask_pattern}
         kw.update({k: v for k, v in overrides.items() if v is not None})
-        return FixedSparseMaskDataset(dataset, **kw)
+        return self.decorate(FixedSparseMaskDataset(dataset, **kw))
+
+    def decorate(self, dataset):
+        """Hook for subclasses that add per-item inputs computed from the context."""
+        return dataset
 
     def wrap_dataset(self, dataset, split: str):
         return self.mask_dataset(dataset)
 
     def model_kwargs(self, batch: dict, device) -> dict:
         ctx = context_tensors(batch, device)
+        if "context_dense" in batch:
+            ctx["context_dense"] = batch["context_dense"].to(device)
         if log.isEnabledFor(logging.DEBUG):
             b, c = ctx["context_image"].shape[:2]
             observed = int(ctx["observation_mask"].sum().item()) * c
@@ -60,7 +67,7 @@ class SparseConditioning(ModelWrapper):
     def config(self) -> dict:
         return {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "mask_seed": self.mask_seed,
                 "mask_pattern": self.mask_pattern, "context_feature_dim": self.context_feature_dim,
-                "parameterization": self.parameterization}
+                "parameterization": self.parameterization, "refiner_width": self.refiner_width}
 
     def build_model(self, make_base):
         from ddo.train import make_forward_diffusion
@@ -104,8 +111,19 @@ class InterpConditioning(SparseConditioning):
     needs = ("context_image", "observation_mask")
 
     def build_inner(self, make_base):
-        return SparseInterpModel(make_base(), input_dim=self.channels)
+        return SparseInterpModel(make_base(), input_dim=self.channels, refiner_width=self.refiner_width)
+
+
+class BiharmonicInterpConditioning(InterpConditioning):
+    """``sparse-biharmonic``: :class:`SparseInterpModel` refining the biharmonic inpainting of the
+    context (computed once per image by the dataset) instead of the normalised convolution."""
+
+    needs = ("context_image", "observation_mask", "context_dense")
+
+    def decorate(self, dataset):
+        return BiharmonicContext(dataset)
 
 
 WRAPPERS = {"sparse-encoder": EncoderConditioning, "sparse-concat": ConcatConditioning,
-            "sparse-lift": LiftConditioning, "sparse-interp": InterpConditioning}
+            "sparse-lift": LiftConditioning, "sparse-interp": InterpConditioning,
+            "sparse-biharmonic": BiharmonicInterpConditioning}

@@ -75,3 +75,38 @@ def context_tensors(batch: dict, device=None) -> dict:
     vals = batch["context_values"].to(device=device, dtype=image.dtype)
     return {"context_image": create_context_image_batched(vals, idx, h, w, c),
             "observation_mask": create_observation_mask_batched(idx, h, w, image.dtype)}
+
+
+class BiharmonicContext(Dataset):
+    """Adds ``context_dense (C, H, W)``: biharmonic inpainting of each item's context, in ``[-1, 1]``.
+
+    Computed once per distinct context (keyed by index and context values, so a flipped item has its
+    own entry) and kept in memory; deterministic, so every worker and epoch sees the same tensor.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self._memo: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name):  # expose the wrapped dataset's mask parameters
+        if name in ("dataset", "_memo"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, i: int) -> dict:
+        from .baselines import interpolate
+
+        item = dict(self.dataset[i])
+        c, h, w = item["image"].shape
+        vals = item["context_values"]
+        key = (int(item["index"]), vals.numpy().tobytes())
+        if key not in self._memo:
+            img = torch.zeros(h * w, c, dtype=torch.float64)
+            img[item["context_indices"]] = (vals.double() + 1) / 2
+            dense = interpolate(img.reshape(h, w, c).numpy(), item["context_indices"].numpy(), "biharmonic")
+            self._memo[key] = torch.from_numpy(dense).permute(2, 0, 1).float().clamp(0, 1) * 2 - 1
+        item["context_dense"] = self._memo[key]
+        return item

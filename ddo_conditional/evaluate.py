@@ -145,6 +145,8 @@ def write_outputs(result: dict, out_dir) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "metrics.json", lambda f: f.write(json.dumps(result["metrics"], indent=2).encode()))
     fig = result["figure"]
+    if fig.shape[-1] < 96:  # small patches: enlarge (nearest) so that pixels stay visible
+        fig = torch.nn.functional.interpolate(fig, scale_factor=96 // fig.shape[-1], mode="nearest")
     nrow = min(FIGURE_IMAGES, result["metrics"]["num_images"])
     save_grid(fig, out_dir / "reconstructions.png", nrow=nrow, value_range=(0.0, 1.0))
 

@@ -1,6 +1,8 @@
 """Training objectives of the plugin. Each goes through ``gen_sde.dsm(x, v, **model_kwargs)``."""
 from __future__ import annotations
 
+import torch
+
 from .datasets import create_query_mask_batched
 
 
@@ -22,17 +24,29 @@ def query_dsm_loss():
     return loss
 
 
-def x0_mse_loss():
+def x0_mse_loss(t1_fraction: float = 0.0):
     """Mean squared error of the ``x0`` estimate over all pixels, ``(B,)``, with times drawn by the
     diffusion's timestep sampler. Unlike DSM, whose ``x0`` weight ``alpha_t^2 / sigma_t^2`` vanishes
     near ``t = 1``, every time counts alike, so the one-call estimate at ``t = 1`` is trained as the
-    posterior mean. Needs a network built with ``--parameterization x0`` or ``v``."""
+    posterior mean. Needs a network built with ``--parameterization x0`` or ``v``.
+
+    ``t1_fraction``: the share of each batch put at ``t = 1`` exactly, where the ``x0`` estimate is
+    a plain regression of ``E[x | context]`` (the one-call posterior mean).
+    """
 
     def loss(gen_sde, batch, v, model_kwargs):
         x = batch["image"]
         t = gen_sde.sample_timesteps(x.shape[0], device=x.device, dtype=x.dtype)
+        n1 = int(round(t1_fraction * x.shape[0]))
+        if n1:
+            t = torch.cat([torch.ones(n1, device=x.device, dtype=x.dtype), t[n1:]])
         z_t = gen_sde.forward_diffusion.sample(t, x)
         x0 = gen_sde.model(z_t, t, v, output="x0", **model_kwargs)
         return {"loss": ((x0 - x) ** 2).flatten(1).mean(1)}
 
     return loss
+
+
+def x0_mse_mixed_loss():
+    """:func:`x0_mse_loss` with half of every batch at ``t = 1``."""
+    return x0_mse_loss(t1_fraction=0.5)

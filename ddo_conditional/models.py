@@ -123,7 +123,7 @@ class SparseInterpModel(nn.Module):
     into the base network's lifting layer; with an ``x0`` parameterisation the network predicts a
     residual over the interpolation (:meth:`x0_offset`)."""
 
-    def __init__(self, base_model: nn.Module, input_dim: int = 3):
+    def __init__(self, base_model: nn.Module, input_dim: int = 3, refiner_width: int = 0):
         super().__init__()
         if not (hasattr(base_model, "lift_input") and hasattr(base_model, "trunk")):
             raise ValueError("sparse-interp needs a base network with lift_input() and trunk() (fno-unet)")
@@ -133,17 +133,37 @@ class SparseInterpModel(nn.Module):
         if hasattr(base_model, "out"):  # start as the interpolation itself (a zero residual)
             nn.init.zeros_(base_model.out.weight)
             nn.init.zeros_(base_model.out.bias)
+        self.refiner = None
+        if refiner_width:
+            # local 3x3 path for the high-frequency detail that the spectral trunk's truncated modes
+            # cannot produce; sees the noisy image, the interpolation, the mask and the trunk's output
+            w, c = refiner_width, input_dim
+            self.refiner = nn.Sequential(
+                nn.Conv2d(3 * c + 1, w, 3, padding=1), nn.SiLU(),
+                nn.Conv2d(w, w, 3, padding=1), nn.SiLU(),
+                nn.Conv2d(w, c, 3, padding=1),
+            )
+            nn.init.zeros_(self.refiner[-1].weight)
+            nn.init.zeros_(self.refiner[-1].bias)
 
-    def x0_offset(self, context_image=None, observation_mask=None, **_):
+    def dense(self, context_image, observation_mask, context_dense=None):
+        """The interpolation the network refines: ``context_dense`` when the data provides one
+        (for example biharmonic inpainting), else the normalised convolution of the context."""
+        return context_dense if context_dense is not None else self.interp(context_image, observation_mask)
+
+    def x0_offset(self, context_image=None, observation_mask=None, context_dense=None, **_):
         if context_image is None:
             return None
-        return self.interp(context_image, observation_mask)
+        return self.dense(context_image, observation_mask, context_dense)
 
-    def forward(self, x, temp, v=None, context_image=None, observation_mask=None, **kwargs):
+    def forward(self, x, temp, v=None, context_image=None, observation_mask=None, context_dense=None, **kwargs):
         if context_image is None:
             return self.base_model(x, temp, v, **kwargs)
         if observation_mask is None:
             raise ValueError("sparse-interp needs observation_mask beside context_image")
-        dense = self.interp(context_image, observation_mask)
+        dense = self.dense(context_image, observation_mask, context_dense)
         h = self.base_model.lift_input(x, v) + self.context_lift(torch.cat([dense, observation_mask], 1))
-        return self.base_model.trunk(h, temp)
+        out = self.base_model.trunk(h, temp)
+        if self.refiner is not None:
+            out = out + self.refiner(torch.cat([x, dense, observation_mask, out], 1))
+        return out

@@ -5,7 +5,7 @@ from ddo import hookimpl
 
 from . import commands
 from .conditioning import WRAPPERS
-from .losses import query_dsm_loss, x0_mse_loss
+from .losses import query_dsm_loss, x0_mse_loss, x0_mse_mixed_loss
 
 
 @hookimpl
@@ -18,6 +18,7 @@ def register_model_wrappers(register):
 def register_losses(register):
     register("query-dsm", query_dsm_loss)
     register("x0-mse", x0_mse_loss)
+    register("x0-mse-mixed", x0_mse_mixed_loss)
 
 
 @hookimpl

@@ -168,3 +168,50 @@ def test_reconstruct_shapes_and_spread():
     assert out["samples"].shape == (3, 2, 3, 16, 16)
     torch.testing.assert_close(out["mean"], out["samples"].mean(0))
     assert (out["std"] > 0).float().mean() > 0.9
+
+
+class _Fixed(torch.nn.Module):
+    """Returns a fixed tensor whatever the input (stands for a network's prediction)."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x, temp, v=None, **kwargs):
+        return self.out
+
+
+@pytest.mark.parametrize("t", [0.05, 0.5, 0.97])
+def test_parameterisations_match_their_definitions_per_mode(t):
+    from ddo.dct import dct2, idct2
+    from ddo_conditional.precondition import Preconditioned
+
+    fd = BlurringDiffusion()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 3, 16, 16, generator=g, dtype=torch.float64) * 2 - 1
+    eps = torch.randn(2, 3, 16, 16, generator=g, dtype=torch.float64)
+    tt = torch.full((2,), t, dtype=torch.float64)
+    log_a, log_s = fd.log_alpha_sigma(tt, (16, 16))
+    a, s = log_a.exp(), log_s.exp()
+    z = idct2(a * dct2(x0)) + s * eps
+    # an x0 network that is right gives back the true noise
+    torch.testing.assert_close(Preconditioned(_Fixed(x0), fd, "x0")(z, tt), eps)
+    # v = a eps - s x per mode; a v network that is right gives back eps and x0
+    v = idct2(a * dct2(eps) - s * dct2(x0))
+    pre = Preconditioned(_Fixed(v), fd, "v")
+    torch.testing.assert_close(pre(z, tt), eps)
+    torch.testing.assert_close(pre(z, tt, output="x0"), x0)
+    # eps is passed through untouched
+    assert Preconditioned(_Fixed(eps), fd, "eps")(z, tt) is eps
+
+
+def test_biharmonic_context_is_cached_and_matches_the_baseline():
+    from ddo_conditional.baselines import baseline_batch
+    from ddo_conditional.datasets import BiharmonicContext
+
+    ds = BiharmonicContext(FixedSparseMaskDataset(Images(2, 16), seed=3))
+    a, b = ds[1], ds[1]
+    assert a["context_dense"] is b["context_dense"] and a["context_dense"].shape == (3, 16, 16)
+    ref = baseline_batch((a["image"][None] + 1) / 2, a["context_indices"][None], "biharmonic")[0] * 2 - 1
+    torch.testing.assert_close(a["context_dense"], ref, atol=1e-5, rtol=0)
+    assert ds.context_ratio == 0.1 and len(ds) == 2

@@ -91,9 +91,10 @@ def run_reconstruct(args: dict) -> int:
 def add_demo_parser(parser) -> None:
     parser.add_argument("--minutes", type=positive_float, default=8.0, help="training budget (default 8)")
     parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--conditioning", default="sparse-interp")
+    parser.add_argument("--conditioning", default="sparse-biharmonic")
     parser.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="x0")
-    parser.add_argument("--loss", default="x0-mse")
+    parser.add_argument("--refiner-width", type=nonneg_int, default=32)
+    parser.add_argument("--loss", default="x0-mse-mixed")
     parser.add_argument("--num-samples", type=positive_int, default=4)
     parser.add_argument("--steps", type=positive_int, default=20)
     parser.add_argument("--sampler", default="ddim")
@@ -117,7 +118,7 @@ def run_demo(args: dict) -> int:
     if (out / CHECKPOINT).exists():
         raise UserError(f"{out} already holds a run; remove it or pass another --out")
     config = resolve({"conditioning": args["conditioning"], "loss": args["loss"], "minutes": args["minutes"],
-                      "parameterization": args["parameterization"],
+                      "parameterization": args["parameterization"], "refiner_width": args["refiner_width"],
                       "seed": args["seed"], "num_sample": 0}, "cpu-small")
     t0 = time.monotonic()
     print(f"ddo demo: training {args['conditioning']} on natural-patches for {args['minutes']:g} minutes", file=sys.stderr)

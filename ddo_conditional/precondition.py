@@ -8,13 +8,18 @@ The forward process is diagonal in the DCT basis: per mode ``k``, ``z = a_k x + 
 - ``v``: per mode ``v = a eps - s x``; since ``a^2 + s^2 != 1`` under blurring, the inversion is
   ``x0 = (a z - s v) / (a^2 + s^2)`` and ``eps = (s z + a v) / (a^2 + s^2)`` (per mode).
 
-Samplers see ``eps_hat`` only; losses that want ``x0_hat`` ask for it with ``output="x0"``, a
+For ``x0`` and ``v`` the network's noisy input is scaled by ``c_in = alpha(t)`` (the scalar VP
+signal scale): near ``t = 1`` the input is almost pure noise that carries no information about
+``x0``, and damping it makes the ``x0`` estimate there (the posterior mean) nearly independent of
+the draw. Samplers see ``eps_hat`` only; losses that want ``x0_hat`` ask for it with ``output="x0"``, a
 keyword that reaches this module through every DDO call path.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ddo import schedules
 
 PARAMETERIZATIONS = ("eps", "x0", "v")
 
@@ -36,10 +41,14 @@ class Preconditioned(nn.Module):
         return log_a.exp(), log_s.exp()
 
     def forward(self, x, temp, v=None, output: str = "eps", **kwargs):
-        out = self.inner(x, temp, v, **kwargs)
         kind = self.parameterization
-        if kind == "eps" and output == "eps":
-            return out
+        if kind == "eps":
+            out = self.inner(x, temp, v, **kwargs)
+            if output == "eps":
+                return out
+        else:
+            c_in = schedules.alpha_sigma(temp.to(x.dtype))[0].reshape(-1, 1, 1, 1)
+            out = self.inner(x * c_in, temp, v, **kwargs)
         fd = self.fd
         a, s = self._scales(temp, x)
         if kind == "x0":

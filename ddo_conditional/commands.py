@@ -156,12 +156,12 @@ def _report(m: dict, tbl: str, best: str, margin: float, source: str) -> str:
         f"Sampling: {m['num_samples']} samples x {m['steps']} steps of `{m['sampler']}`.", "",
         tbl, "",
         f"`ddo-mean` is the better of the mean of samples and the one-call posterior-mean estimate: here "
-        f"`{source}`. It minus the best classical baseline ({best}): {margin:+.2f} dB on query pixels.", "",
+        f"`{source}`. Its margin over the best classical baseline ({best}): {margin:+.2f} dB on query pixels.", "",
     ]
     if cal:
         lines += [f"Calibration of the sample spread on query pixels: {cal['within_1std']:.1%} within 1 std, "
                   f"{cal['within_2std']:.1%} within 2 std, Gaussian log-likelihood {cal['gaussian_loglik']:.3f} "
-                  "per entry.", ""]
+                  "per entry (a calibrated Gaussian would hold 68% and 95%).", ""]
     lines += ["![reconstructions](reconstructions.png)", "",
               "Rows: context (grey = unobserved), two samples, posterior mean (one call when the model "
               "has one, else the mean of samples), per-pixel std of samples, ground truth, biharmonic.", "", "Full numbers: `metrics.json`.", ""]

@@ -96,3 +96,37 @@ def test_truncated_checkpoint_is_one_clear_line(tmp_path, image_folder, capsys):
     assert main(["sample", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "g.png")]) == 2
     assert "truncated or corrupted" in capsys.readouterr().err
     assert not (tmp_path / "g.png").exists()
+
+
+class _NaNLoss:
+    import ddo as _ddo
+
+    @_ddo.hookimpl
+    def register_losses(self, register):
+        def factory():
+            def loss(gen_sde, batch, v, model_kwargs):
+                out = gen_sde.dsm(batch["image"], v, **model_kwargs)
+                return {"loss": out * float("nan")}
+            return loss
+        register("nan-loss", factory)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, image_folder, monkeypatch, capsys):
+    import ddo.plugins
+
+    real = ddo.plugins.load_host
+    monkeypatch.setattr(ddo.plugins, "load_host", lambda *a, **k: real(extra_plugins=[_NaNLoss()]))
+    run = tmp_path / "run"
+    assert main(tiny_train_args(run, image_folder, "--iterations", "2")) == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    assert main(["train", "--out", str(run), "--resume", "--iterations", "4", "--loss", "nan-loss", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the loss became non-finite at step 2" in err and len(err.strip().splitlines()) == 1
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_negative_mask_seed_is_refused(tmp_path, image_folder, capsys):
+    assert main(tiny_train_args(tmp_path / "r", image_folder, "--iterations", "1", "--conditioning", "sparse-lift",
+                                "--mask-seed", "-3")) == 2
+    assert "mask seed must be non-negative" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -11,14 +11,14 @@ def slow_spectral_conv(layer: SpectralConv2d, x: torch.Tensor) -> torch.Tensor:
     b, ci, h, w = x.shape
     xf = torch.fft.rfft2(x)
     out = torch.zeros(b, layer.out_channels, h, w // 2 + 1, dtype=torch.complex64)
-    wt = torch.view_as_complex(layer.weight)
+    wt = layer.complex_weight()  # (2 * half, modes_width, C_in, C_out)
     m = min(layer.half, h // 2)
     mw = min(layer.modes_width, w // 2 + 1)
     for ky in list(range(m)) + list(range(-m, 0)):
         row = ky % h
         wrow = ky if ky >= 0 else 2 * layer.half + ky
         for kx in range(mw):
-            out[:, :, row, kx] = xf[:, :, row, kx] @ wt[:, :, wrow, kx].T
+            out[:, :, row, kx] = xf[:, :, row, kx] @ wt[wrow, kx]
     return torch.fft.irfft2(out, s=(h, w))
 
 

@@ -45,24 +45,33 @@ class SpectralConv2d(nn.Module):
         self.modes_height, self.modes_width = modes_height, modes_width
         self.half = (modes_height + 1) // 2
         scale = 1.0 / (in_channels * out_channels)
-        # real view of the complex weights: (C_out, C_in, 2 * half, modes_width, 2)
-        self.weight = nn.Parameter(scale * torch.rand(out_channels, in_channels, 2 * self.half, modes_width, 2))
+        # complex weights stored as (2 * half, modes_width, [real, imag], C_in, C_out): each mode's
+        # real and imaginary matrices are contiguous, so the mode mixing needs no weight copies
+        self.weight = nn.Parameter(scale * torch.rand(2 * self.half, modes_width, 2, in_channels, out_channels))
+
+    def complex_weight(self) -> torch.Tensor:
+        """The weights as a complex tensor ``(2 * half, modes_width, C_in, C_out)``."""
+        return torch.complex(self.weight[:, :, 0], self.weight[:, :, 1])
 
     def _weights(self, mh: int, mw: int) -> torch.Tensor:
-        w = torch.view_as_complex(self.weight)
+        w = self.weight
         if mh < self.half:
-            w = torch.cat([w[:, :, :mh], w[:, :, 2 * self.half - mh:]], dim=2)
-        return w[..., :mw]
+            w = torch.cat([w[:mh], w[2 * self.half - mh:]], dim=0)
+        return w[:, :mw].reshape(2 * mh * mw, 2, self.in_channels, self.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
+        b, ci, h, w = x.shape
         mh, mw = min(self.half, h // 2), min(self.modes_width, w // 2 + 1)
         x_ft = torch.fft.rfft2(x.float())
-        xs = _low_modes(x_ft, mh, mw)                                   # (B, Ci, 2mh, mw)
-        wt = self._weights(mh, mw)                                      # (Co, Ci, 2mh, mw)
-        # batched matmul over modes: (modes, B, Ci) @ (modes, Ci, Co)
-        ys = torch.matmul(xs.permute(2, 3, 0, 1), wt.permute(2, 3, 1, 0)).permute(2, 3, 0, 1)
-        out = torch.fft.irfft2(_place_low_modes(ys, h), s=(h, w))
+        xs = torch.view_as_real(_low_modes(x_ft, mh, mw))              # (B, Ci, 2mh, mw, 2)
+        # complex mode mixing in real arithmetic: A = [Xr; Xi] stacked over the batch,
+        # P = A Wr, Q = A Wi, then Yr = Xr Wr - Xi Wi, Yi = Xr Wi + Xi Wr
+        a = xs.permute(2, 3, 4, 0, 1).reshape(2 * mh * mw, 2 * b, ci)   # (modes, 2B, Ci)
+        wt = self._weights(mh, mw)
+        p, q = torch.bmm(a, wt[:, 0]), torch.bmm(a, wt[:, 1])           # (modes, 2B, Co)
+        yr, yi = p[:, :b] - q[:, b:], q[:, :b] + p[:, b:]
+        ys = torch.stack([yr, yi], -1).reshape(2 * mh, mw, b, self.out_channels, 2).permute(2, 3, 0, 1, 4)
+        out = torch.fft.irfft2(_place_low_modes(torch.view_as_complex(ys.contiguous()), h), s=(h, w))
         return out.to(x.dtype)
 
     def extra_repr(self) -> str:

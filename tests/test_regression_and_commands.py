@@ -37,7 +37,9 @@ def test_conditional_training_then_reconstruct(tmp_path, image_folder, capsys):
                  "--limit", "3", "--num-samples", "2", "--steps", "2", "--out", str(out), "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["num_images"] == 3 and m["context_ratio"] == 0.1 and m["mask_pattern"] == "grid"
-    assert set(m["methods"]) == {"ddo-mean", "ddo-sample", "nearest", "linear", "cubic", "biharmonic"}
+    assert set(m["methods"]) == {"ddo-mean", "ddo-sample", "ddo-samples-mean", "nearest", "linear", "cubic",
+                                 "biharmonic"}  # an eps model has no one-call x0 row
+    assert m["methods"]["ddo-mean"]["source"] == "ddo-samples-mean"
     for v in m["methods"].values():
         assert {"psnr_query", "ssim_query", "psnr_full"} <= set(v)
     assert 0 <= m["calibration"]["within_1std"] <= m["calibration"]["within_2std"] <= 1

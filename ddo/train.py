@@ -15,7 +15,6 @@ import copy
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -308,7 +307,3 @@ def _base_model_kwargs():
     from .builtins import ModelWrapper
 
     return ModelWrapper.model_kwargs
-
-
-def log_line(message: str) -> None:
-    print(message, file=sys.stderr)

@@ -6,6 +6,7 @@ from ddo import hookimpl
 from . import commands
 from .conditioning import WRAPPERS
 from .losses import query_dsm_loss, x0_mse_loss, x0_mse_mixed_loss
+from .precondition import ddim_x0_step
 
 
 @hookimpl
@@ -19,6 +20,11 @@ def register_losses(register):
     register("query-dsm", query_dsm_loss)
     register("x0-mse", x0_mse_loss)
     register("x0-mse-mixed", x0_mse_mixed_loss)
+
+
+@hookimpl
+def register_samplers(register):
+    register("ddim-x0", ddim_x0_step)
 
 
 @hookimpl

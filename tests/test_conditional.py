@@ -215,3 +215,19 @@ def test_biharmonic_context_is_cached_and_matches_the_baseline():
     ref = baseline_batch((a["image"][None] + 1) / 2, a["context_indices"][None], "biharmonic")[0] * 2 - 1
     torch.testing.assert_close(a["context_dense"], ref, atol=1e-5, rtol=0)
     assert ds.context_ratio == 0.1 and len(ds) == 2
+
+
+@pytest.mark.parametrize("res", [16, 64])
+def test_ddim_x0_sampler_recovers_the_image_without_amplification(res):
+    from ddo.sampling import sample
+    from ddo_conditional.precondition import Preconditioned, ddim_x0_step
+
+    fd = BlurringDiffusion()
+    x0 = torch.rand(1, 3, res, res, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    gen = DenoisingDiffusion(fd, Preconditioned(_Fixed(x0), fd, "x0"))
+    gen.network.register_parameter("p", torch.nn.Parameter(torch.zeros(())))
+    out = sample(gen, (2, 3, res, res), num_steps=20, sampler=ddim_x0_step, progress=False, device="cpu")
+    log_a, _ = fd.log_alpha_sigma(torch.zeros(1), (res, res))
+    target = fd.from_modes(log_a.exp() * fd.to_modes(x0))
+    assert torch.isfinite(out).all()
+    assert (out - target).abs().max().item() < 1e-4

@@ -82,7 +82,7 @@ def sample(gen_sde: DenoisingDiffusion, shape, num_steps: int = 250, sampler="de
     ``sampler`` is a registry key (``denoise``, ``euler-maruyama``, ``ddim``, or one a plugin
     registered) or a step function. ``model_kwargs`` reach the network at every step.
     """
-    step = _resolve(sampler, host)
+    step = resolve_sampler(sampler, host)
     if device is None:
         device = next(gen_sde.network.parameters()).device
     z = gen_sde.prior_sample(shape, generator=generator, device=device)
@@ -92,7 +92,8 @@ def sample(gen_sde: DenoisingDiffusion, shape, num_steps: int = 250, sampler="de
     return z
 
 
-def _resolve(sampler, host):
+def resolve_sampler(sampler, host=None):
+    """A step function from a registry key (looked up in ``host``, or a freshly loaded one) or itself."""
     if callable(sampler):
         return sampler
     if host is None:
@@ -102,4 +103,4 @@ def _resolve(sampler, host):
     return host.samplers.get(sampler)
 
 
-__all__ = ["sample", "timesteps", "denoise_step", "ddim_step", "euler_maruyama_step"]
+__all__ = ["sample", "timesteps", "resolve_sampler", "denoise_step", "ddim_step", "euler_maruyama_step"]

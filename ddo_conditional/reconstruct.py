@@ -6,7 +6,7 @@ from tqdm.auto import tqdm
 
 from ddo import schedules
 from ddo.models import coordinate_grid
-from ddo.sampling import _resolve, timesteps
+from ddo.sampling import resolve_sampler, timesteps
 
 
 def _deblur(gen_sde, z: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples
     Returns ``{"samples": (S, B, C, H, W), "mean": (B, C, H, W), "std": (B, C, H, W)}``; the
     samples of image ``b`` are ``samples[:, b]``.
     """
-    step = _resolve(sampler, host)
+    step = resolve_sampler(sampler, host)
     b = shape[0]
     device = next(gen_sde.network.parameters()).device
 

@@ -16,7 +16,13 @@ def fno_unet(in_channels: int = 3, ch: int = 64, ch_mult=(1, 2, 2), num_res_bloc
 
 
 class ModelWrapper:
-    """The ``none`` conditioning: the network alone, no extra inputs. Plugins subclass this."""
+    """The ``none`` conditioning: the network alone, no extra inputs. Plugins subclass this.
+
+    ``needs_inputs``: whether the network needs per-batch inputs from ``model_kwargs`` (then the
+    training loop cannot draw unconditional preview samples).
+    """
+
+    needs_inputs = False
 
     def __init__(self, config: dict | None = None):
         self.config_ = dict(config or {})

@@ -35,7 +35,8 @@ def register_model_wrappers(register):
       network; the wrapper returns the module the diffusion will call;
     - ``model_kwargs(batch, device) -> dict``: keyword arguments forwarded to the network by every
       ``DenoisingDiffusion`` call for this batch;
-    - ``config() -> dict``: what must be stored in the checkpoint to rebuild it.
+    - ``config() -> dict``: what must be stored in the checkpoint to rebuild it;
+    - ``needs_inputs``: ``True`` when the network cannot run without ``model_kwargs``.
     """
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from . import schedules
+from .dct import mode_eigenvalues
 from .diffusion import DenoisingDiffusion, _as_batch_time
 
 
@@ -45,8 +47,6 @@ def euler_maruyama_step(gen_sde: DenoisingDiffusion, z_t, t: float, s: float, v=
     ``u_s = u_t - (f_k u_t + g_k^2 eps_hat / sigma_t) dt + g_k sqrt(dt) xi`` (``xi`` from the noise field).
     The last step (to ``s = 0``) adds no noise.
     """
-    from . import schedules
-
     fd = gen_sde.forward_diffusion
     b, device, dtype = z_t.shape[0], z_t.device, z_t.dtype
     tt = _as_batch_time(t, b, device, dtype).reshape(-1, 1, 1, 1)
@@ -54,8 +54,6 @@ def euler_maruyama_step(gen_sde: DenoisingDiffusion, z_t, t: float, s: float, v=
     lam, dlam = schedules.logsnr(tt), schedules.dlogsnr_dt(tt)
     f = 0.5 * torch.sigmoid(-lam) * dlam
     if not fd.dissipation.is_identity:
-        from .dct import mode_eigenvalues
-
         f = f - mode_eigenvalues(z_t.shape[-2:], device=device, dtype=dtype) * fd.dissipation.dtau_dt(tt)
     sig2 = torch.sigmoid(-lam)
     g2 = (-sig2 * torch.sigmoid(lam) * dlam - 2 * f * sig2).clamp_min(0.0)

@@ -2,7 +2,8 @@
 
 Reproducibility: the global batch of step ``k`` is a pure function of ``(seed, k)`` (a seeded
 permutation per epoch), flips are a pure function of ``(seed, epoch, index)``, and the RNG that
-draws diffusion times and noise is re-seeded from ``(seed, step, rank)`` at every step. Resuming
+draws diffusion times and noise is re-seeded from ``(seed, step, shard)`` at every step (a shard is
+one process's share of the batch, or one gradient-accumulation part of it). Resuming
 from a checkpoint therefore continues bit-exactly.
 
 Several processes: launched by ``torchrun``, each rank trains on its slice of the global batch
@@ -289,7 +290,7 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def _preview(gen_sde, ema, wrapper, config, path, device, host):
     """Unconditional sample grid from the EMA weights (skipped when the model needs extra inputs)."""
-    if type(wrapper).model_kwargs is not _base_model_kwargs():
+    if wrapper.needs_inputs:
         return
     net = gen_sde.network
     gen_sde.network = ema
@@ -302,8 +303,3 @@ def _preview(gen_sde, ema, wrapper, config, path, device, host):
     finally:
         gen_sde.network = net
 
-
-def _base_model_kwargs():
-    from .builtins import ModelWrapper
-
-    return ModelWrapper.model_kwargs

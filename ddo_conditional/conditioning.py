@@ -21,6 +21,7 @@ class SparseConditioning(ModelWrapper):
     """Fixed sparse masks on the data and the context image as a network input."""
 
     needs = ("context_image",)
+    needs_inputs = True
 
     def __init__(self, config: dict | None = None):
         super().__init__(config)
@@ -32,7 +33,7 @@ class SparseConditioning(ModelWrapper):
         self.channels = int(self.config_.get("channels", 3))
         self.parameterization = cfg["parameterization"]
         if self.parameterization not in PARAMETERIZATIONS:
-            raise MaskError(f"unknown parameterization {self.parameterization!r}; known: {', '.join(PARAMETERIZATIONS)}")
+            raise ValueError(f"unknown parameterization {self.parameterization!r}; known: {', '.join(PARAMETERIZATIONS)}")
         if self.mask_pattern not in PATTERNS:
             raise MaskError(f"unknown mask pattern {self.mask_pattern!r}; known: {', '.join(PATTERNS)}")
         if self.mask_seed < 0:

@@ -18,9 +18,9 @@ import time
 import torch
 
 from ddo.config import resolve
-from ddo.models import coordinate_grid, count_parameters
+from ddo.models import coordinate_grid, count_parameters, spectral
 from ddo.plugins import load_host
-from ddo.train import build_model
+from ddo.train import build_model, set_autocast
 
 
 def _sync(device):
@@ -47,16 +47,35 @@ def gemm_gflops(device, n=2048, dtype=torch.float32):
     return 2 * n**3 / med / 1e9
 
 
+class spectral_path:
+    """Force the spectral layers onto FFTs (``"fft"``) or leave the default dispatch (``"auto"``)."""
+
+    def __init__(self, path: str):
+        self.path, self.saved = path, spectral.DENSE_MAX_PIXELS
+
+    def __enter__(self):
+        if self.path == "fft":
+            spectral.DENSE_MAX_PIXELS = 0
+
+    def __exit__(self, *exc):
+        spectral.DENSE_MAX_PIXELS = self.saved
+
+
 def forward_flops(gen_sde, x, v, kwargs):
+    """The model's FLOPs (matmuls, convolutions, the spectral mode mixing; transforms not counted:
+    counted on the FFT path, whose FFTs FlopCounterMode ignores)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     t = torch.rand(x.shape[0], device=x.device)
-    with FlopCounterMode(display=False) as fc, torch.no_grad():
+    with FlopCounterMode(display=False) as fc, torch.no_grad(), spectral_path("fft"):
         gen_sde.model(x, t, v, **kwargs)
     return fc.get_total_flops()
 
 
-def measure(config, host, device, batch, steps, autocast_bf16=False):
+def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch=None, path="auto", compile=False):
+    """Median seconds of a training step (forward + backward + Adam over ``batch`` images, as
+    ``batch / micro_batch`` accumulated parts when given: the same gradient) and of a sampling step
+    (``denoise_step`` over ``batch`` images, in network calls of ``micro_batch`` rows when given)."""
     gen_sde, wrapper = build_model(config, host)
     net = gen_sde.network.to(device)
     res, c = config["resolution"], config["channels"]
@@ -69,23 +88,32 @@ def measure(config, host, device, batch, steps, autocast_bf16=False):
         kwargs = {"context_image": ctx + mask * x, "observation_mask": mask}
         kwargs = {k: kwargs[k] for k in getattr(wrapper, "needs", ("context_image",))}
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16)
+    if autocast_bf16:  # as `ddo train --bf16`: the FNO trunk only, spectral parts in fp32
+        set_autocast(net, torch.bfloat16)
+    flops = forward_flops(gen_sde, x[:1], v[:1], {k: t[:1] for k, t in kwargs.items()})
+    if compile:
+        gen_sde.network = torch.compile(net)
+
+    mb = micro_batch or batch
+    if batch % mb:
+        raise SystemExit(f"--micro-batch {mb} does not divide the batch {batch}")
+    parts = [slice(i, i + mb) for i in range(0, batch, mb)]
 
     def train_step():
         opt.zero_grad(set_to_none=True)
-        with amp:
-            loss = gen_sde.dsm(x, v, **kwargs).mean()
-        loss.backward()
+        for sl in parts:
+            loss = gen_sde.dsm(x[sl], v[sl], **{k: t[sl] for k, t in kwargs.items()}).mean() * (mb / batch)
+            loss.backward()
         opt.step()
 
-    t_train, all_train = timed(train_step, device, 2, steps)
-
     def sample_step():
-        with torch.no_grad(), amp:
-            gen_sde.denoise_step(x, 0.5, 250, v, **kwargs)
+        with torch.no_grad():
+            for sl in parts:
+                gen_sde.denoise_step(x[sl], 0.5, 250, v[sl], **{k: t[sl] for k, t in kwargs.items()})
 
-    t_sample, all_sample = timed(sample_step, device, 2, steps)
-    flops = forward_flops(gen_sde, x[:1], v[:1], {k: t[:1] for k, t in kwargs.items()})
+    with spectral_path(path):
+        t_train, all_train = timed(train_step, device, 2, steps)
+        t_sample, all_sample = timed(sample_step, device, 2, steps)
     return {"train_img_per_s": batch / t_train, "sample_img_steps_per_s": batch / t_sample,
             "train_step_s_all": all_train, "sample_step_s_all": all_sample,
             "model_gflops_per_img": flops / 1e9, "parameters": count_parameters(net)}
@@ -98,7 +126,13 @@ def main():
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported) after 2 warm-up steps")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast of the FNO trunk, as `ddo train --bf16`")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (compile time is in the warm-up)")
+    p.add_argument("--micro-batch", type=int, help="train and sample the batch in parts of this size (training "
+                   "accumulates the same gradient); default 32 on CPU, where larger calls of the seed model "
+                   "allocate above glibc's mmap threshold; none on GPU")
+    p.add_argument("--compare", action="store_true", help="also time the whole batch at once, with the default "
+                   "spectral dispatch and with FFTs only (the previous path), in the same process")
     p.add_argument("--resolutions", default="", help="e.g. 32,64,128: time per image at each")
     p.add_argument("--json", default="throughput.json")
     a = p.parse_args()
@@ -106,23 +140,35 @@ def main():
     host = load_host()
     config = resolve({"conditioning": a.conditioning}, a.preset)
     gemm = gemm_gflops(device)
-    r = measure(config, host, device, a.batch_size, a.steps, a.bf16)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    mb = a.micro_batch if a.micro_batch is not None else (32 if device.type == "cpu" and a.batch_size > 32 else None)
+    r = measure(config, host, device, a.batch_size, a.steps, a.bf16, micro_batch=mb, compile=a.compile)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before any whole-batch variant
+    r["micro_batch"] = mb
+    if a.compare:
+        comp = {}
+        for name, path in (("whole_batch", "auto"), ("whole_batch_fft_only", "fft")):
+            rc = measure(config, host, device, a.batch_size, a.steps, a.bf16, path=path)
+            comp[name] = {k: rc[k] for k in ("train_img_per_s", "sample_img_steps_per_s", "train_step_s_all",
+                                             "sample_step_s_all")}
+            comp[name]["peak_rss_mb_so_far"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        r["comparison"] = comp
     train_gflops = 3 * r["model_gflops_per_img"] * r["train_img_per_s"]
     out = {
         "machine": platform.processor() or platform.machine(), "device": str(device),
         "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "preset": a.preset,
         "conditioning": a.conditioning, "batch_size": a.batch_size, "resolution": config["resolution"],
-        "bf16": a.bf16, **r, "peak_rss_mb": peak_rss_mb, "gemm_gflops": gemm,
+        "bf16": a.bf16, "compile": a.compile, **r, "peak_rss_mb": peak_rss_mb, "gemm_gflops": gemm,
         "train_fraction_of_gemm": train_gflops / gemm,
-        "note": "model FLOPs counted by torch's FlopCounterMode (matmuls and convolutions; FFTs not counted); "
-                "a training step is taken as 3x the forward FLOPs",
+        "note": "model FLOPs counted by torch's FlopCounterMode on the FFT path (matmuls, convolutions and "
+                "the spectral mode mixing; transforms not counted); a training step is taken as 3x the forward "
+                "FLOPs; peak_rss_mb is measured before any whole-batch comparison",
     }
     if a.resolutions:
         scaling = {}
         for res in [int(s) for s in a.resolutions.split(",")]:
             cfg = {**config, "resolution": res}
-            rr = measure(cfg, host, device, max(1, a.batch_size * 32 * 32 // (res * res)), 3, a.bf16)
+            rb = max(1, a.batch_size * 32 * 32 // (res * res))
+            rr = measure(cfg, host, device, rb, 3, a.bf16, micro_batch=min(mb, rb) if mb else None)
             scaling[res] = {"train_ms_per_img": 1e3 / rr["train_img_per_s"],
                             "sample_ms_per_img_step": 1e3 / rr["sample_img_steps_per_s"]}
         import math
@@ -138,12 +184,15 @@ def main():
         out["scaling"] = scaling
     with open(a.json, "w") as f:
         json.dump(out, f, indent=2)
-    print(f"{a.preset} + {a.conditioning}, batch {a.batch_size}, {out['resolution']}x{out['resolution']}, "
+    print(f"{a.preset} + {a.conditioning}, batch {a.batch_size} (micro-batch {mb}), {out['resolution']}x{out['resolution']}, "
           f"{device}, {out['cpu_threads']} threads, torch {torch.__version__}, {r['parameters']:,} parameters")
     print("| metric | value |\n|---|---|")
     for k in ("train_img_per_s", "sample_img_steps_per_s", "peak_rss_mb", "gemm_gflops", "model_gflops_per_img",
               "train_fraction_of_gemm"):
         print(f"| {k} | {out[k]:.3g} |")
+    for name, val in out.get("comparison", {}).items():
+        print(f"| {name}: train img/s, sample img-steps/s | {val['train_img_per_s']:.3g}, "
+              f"{val['sample_img_steps_per_s']:.3g} |")
     for k, val in out.get("scaling", {}).items():
         print(f"| {k}x{k} train ms/img, sample ms/img-step | {val['train_ms_per_img']:.2f}, "
               f"{val['sample_ms_per_img_step']:.3f} |")

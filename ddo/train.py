@@ -155,6 +155,8 @@ def _train(config, host, out_dir, state, device, dist, progress):
     local_batch = config["batch_size"] // dist.world
     gen_sde, wrapper = build_model(config, host)
     model = gen_sde.network.to(device)
+    if config.get("bf16"):
+        set_autocast(model, torch.bfloat16)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
     loss_fn = host.losses.get(config["loss"])()
@@ -175,6 +177,8 @@ def _train(config, host, out_dir, state, device, dist, progress):
     if dist.enabled:
         gen_sde.network = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.get("compile"):
+        gen_sde.network = torch.compile(gen_sde.network)
     log_path = out_dir / "metrics.jsonl"
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -248,6 +252,21 @@ def _train(config, host, out_dir, state, device, dist, progress):
     if dist.main and config["num_sample"]:
         _preview(gen_sde, ema, wrapper, config, out_dir / "samples.png", device, host)
     return {"step": step, "last_loss": last_loss, "out_dir": str(out_dir)}
+
+
+def set_autocast(network: torch.nn.Module, dtype: torch.dtype | None) -> int:
+    """Run the trunk of every FNO-UNet inside ``network`` under autocast to ``dtype`` (``None``: off).
+
+    Only the trunk: the forward diffusion, the DCTs, the parameterisation conversions and any wrapper
+    layers stay fp32, as do the trunk's spectral transforms and mode mixing. Returns the number of
+    networks changed.
+    """
+    from .models import FNOUNet2d
+
+    nets = [m for m in network.modules() if isinstance(m, FNOUNet2d)]
+    for m in nets:
+        m.autocast_dtype = dtype
+    return len(nets)
 
 
 def _accumulate(gen_sde, loss_fn, wrapper, batch, config, step, dist, device) -> torch.Tensor:

@@ -39,6 +39,8 @@ def add_reconstruct_parser(parser) -> None:
     parser.add_argument("--steps", type=positive_int, default=250)
     parser.add_argument("--sampler", default="denoise")
     parser.add_argument("--data-consistency", action="store_true", help="re-impose observed pixels each step")
+    parser.add_argument("--no-symmetrize-x0", action="store_true",
+                        help="one call for ddo-x0 instead of the average over rotations and flips")
     parser.add_argument("--mask-seed", type=int, help="default: the training mask seed")
     parser.add_argument("--mask-pattern", choices=PATTERNS, help="default: the training pattern")
     parser.add_argument("--context-ratio", type=float)
@@ -80,7 +82,7 @@ def run_reconstruct(args: dict) -> int:
     result = evaluate(gen_sde, wrapper, dataset, num_samples=args["num_samples"], steps=args["steps"],
                       sampler=args["sampler"], batch_size=args["batch_size"], seed=args["seed"],
                       data_consistency=args["data_consistency"], limit=args.get("limit"), device=device,
-                      progress=not args["no_progress"], host=host)
+                      progress=not args["no_progress"], host=host, symmetrize_x0=not args["no_symmetrize_x0"])
     result["metrics"].update(checkpoint=str(args["checkpoint"]), resolution=res)
     write_outputs(result, args["out"])
     print(table(result["metrics"]))
@@ -155,15 +157,21 @@ def _report(m: dict, tbl: str, best: str, margin: float, source: str) -> str:
         f"{m['parameters']:,} parameters, `{m['parameterization']}` parameterisation, loss `{m['loss']}`, {m['train_steps']} steps in {m['train_seconds']:.0f} s. "
         f"Sampling: {m['num_samples']} samples x {m['steps']} steps of `{m['sampler']}`.", "",
         tbl, "",
-        f"`ddo-mean` is the better of the mean of samples and the one-call posterior-mean estimate: here "
+        f"`ddo-mean` is the better of the mean of samples and the direct posterior-mean estimate (`ddo-x0`: the "
+        f"network's x0 at t = 1{', averaged over the 8 rotations and flips of the context' if m.get('symmetrize_x0') else ''}): here "
         f"`{source}`. Its margin over the best classical baseline ({best}): {margin:+.2f} dB on query pixels.", "",
     ]
     if cal:
         lines += [f"Calibration of the sample spread on query pixels: {cal['within_1std']:.1%} within 1 std, "
                   f"{cal['within_2std']:.1%} within 2 std, Gaussian log-likelihood {cal['gaussian_loglik']:.3f} "
-                  "per entry (a calibrated Gaussian would hold 68% and 95%).", ""]
+                  "per entry (a calibrated Gaussian would hold 68% and 95%)."]
+        if "within_t95" in cal:
+            lines += [f"With {m['num_samples']} samples: {cal['within_t95']:.1%} within the Student-t 95% predictive "
+                      f"interval (95% if calibrated), {cal['within_range']:.1%} between the smallest and largest "
+                      f"sample ({cal['within_range_expected']:.1%} if the truth were exchangeable with the samples)."]
+        lines += [""]
     lines += ["![reconstructions](reconstructions.png)", "",
-              "Rows: context (grey = unobserved), two samples, posterior mean (one call when the model "
+              "Rows: context (grey = unobserved), two samples, posterior mean (ddo-x0 when the model "
               "has one, else the mean of samples), per-pixel std of samples, ground truth, biharmonic.", "", "Full numbers: `metrics.json`.", ""]
     return "\n".join(lines)
 

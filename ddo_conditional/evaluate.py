@@ -22,8 +22,11 @@ FIGURE_IMAGES = 8
 
 def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 250, sampler: str = "denoise",
              batch_size: int = 32, seed: int = 0, data_consistency: bool = False, limit: int | None = None,
-             device="cpu", progress: bool = True, host=None, baselines=BASELINES) -> dict:
+             device="cpu", progress: bool = True, host=None, baselines=BASELINES, symmetrize_x0: bool = True) -> dict:
     """Reconstruct every image of a :class:`FixedSparseMaskDataset` and score all methods.
+
+    ``symmetrize_x0``: ``ddo-x0`` averages the one-call estimate over the grid's rotations and flips
+    (:func:`posterior_mean_one_call`); ``metrics.json`` records the choice.
 
     Returns ``{"metrics": <metrics.json dict>, "figure": (rows * 8, C, H, W) in [0, 1]}``.
     """
@@ -39,7 +42,8 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 25
     one_call = _supports_x0(gen_sde.network)
     per_image = {m: {} for m in ("ddo-samples-mean", "ddo-sample") + (("ddo-x0",) if one_call else ())
                  + tuple(baselines)}
-    cal = {"n": 0, "within_1std": 0.0, "within_2std": 0.0, "gaussian_loglik": 0.0}
+    cal_keys = ("within_1std", "within_2std", "gaussian_loglik", "within_t95", "within_range")
+    cal = {"n": 0, **{k: 0.0 for k in cal_keys}}
     timing = {"model_s": 0.0, "baselines_s": 0.0}
     figure = None
     bar = tqdm(total=n, desc="evaluate", disable=not progress, dynamic_ncols=True)
@@ -56,7 +60,8 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 25
         timing["model_s"] += time.perf_counter() - t0
         preds = {"ddo-samples-mean": (out["mean"] + 1) / 2, "ddo-sample": (out["samples"][0] + 1) / 2}
         if one_call:
-            preds["ddo-x0"] = (posterior_mean_one_call(gen_sde, wrapper.model_kwargs(batch, device), x.shape, g) + 1) / 2
+            preds["ddo-x0"] = (posterior_mean_one_call(gen_sde, wrapper.model_kwargs(batch, device), x.shape, g,
+                                                       symmetrize=symmetrize_x0) + 1) / 2
         t0 = time.perf_counter()
         for m in baselines:
             preds[m] = baseline_batch(truth, batch["context_indices"], m).to(device)
@@ -66,8 +71,8 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 25
                 per_image[m].setdefault(k, []).append(val.cpu())
         if num_samples > 1:
             q = int(qmask.sum().item()) * c
-            cb = calibration((out["mean"] + 1) / 2, out["std"] / 2, truth, qmask)
-            for k in ("within_1std", "within_2std", "gaussian_loglik"):
+            cb = calibration((out["mean"] + 1) / 2, out["std"] / 2, truth, qmask, samples=(out["samples"] + 1) / 2)
+            for k in cal_keys:
                 cal[k] += cb[k] * q
             cal["n"] += q
         if figure is None:
@@ -94,11 +99,12 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 25
     result = {
         "num_images": n, "context_ratio": ds.context_ratio, "query_ratio": ds.query_ratio,
         "mask_pattern": ds.pattern, "mask_seed": ds.seed, "num_samples": num_samples, "steps": steps,
-        "sampler": sampler, "data_consistency": data_consistency, "methods": methods,
+        "sampler": sampler, "data_consistency": data_consistency, "symmetrize_x0": symmetrize_x0, "methods": methods,
         "seconds": {k: round(v, 2) for k, v in timing.items()},
     }
     if cal["n"]:
-        result["calibration"] = {k: cal[k] / cal["n"] for k in ("within_1std", "within_2std", "gaussian_loglik")}
+        result["calibration"] = {k: cal[k] / cal["n"] for k in cal_keys}
+        result["calibration"]["within_range_expected"] = (num_samples - 1) / (num_samples + 1)
     return {"metrics": result, "figure": figure}
 
 
@@ -109,17 +115,44 @@ def _supports_x0(network) -> bool:
     return isinstance(net, Preconditioned) and net.parameterization in ("x0", "v")
 
 
+def dihedral_transforms(h: int, w: int) -> list[tuple[int, bool]]:
+    """``(quarter turns, flip)`` pairs of the symmetries of an ``h x w`` grid: the 8 of the square's
+    dihedral group when ``h == w``, else the 4 that keep the shape."""
+    turns = range(4) if h == w else (0, 2)
+    return [(k, flip) for k in turns for flip in (False, True)]
+
+
+def _apply(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    t = torch.rot90(t, k, (-2, -1))
+    return t.flip(-1) if flip else t
+
+
+def _undo(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    return torch.rot90(t.flip(-1) if flip else t, -k, (-2, -1))
+
+
 @torch.no_grad()
-def posterior_mean_one_call(gen_sde, model_kwargs: dict, shape, generator=None) -> torch.Tensor:
+def posterior_mean_one_call(gen_sde, model_kwargs: dict, shape, generator=None, symmetrize: bool = False) -> torch.Tensor:
     """The network's ``x0`` estimate at ``t = 1`` from prior noise: one call per image. For a
-    model trained with an ``x0`` loss at all times this is its estimate of ``E[x | context]``."""
+    model trained with an ``x0`` loss at all times this is its estimate of ``E[x | context]``.
+
+    ``symmetrize``: average the estimates of the rotated and flipped contexts, each mapped back
+    (:func:`dihedral_transforms`; 8 calls on square images). The posterior mean under a prior that
+    is invariant to these symmetries is equivariant to them, so the average keeps its target and
+    lowers the network's error; every spatial kwarg is transformed alike.
+    """
     from ddo.models import coordinate_grid
 
     device = next(gen_sde.network.parameters()).device
-    z = gen_sde.prior_sample(shape, generator=generator, device=device)
     t = torch.ones(shape[0], device=device)
     v = coordinate_grid(shape[0], shape[-2], shape[-1], device)
-    return gen_sde.model(z, t, v, output="x0", **model_kwargs)
+    transforms = dihedral_transforms(shape[-2], shape[-1]) if symmetrize else [(0, False)]
+    total = 0
+    for k, flip in transforms:
+        z = gen_sde.prior_sample(shape, generator=generator, device=device)
+        kw = {n: _apply(val, k, flip) if torch.is_tensor(val) and val.ndim == 4 else val for n, val in model_kwargs.items()}
+        total = total + _undo(gen_sde.model(z, t, v, output="x0", **kw), k, flip)
+    return total / len(transforms)
 
 
 def best_baseline(methods: dict) -> str:

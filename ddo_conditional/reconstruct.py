@@ -28,7 +28,7 @@ def _impose(z: torch.Tensor, s: float, observed: torch.Tensor, mask: torch.Tenso
 @torch.no_grad()
 def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples: int = 8, generator=None,
                 sampler="denoise", data_consistency: bool = False, observation: tuple | None = None,
-                progress: bool = False, host=None, deblur: bool = True) -> dict:
+                progress: bool = False, host=None, deblur: bool = True, max_rows: int | None = None) -> dict:
     """Sample ``num_samples`` reconstructions of each image from its context.
 
     Args:
@@ -41,31 +41,42 @@ def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples
         deblur: divide the final ``z_0`` by ``alpha_0`` per DCT mode (floored at ``1e-3``), undoing the
             residual blur and scaling of ``t = 0``; samplers end at the mean of ``z_0``, which is
             ``alpha_0 x0`` and so slightly blurred when ``sigma_blur_min > 0``.
+        max_rows: the most rows (images x samples) per network call; default ``B``, so the samples
+            are drawn one group of ``B`` after another. The result does not depend on it beyond the
+            order of random draws. On CPU, calls of more than ~32 rows of a 64-channel model allocate
+            tensors above glibc's mmap threshold (32 MB) and fault their pages in on every call,
+            which halves throughput (benchmarks/README.md).
     Returns ``{"samples": (S, B, C, H, W), "mean": (B, C, H, W), "std": (B, C, H, W)}``; the
     samples of image ``b`` are ``samples[:, b]``.
     """
     step = resolve_sampler(sampler, host)
     b = shape[0]
     device = next(gen_sde.network.parameters()).device
-
-    def tile(x):
-        return x.repeat(num_samples, *([1] * (x.ndim - 1)))
-
-    kwargs = {k: tile(v) for k, v in context.items()}
-    if data_consistency:
-        if observation is None:
-            raise ValueError("data consistency needs observation=(context_image, observation_mask)")
-        observed, mask = (tile(o.to(device)) for o in observation)
-    big = (b * num_samples,) + tuple(shape[1:])
-    v = coordinate_grid(big[0], big[-2], big[-1], device)
-    z = gen_sde.prior_sample(big, generator=generator, device=device)
+    per_call = max(1, (max_rows or b) // b)  # samples per network call
+    if data_consistency and observation is None:
+        raise ValueError("data consistency needs observation=(context_image, observation_mask)")
     ts = timesteps(num_steps)
-    for t, s in tqdm(list(zip(ts[:-1], ts[1:])), desc="reconstruct", disable=not progress, leave=False):
-        z = step(gen_sde, z, t, s, v, generator, **kwargs)
-        if data_consistency and s > 0:
-            z = _impose(z, s, observed, mask, generator)
-    if deblur:
-        z = _deblur(gen_sde, z)
+    groups = [min(per_call, num_samples - i) for i in range(0, num_samples, per_call)]
+    bar = tqdm(total=len(groups) * (len(ts) - 1), desc="reconstruct", disable=not progress, leave=False)
+    out = []
+    for k in groups:
+        def tile(x, k=k):
+            return x.repeat(k, *([1] * (x.ndim - 1)))
+
+        kwargs = {name: tile(val) for name, val in context.items()}
+        if data_consistency:
+            observed, mask = (tile(o.to(device)) for o in observation)
+        big = (b * k,) + tuple(shape[1:])
+        v = coordinate_grid(big[0], big[-2], big[-1], device)
+        z = gen_sde.prior_sample(big, generator=generator, device=device)
+        for t, s in zip(ts[:-1], ts[1:]):
+            z = step(gen_sde, z, t, s, v, generator, **kwargs)
+            if data_consistency and s > 0:
+                z = _impose(z, s, observed, mask, generator)
+            bar.update(1)
+        out.append(_deblur(gen_sde, z) if deblur else z)
+    bar.close()
+    z = torch.cat(out)
     samples = z.reshape((num_samples,) + tuple(shape))
     std = samples.std(0, unbiased=True) if num_samples > 1 else torch.zeros_like(samples[0])
     return {"samples": samples, "mean": samples.mean(0), "std": std}

@@ -170,6 +170,21 @@ def test_reconstruct_shapes_and_spread():
     assert (out["std"] > 0).float().mean() > 0.9
 
 
+def test_reconstruct_rows_per_call_do_not_change_deterministic_samples():
+    from ddo.diffusion import LinearDiffusion
+
+    torch.manual_seed(0)
+    # no blur: an untrained eps network under blurring amplifies rounding (batch-size dependent GEMMs)
+    gen = DenoisingDiffusion(LinearDiffusion(), ConditionalLiftModel(_base(), 3))
+    ds = FixedSparseMaskDataset(Images(2, 16), seed=1)
+    ctx = context_tensors(torch.utils.data.default_collate([ds[i] for i in range(2)]))
+    outs = [reconstruct(gen, ctx, (2, 3, 16, 16), num_steps=3, num_samples=3, sampler="ddim", max_rows=rows,
+                        generator=torch.Generator().manual_seed(0)) for rows in (2, 4, 6)]
+    for o in outs[1:]:
+        torch.testing.assert_close(o["samples"], outs[0]["samples"], rtol=1e-4, atol=1e-4)
+    assert not torch.equal(outs[0]["samples"][0], outs[0]["samples"][1])
+
+
 class _Fixed(torch.nn.Module):
     """Returns a fixed tensor whatever the input (stands for a network's prediction)."""
 
@@ -231,3 +246,61 @@ def test_ddim_x0_sampler_recovers_the_image_without_amplification(res):
     target = fd.from_modes(log_a.exp() * fd.to_modes(x0))
     assert torch.isfinite(out).all()
     assert (out - target).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("n", [4, 8])
+def test_calibration_of_exchangeable_gaussian_samples(n):
+    from ddo_conditional.metrics import calibration
+
+    g = torch.Generator().manual_seed(0)
+    loc = torch.rand(32, 3, 16, 16, generator=g)
+    draws = loc + 0.1 * torch.randn(n + 1, 32, 3, 16, 16, generator=g)  # the truth is one more draw
+    samples, truth = draws[:n], draws[n]
+    mask = (torch.rand(32, 1, 16, 16, generator=g) < 0.5).float()
+    c = calibration(samples.mean(0), samples.std(0, unbiased=True), truth, mask, samples=samples)
+    assert c["within_t95"] == pytest.approx(0.95, abs=0.01)
+    assert c["within_range"] == pytest.approx((n - 1) / (n + 1), abs=0.01)
+    assert c["within_range_expected"] == pytest.approx((n - 1) / (n + 1))
+    # the naive 2-std interval under-covers with few samples even when everything is calibrated
+    assert c["within_2std"] < c["within_t95"] - 0.03
+    # a spread that is too small by half is caught by both finite-sample checks
+    c_bad = calibration(samples.mean(0), 0.5 * samples.std(0, unbiased=True), truth, mask)
+    assert c_bad["within_2std"] < 0.75
+    shrunk = samples.mean(0) + 0.5 * (samples - samples.mean(0))
+    assert calibration(shrunk.mean(0), shrunk.std(0), truth, mask, samples=shrunk)["within_range"] < (n - 1) / (n + 1) - 0.1
+
+
+class _FixedResidual(torch.nn.Module):
+    """An ``x0`` network body: a fixed residual over the ``context_dense`` it is given."""
+
+    def __init__(self, residual):
+        super().__init__()
+        self.residual = torch.nn.Parameter(residual)
+
+    def forward(self, x, temp, v=None, **kwargs):
+        return self.residual.expand(x.shape[0], -1, -1, -1)
+
+    def x0_offset(self, context_dense=None, **_):
+        return context_dense
+
+
+@pytest.mark.parametrize("size", [(8, 8), (8, 12)])
+def test_symmetrized_posterior_mean_averages_the_transformed_estimates(size):
+    from ddo_conditional.evaluate import dihedral_transforms, posterior_mean_one_call
+    from ddo_conditional.precondition import Preconditioned
+
+    g = torch.Generator().manual_seed(0)
+    h, w = size
+    residual = torch.randn(1, 3, h, w, generator=g)
+    fd = BlurringDiffusion()
+    gen = DenoisingDiffusion(fd, Preconditioned(_FixedResidual(residual), fd, "x0"))
+    dense = torch.rand(2, 3, h, w, generator=g)
+    plain = posterior_mean_one_call(gen, {"context_dense": dense}, (2, 3, h, w), g)
+    torch.testing.assert_close(plain, dense + residual)
+    sym = posterior_mean_one_call(gen, {"context_dense": dense}, (2, 3, h, w), g, symmetrize=True)
+    # the offset is transformed and transformed back (exact); the fixed residual is averaged over the group
+    group = dihedral_transforms(h, w)
+    assert len(group) == (8 if h == w else 4)
+    expect = torch.stack([torch.rot90(residual.flip(-1) if f else residual, -k, (-2, -1)) for k, f in group]).mean(0)
+    torch.testing.assert_close(sym, dense + expect)
+    assert not torch.allclose(sym, plain)

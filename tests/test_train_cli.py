@@ -42,6 +42,39 @@ def test_resume_is_bit_exact(tmp_path, image_folder):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_bf16_training_tracks_fp32_and_keeps_fp32_weights(tmp_path, image_folder):
+    fp32, bf16 = tmp_path / "fp32", tmp_path / "bf16"
+    assert main(tiny_train_args(fp32, image_folder, "--iterations", "20", "--log-every", "5")) == 0
+    assert main(tiny_train_args(bf16, image_folder, "--iterations", "20", "--log-every", "5", "--bf16")) == 0
+    a, b = losses(fp32), losses(bf16)
+    assert len(a) == len(b) == 4 and a != b  # autocast did change the arithmetic
+    assert all(abs(x - y) < 0.1 * x for x, y in zip(a, b)), (a, b)
+    w = weights(bf16)
+    assert all(t.dtype == torch.float32 for t in w.values())
+    assert json.loads((bf16 / "config.json").read_text())["bf16"] is True
+
+
+def test_spectral_parts_stay_fp32_under_autocast():
+    from ddo.models import FNOUNet2d, SpectralConv2d, fourier_resample
+    from ddo.train import set_autocast
+
+    torch.manual_seed(0)
+    layer, x = SpectralConv2d(4, 4, 6, 6), torch.randn(2, 4, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, r = layer(x), fourier_resample(x, (8, 8))
+    assert y.dtype == r.dtype == torch.float32
+    torch.testing.assert_close(y, layer(x))
+    torch.testing.assert_close(r, fourier_resample(x, (8, 8)))
+    net = FNOUNet2d(4, 4, in_channels=3, ch=8, ch_mult=(1, 2), num_res_blocks=1, norm="group")
+    z, t = torch.randn(2, 3, 16, 16), torch.rand(2)
+    with torch.no_grad():
+        ref = net(z, t)
+        assert set_autocast(net, torch.bfloat16) == 1
+        out = net(z, t)
+    assert out.dtype == torch.float32 and not torch.equal(out, ref)
+    torch.testing.assert_close(out, ref, rtol=0.05, atol=0.05 * float(ref.abs().max()))
+
+
 def test_existing_run_is_not_overwritten(tmp_path, image_folder, capsys):
     run = tmp_path / "run"
     assert main(tiny_train_args(run, image_folder, "--iterations", "1")) == 0

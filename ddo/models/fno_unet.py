@@ -139,8 +139,18 @@ class FNOUNet2d(nn.Module):
             x = torch.cat([x, v.to(x.dtype)], dim=1)
         return self.lift(x)
 
+    #: dtype of autocast for the trunk (``torch.bfloat16``), or ``None`` for none. Spectral layers
+    #: and Fourier resampling run in fp32 whatever it is; the trunk's output is returned in fp32.
+    autocast_dtype: torch.dtype | None = None
+
     def trunk(self, h: torch.Tensor, temp: torch.Tensor) -> torch.Tensor:
         """Everything after the lifting layer: ``(B, ch, H, W) -> (B, out_channels, H, W)``."""
+        if self.autocast_dtype is None:
+            return self._trunk(h, temp)
+        with torch.autocast(h.device.type, dtype=self.autocast_dtype):
+            return self._trunk(h, temp).float()
+
+    def _trunk(self, h: torch.Tensor, temp: torch.Tensor) -> torch.Tensor:
         temb = self.temb(sinusoidal_embedding(temp * self.time_scale, self.ch))
         hs = [h]
         for layer in self.down:

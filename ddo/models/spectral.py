@@ -6,6 +6,7 @@ operator at every resolution.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -24,6 +25,76 @@ def _place_low_modes(y: torch.Tensor, h: int) -> torch.Tensor:
         return y
     zeros = y.new_zeros(y.shape[:-2] + (h - 2 * m, y.shape[-1]))
     return torch.cat([y[..., :m, :], zeros, y[..., m:, :]], dim=-2)
+
+
+def _separable_dft(h: int, w: int, mh: int, mw: int) -> dict[str, torch.Tensor]:
+    """Real float64 matrices of the truncated 2-D DFT, one axis at a time.
+
+    Kept modes: rows ``r in {0..mh-1, h-mh..h-1}`` and columns ``k in 0..mw-1`` of ``rfft2``.
+    With ``x: (.., h, w)`` real and ``X = rfft2(x)`` restricted to those modes:
+
+    - ``x @ fw = [Re | Im]`` of the width transform, ``fw = [cos | -sin](2 pi n k / w)``, ``(w, 2 mw)``;
+    - ``X = ch @ A + sh @ A'`` with ``A = [Ar | Ai]``, ``A' = [Ai | -Ar]``,
+      ``ch, sh = cos, sin(2 pi r n / h)``, ``(2 mh, h)``: ``[Re X | Im X]``, ``(.., 2 mh, 2 mw)``.
+
+    The inverse (``irfft2`` of the kept modes, zeros elsewhere) of ``Y = [Yr | Yi]``:
+
+    - ``Z = ich @ Y + ish @ Y'`` with ``Y' = [-Yi | Yr]``, ``ich, ish = cos, sin(2 pi n r / h) / h``,
+      ``(h, 2 mh)``;
+    - ``out = Z @ gw``, ``gw = [c_k cos; -c_k sin](2 pi k n / w) / w``, ``(2 mw, w)``, with
+      ``c_k = 1`` for ``k = 0`` and ``k = w / 2`` and 2 otherwise (the Hermitian half-spectrum).
+      The sine rows vanish at ``k = 0`` and ``k = w / 2``, as ``irfft`` drops those imaginary parts.
+    """
+    rows = torch.cat([torch.arange(mh), torch.arange(h - mh, h)]).double()
+    n_h, n_w, k = torch.arange(h).double(), torch.arange(w).double(), torch.arange(mw).double()
+    ang_h = 2 * math.pi * rows[:, None] * n_h[None, :] / h                  # (2mh, h)
+    ang_w = 2 * math.pi * n_w[:, None] * k[None, :] / w                     # (w, mw)
+    ck = torch.full((mw,), 2.0, dtype=torch.float64)
+    ck[0] = 1.0
+    if w % 2 == 0 and mw == w // 2 + 1:
+        ck[-1] = 1.0
+    mats = {
+        "fw": torch.cat([torch.cos(ang_w), -torch.sin(ang_w)], 1),
+        "ch": torch.cos(ang_h), "sh": torch.sin(ang_h),
+        "ich": torch.cos(ang_h).T / h, "ish": torch.sin(ang_h).T / h,
+        "gw": torch.cat([ck[:, None] * torch.cos(ang_w).T, -ck[:, None] * torch.sin(ang_w).T], 0) / w,
+    }
+    return mats
+
+
+@functools.lru_cache(maxsize=64)
+def dense_dft_matrices(h: int, w: int, mh: int, mw: int, device: torch.device | str = "cpu",
+                       dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The truncated 2-D DFT of :func:`_separable_dft` as one dense real matrix each way, built once
+    per size, device and dtype.
+
+    ``fwd: (2 mh * mw * 2, h * w)``, rows ordered ``(row, column, [re, im])``, so that
+    ``fwd @ x.view(-1, h * w).T`` is ``(modes, 2, B * C)``; ``inv: (2 mh * mw * 2, h * w)`` with the
+    same row order maps such a spectrum back to pixels (``irfft2`` of the kept modes). The cost is
+    ``8 mh mw h w`` per channel each way, so this pays on small grids only.
+    """
+    m = _separable_dft(h, w, mh, mw)
+    eye = torch.eye(h * w, dtype=torch.float64).view(h * w, h, w)
+    a = eye @ m["fw"]
+    xs = m["ch"] @ a + m["sh"] @ _swap_halves(a, 1.0)                      # (hw, 2mh, 2mw)
+    fwd = xs.view(h * w, 2 * mh, 2, mw).permute(1, 3, 2, 0).reshape(-1, h * w)
+    eye_m = torch.eye(2 * mh * mw * 2, dtype=torch.float64).view(-1, 2 * mh, mw, 2)
+    y = eye_m.permute(0, 1, 3, 2).reshape(-1, 2 * mh, 2 * mw)               # [Yr | Yi] per unit mode
+    z = m["ich"] @ y + m["ish"] @ _swap_halves(y, -1.0)
+    inv = (z @ m["gw"]).reshape(-1, h * w)
+    return fwd.to(device=device, dtype=dtype).contiguous(), inv.to(device=device, dtype=dtype).contiguous()
+
+
+def _swap_halves(a: torch.Tensor, sign_first: float) -> torch.Tensor:
+    """``[P | Q] -> [sign_first * Q | -sign_first * P]`` along the last axis."""
+    p, q = a.chunk(2, dim=-1)
+    return torch.cat([sign_first * q, -sign_first * p], dim=-1)
+
+
+# Grids up to this many pixels compute the kept modes with one dense DFT matrix each way (cost
+# ~ modes x pixels per channel, in two large GEMMs and no copies); larger grids use FFTs. Both give
+# the same result to rounding; the crossover was measured on CPU (benchmarks/README.md).
+DENSE_MAX_PIXELS = 16 * 16
 
 
 class SpectralConv2d(nn.Module):
@@ -62,14 +133,38 @@ class SpectralConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, ci, h, w = x.shape
         mh, mw = min(self.half, h // 2), min(self.modes_width, w // 2 + 1)
+        # transforms and mode mixing in fp32 even under autocast: a bf16 DFT keeps ~3 significant
+        # digits, and the mixing sums over every input channel
+        with torch.autocast(x.device.type, enabled=False):
+            if h * w <= DENSE_MAX_PIXELS:
+                return self._forward_dense(x, mh, mw)
+            return self._forward_fft(x, mh, mw)
+
+    def _mix(self, a: torch.Tensor, mh: int, mw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Complex mode mixing in real arithmetic. ``a: (modes, 2B, Ci)`` holds ``[Xr; Xi]`` stacked
+        over the batch; with ``P = a Wr``, ``Q = a Wi``: ``Yr = Xr Wr - Xi Wi``, ``Yi = Xr Wi + Xi Wr``,
+        each ``(modes, B, Co)``."""
+        b = a.shape[1] // 2
+        wt = self._weights(mh, mw)
+        p, q = torch.bmm(a, wt[:, 0]), torch.bmm(a, wt[:, 1])
+        return p[:, :b] - q[:, b:], q[:, :b] + p[:, b:]
+
+    def _forward_dense(self, x: torch.Tensor, mh: int, mw: int) -> torch.Tensor:
+        """Only the kept modes are computed, each 2-D transform as one real GEMM
+        (:func:`dense_dft_matrices`): no complex tensors, no zero-filled spectra, and the spectrum comes
+        out mode-major, as the mixing needs it, without a copy."""
+        b, ci, h, w = x.shape
+        fwd, inv = dense_dft_matrices(h, w, mh, mw, x.device, torch.float32)
+        xs = fwd @ x.float().reshape(b * ci, h * w).T                      # (modes * 2, B * Ci)
+        yr, yi = self._mix(xs.view(2 * mh * mw, 2 * b, ci), mh, mw)
+        y = torch.stack([yr, yi], 1).view(-1, b * self.out_channels)      # (modes * 2, B * Co)
+        return (y.T @ inv).view(b, self.out_channels, h, w).to(x.dtype)
+
+    def _forward_fft(self, x: torch.Tensor, mh: int, mw: int) -> torch.Tensor:
+        b, ci, h, w = x.shape
         x_ft = torch.fft.rfft2(x.float())
         xs = torch.view_as_real(_low_modes(x_ft, mh, mw))              # (B, Ci, 2mh, mw, 2)
-        # complex mode mixing in real arithmetic: A = [Xr; Xi] stacked over the batch,
-        # P = A Wr, Q = A Wi, then Yr = Xr Wr - Xi Wi, Yi = Xr Wi + Xi Wr
-        a = xs.permute(2, 3, 4, 0, 1).reshape(2 * mh * mw, 2 * b, ci)   # (modes, 2B, Ci)
-        wt = self._weights(mh, mw)
-        p, q = torch.bmm(a, wt[:, 0]), torch.bmm(a, wt[:, 1])           # (modes, 2B, Co)
-        yr, yi = p[:, :b] - q[:, b:], q[:, :b] + p[:, b:]
+        yr, yi = self._mix(xs.permute(2, 3, 4, 0, 1).reshape(2 * mh * mw, 2 * b, ci), mh, mw)
         ys = torch.stack([yr, yi], -1).reshape(2 * mh, mw, b, self.out_channels, 2).permute(2, 3, 0, 1, 4)
         out = torch.fft.irfft2(_place_low_modes(torch.view_as_complex(ys.contiguous()), h), s=(h, w))
         return out.to(x.dtype)
@@ -89,6 +184,12 @@ def fourier_resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     h2, w2 = size
     if (h, w) == (h2, w2):
         return x
+    with torch.autocast(x.device.type, enabled=False):
+        return _fourier_resample(x, h2, w2)
+
+
+def _fourier_resample(x: torch.Tensor, h2: int, w2: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
     x_ft = torch.fft.rfft2(x.float(), norm="forward")
     m = min(h, h2) // 2
     mw = min(w, w2) // 2 + 1

@@ -72,7 +72,8 @@ def forward_flops(gen_sde, x, v, kwargs):
     return fc.get_total_flops()
 
 
-def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch=None, path="auto", compile=False):
+def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch=None, path="auto", compile=False,
+            train=True):
     """Median seconds of a training step (forward + backward + Adam over ``batch`` images, as
     ``batch / micro_batch`` accumulated parts when given: the same gradient) and of a sampling step
     (``denoise_step`` over ``batch`` images, in network calls of ``micro_batch`` rows when given)."""
@@ -112,11 +113,27 @@ def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch
                 gen_sde.denoise_step(x[sl], 0.5, 250, v[sl], **{k: t[sl] for k, t in kwargs.items()})
 
     with spectral_path(path):
-        t_train, all_train = timed(train_step, device, 2, steps)
+        t_train, all_train = timed(train_step, device, 2, steps) if train else (float("nan"), [])
         t_sample, all_sample = timed(sample_step, device, 2, steps)
     return {"train_img_per_s": batch / t_train, "sample_img_steps_per_s": batch / t_sample,
             "train_step_s_all": all_train, "sample_step_s_all": all_sample,
             "model_gflops_per_img": flops / 1e9, "parameters": count_parameters(net)}
+
+
+def sample_rows_only(config, host, device, a) -> int:
+    """Sampling throughput for several rows-per-call settings, measured first thing in a process
+    (allocator state matters on CPU: see benchmarks/README.md)."""
+    rows = {}
+    for n in [int(r) for r in a.sample_rows.split(",")]:
+        r = measure(config, host, device, a.batch_size, a.steps, micro_batch=n, train=False)
+        rows[n] = {"sample_img_steps_per_s": r["sample_img_steps_per_s"], "sample_step_s_all": r["sample_step_s_all"]}
+        print(f"{n} rows per call: {r['sample_img_steps_per_s']:.1f} image-steps/s", flush=True)
+    out = {"machine": platform.processor() or platform.machine(), "device": str(device),
+           "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "preset": a.preset,
+           "conditioning": a.conditioning, "batch_size": a.batch_size, "order": a.sample_rows, "rows": rows}
+    with open(a.json, "w") as f:
+        json.dump(out, f, indent=2)
+    return 0
 
 
 def main():
@@ -134,11 +151,15 @@ def main():
     p.add_argument("--compare", action="store_true", help="also time the whole batch at once, with the default "
                    "spectral dispatch and with FFTs only (the previous path), in the same process")
     p.add_argument("--resolutions", default="", help="e.g. 32,64,128: time per image at each")
+    p.add_argument("--sample-rows", default="", help="e.g. 128,32: only time sampling, with this many rows per "
+                   "network call, in this order, in this (fresh) process; nothing else is measured")
     p.add_argument("--json", default="throughput.json")
     a = p.parse_args()
     device = torch.device(a.device)
     host = load_host()
     config = resolve({"conditioning": a.conditioning}, a.preset)
+    if a.sample_rows:
+        return sample_rows_only(config, host, device, a)
     gemm = gemm_gflops(device)
     mb = a.micro_batch if a.micro_batch is not None else (32 if device.type == "cpu" and a.batch_size > 32 else None)
     r = measure(config, host, device, a.batch_size, a.steps, a.bf16, micro_batch=mb, compile=a.compile)

@@ -13,18 +13,22 @@ import torch
 from torch import nn
 
 
-def _low_modes(x_ft: torch.Tensor, mh: int, mw: int) -> torch.Tensor:
-    """Rows ``0..mh-1`` and ``-mh..-1`` and columns ``0..mw-1`` of an ``rfft2`` spectrum."""
-    return torch.cat([x_ft[..., :mh, :mw], x_ft[..., x_ft.shape[-2] - mh:, :mw]], dim=-2)
+def _low_rows(xr: torch.Tensor, m: int) -> torch.Tensor:
+    """Rows ``0..m-1`` and ``-m..-1`` of a real view ``(B, C, H, W', 2)`` of an ``rfft2`` spectrum.
+
+    Modes are selected and placed on real views (``[re, im]`` last) rather than on complex tensors:
+    torch.compile differentiates slices of real views, not of complex ones."""
+    return torch.cat([xr[:, :, :m], xr[:, :, xr.shape[2] - m:]], dim=2)
 
 
-def _place_low_modes(y: torch.Tensor, h: int) -> torch.Tensor:
-    """Inverse of :func:`_low_modes` along the rows: ``(.., 2m, mw) -> (.., h, mw)`` with zeros between."""
-    m = y.shape[-2] // 2
-    if 2 * m == h:
-        return y
-    zeros = y.new_zeros(y.shape[:-2] + (h - 2 * m, y.shape[-1]))
-    return torch.cat([y[..., :m, :], zeros, y[..., m:, :]], dim=-2)
+def _place_rows(yr: torch.Tensor, h: int) -> torch.Tensor:
+    """Inverse of :func:`_low_rows`: ``(B, C, 2m, W', 2) -> (B, C, h, W', 2)`` with zero rows between,
+    as a complex tensor ready for ``irfft2``."""
+    m = yr.shape[2] // 2
+    if 2 * m < h:
+        b, c, _, w, _ = yr.shape
+        yr = torch.cat([yr[:, :, :m], yr.new_zeros(b, c, h - 2 * m, w, 2), yr[:, :, m:]], dim=2)
+    return torch.view_as_complex(yr.contiguous())
 
 
 def _separable_dft(h: int, w: int, mh: int, mw: int) -> dict[str, torch.Tensor]:
@@ -162,12 +166,12 @@ class SpectralConv2d(nn.Module):
 
     def _forward_fft(self, x: torch.Tensor, mh: int, mw: int) -> torch.Tensor:
         b, ci, h, w = x.shape
-        x_ft = torch.fft.rfft2(x.float())
-        xs = torch.view_as_real(_low_modes(x_ft, mh, mw))              # (B, Ci, 2mh, mw, 2)
+        co = self.out_channels
+        xr = torch.view_as_real(torch.fft.rfft2(x.float()))[:, :, :, :mw]   # (B, Ci, h, mw, 2)
+        xs = _low_rows(xr, mh)                                                # (B, Ci, 2mh, mw, 2)
         yr, yi = self._mix(xs.permute(2, 3, 4, 0, 1).reshape(2 * mh * mw, 2 * b, ci), mh, mw)
-        ys = torch.stack([yr, yi], -1).reshape(2 * mh, mw, b, self.out_channels, 2).permute(2, 3, 0, 1, 4)
-        out = torch.fft.irfft2(_place_low_modes(torch.view_as_complex(ys.contiguous()), h), s=(h, w))
-        return out.to(x.dtype)
+        ys = torch.stack([yr, yi], -1).reshape(2 * mh, mw, b, co, 2).permute(2, 3, 0, 1, 4)
+        return torch.fft.irfft2(_place_rows(ys, h), s=(h, w)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, modes=({self.modes_height}, "
@@ -190,11 +194,9 @@ def fourier_resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def _fourier_resample(x: torch.Tensor, h2: int, w2: int) -> torch.Tensor:
     h, w = x.shape[-2:]
-    x_ft = torch.fft.rfft2(x.float(), norm="forward")
-    m = min(h, h2) // 2
-    mw = min(w, w2) // 2 + 1
-    y = _place_low_modes(_low_modes(x_ft, m, mw), h2)
-    return torch.fft.irfft2(y, s=(h2, w2), norm="forward").to(x.dtype)
+    m, mw = min(h, h2) // 2, min(w, w2) // 2 + 1
+    xr = torch.view_as_real(torch.fft.rfft2(x.float(), norm="forward"))[:, :, :, :mw]
+    return torch.fft.irfft2(_place_rows(_low_rows(xr, m), h2), s=(h2, w2), norm="forward").to(x.dtype)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

@@ -57,13 +57,12 @@ def _separable_dft(h: int, w: int, mh: int, mw: int) -> dict[str, torch.Tensor]:
     ck[0] = 1.0
     if w % 2 == 0 and mw == w // 2 + 1:
         ck[-1] = 1.0
-    mats = {
+    return {
         "fw": torch.cat([torch.cos(ang_w), -torch.sin(ang_w)], 1),
         "ch": torch.cos(ang_h), "sh": torch.sin(ang_h),
         "ich": torch.cos(ang_h).T / h, "ish": torch.sin(ang_h).T / h,
         "gw": torch.cat([ck[:, None] * torch.cos(ang_w).T, -ck[:, None] * torch.sin(ang_w).T], 0) / w,
     }
-    return mats
 
 
 @functools.lru_cache(maxsize=64)

@@ -26,6 +26,7 @@ from torch import nn
 from ddo.plugins import load_host
 from ddo_conditional.conditioning import BiharmonicInterpConditioning
 from ddo_conditional.datasets import create_observation_mask_batched, create_query_mask_batched
+from ddo_conditional.evaluate import apply_dihedral
 from ddo_conditional.metrics import psnr
 
 
@@ -73,11 +74,6 @@ def query_psnr(pred: torch.Tensor, d: dict) -> float:
     return float(psnr((pred.clamp(-1, 1) + 1) / 2, (d["image"] + 1) / 2, d["query_mask"]).mean())
 
 
-def dihedral(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    t = torch.rot90(t, k, (-2, -1))
-    return t.flip(-1) if flip else t
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=8.0)
@@ -106,8 +102,8 @@ def main():
             g["lr"] = lr
         idx = torch.randint(0, len(train["image"]), (a.batch_size,))
         k, flip = int(torch.randint(0, 4, ())), bool(torch.randint(0, 2, ()))
-        x = dihedral(train["inputs"][idx], k, flip).contiguous(memory_format=torch.channels_last)
-        y = dihedral(train["image"][idx], k, flip)
+        x = apply_dihedral(train["inputs"][idx], k, flip).contiguous(memory_format=torch.channels_last)
+        y = apply_dihedral(train["image"][idx], k, flip)
         per_image = ((net(x) - y) ** 2).flatten(1).mean(1)
         loss = per_image.mean() if a.loss == "mse" else torch.log(per_image + 1e-6).mean()
         opt.zero_grad(set_to_none=True)

@@ -54,13 +54,14 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 25
         qmask = create_query_mask_batched(batch["query_indices"].to(device), h, w, x.dtype)
         ctx = context_tensors(batch, device)
         t0 = time.perf_counter()
-        out = reconstruct(gen_sde, wrapper.model_kwargs(batch, device), x.shape, num_steps=steps,
+        kwargs = wrapper.model_kwargs(batch, device)
+        out = reconstruct(gen_sde, kwargs, x.shape, num_steps=steps,
                           num_samples=num_samples, generator=g, sampler=sampler, data_consistency=data_consistency,
                           observation=(ctx["context_image"], ctx["observation_mask"]), host=host)
         timing["model_s"] += time.perf_counter() - t0
         preds = {"ddo-samples-mean": (out["mean"] + 1) / 2, "ddo-sample": (out["samples"][0] + 1) / 2}
         if one_call:
-            preds["ddo-x0"] = (posterior_mean_one_call(gen_sde, wrapper.model_kwargs(batch, device), x.shape, g,
+            preds["ddo-x0"] = (posterior_mean_one_call(gen_sde, kwargs, x.shape, g,
                                                        symmetrize=symmetrize_x0) + 1) / 2
         t0 = time.perf_counter()
         for m in baselines:
@@ -122,12 +123,14 @@ def dihedral_transforms(h: int, w: int) -> list[tuple[int, bool]]:
     return [(k, flip) for k in turns for flip in (False, True)]
 
 
-def _apply(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+def apply_dihedral(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """``k`` quarter turns of the last two axes, then a flip of the last one if ``flip``."""
     t = torch.rot90(t, k, (-2, -1))
     return t.flip(-1) if flip else t
 
 
-def _undo(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+def undo_dihedral(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """Inverse of :func:`apply_dihedral`."""
     return torch.rot90(t.flip(-1) if flip else t, -k, (-2, -1))
 
 
@@ -150,8 +153,8 @@ def posterior_mean_one_call(gen_sde, model_kwargs: dict, shape, generator=None, 
     total = 0
     for k, flip in transforms:
         z = gen_sde.prior_sample(shape, generator=generator, device=device)
-        kw = {n: _apply(val, k, flip) if torch.is_tensor(val) and val.ndim == 4 else val for n, val in model_kwargs.items()}
-        total = total + _undo(gen_sde.model(z, t, v, output="x0", **kw), k, flip)
+        kw = {n: apply_dihedral(val, k, flip) if torch.is_tensor(val) and val.ndim == 4 else val for n, val in model_kwargs.items()}
+        total = total + undo_dihedral(gen_sde.model(z, t, v, output="x0", **kw), k, flip)
     return total / len(transforms)
 
 

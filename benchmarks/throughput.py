@@ -20,7 +20,8 @@ import torch
 from ddo.config import resolve
 from ddo.models import coordinate_grid, count_parameters, spectral
 from ddo.plugins import load_host
-from ddo.train import build_model, set_autocast
+from ddo.allocator import tune_malloc
+from ddo.train import build_model, make_optimizer, set_autocast
 
 
 def _sync(device):
@@ -88,7 +89,7 @@ def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch
         mask = (torch.rand(batch, 1, res, res, device=device) < 0.1).float()
         kwargs = {"context_image": ctx + mask * x, "observation_mask": mask}
         kwargs = {k: kwargs[k] for k in getattr(wrapper, "needs", ("context_image",))}
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    opt = make_optimizer(net.parameters(), 1e-4, device)  # as `ddo train`
     if autocast_bf16:  # as `ddo train --bf16`: the FNO trunk only, spectral parts in fp32
         set_autocast(net, torch.bfloat16)
     flops = forward_flops(gen_sde, x[:1], v[:1], {k: t[:1] for k, t in kwargs.items()})
@@ -136,6 +137,26 @@ def sample_rows_only(config, host, device, a) -> int:
     return 0
 
 
+def _child_with_default_malloc(a) -> dict:
+    """The same measurement (no comparisons, no scaling) in a child process with malloc left alone."""
+    import os
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "child.json")
+        cmd = [sys.executable, __file__, "--preset", a.preset, "--conditioning", a.conditioning, "--batch-size",
+               str(a.batch_size), "--steps", str(a.steps), "--device", a.device, "--malloc", "default", "--json", path]
+        cmd += ["--micro-batch", str(a.micro_batch)] if a.micro_batch is not None else []
+        cmd += ["--bf16"] if a.bf16 else []
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        with open(path) as f:
+            child = json.load(f)
+    keys = ("train_img_per_s", "sample_img_steps_per_s", "peak_rss_mb", "gemm_gflops", "train_step_s_all",
+            "sample_step_s_all", "malloc_tuned")
+    return {k: child[k] for k in keys}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="seed")
@@ -153,8 +174,14 @@ def main():
     p.add_argument("--resolutions", default="", help="e.g. 32,64,128: time per image at each")
     p.add_argument("--sample-rows", default="", help="e.g. 128,32: only time sampling, with this many rows per "
                    "network call, in this order, in this (fresh) process; nothing else is measured")
+    p.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
+                   help="glibc malloc as `ddo` commands set it (tuned: no mmap of large blocks, no trimming; "
+                   "ddo/allocator.py) or left alone")
+    p.add_argument("--compare-malloc", action="store_true", help="also measure the same configuration with "
+                   "--malloc default, in a child process started by this one (malloc settings are per process)")
     p.add_argument("--json", default="throughput.json")
     a = p.parse_args()
+    malloc_tuned = tune_malloc({"DDO_MALLOC": a.malloc})
     device = torch.device(a.device)
     host = load_host()
     config = resolve({"conditioning": a.conditioning}, a.preset)
@@ -178,12 +205,14 @@ def main():
         "machine": platform.processor() or platform.machine(), "device": str(device),
         "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "preset": a.preset,
         "conditioning": a.conditioning, "batch_size": a.batch_size, "resolution": config["resolution"],
-        "bf16": a.bf16, "compile": a.compile, **r, "peak_rss_mb": peak_rss_mb, "gemm_gflops": gemm,
+        "bf16": a.bf16, "compile": a.compile, "malloc_tuned": malloc_tuned, **r, "peak_rss_mb": peak_rss_mb, "gemm_gflops": gemm,
         "train_fraction_of_gemm": train_gflops / gemm,
         "note": "model FLOPs counted by torch's FlopCounterMode on the FFT path (matmuls, convolutions and "
                 "the spectral mode mixing; transforms not counted); a training step is taken as 3x the forward "
                 "FLOPs; peak_rss_mb is measured before any whole-batch comparison",
     }
+    if a.compare_malloc:
+        out["malloc_default"] = _child_with_default_malloc(a)
     if a.resolutions:
         scaling = {}
         for res in [int(s) for s in a.resolutions.split(",")]:
@@ -211,6 +240,10 @@ def main():
     for k in ("train_img_per_s", "sample_img_steps_per_s", "peak_rss_mb", "gemm_gflops", "model_gflops_per_img",
               "train_fraction_of_gemm"):
         print(f"| {k} | {out[k]:.3g} |")
+    if "malloc_default" in out:
+        d = out["malloc_default"]
+        print(f"| malloc default (child process): train img/s, sample img-steps/s, peak RSS MB | "
+              f"{d['train_img_per_s']:.3g}, {d['sample_img_steps_per_s']:.3g}, {d['peak_rss_mb']:.0f} |")
     for name, val in out.get("comparison", {}).items():
         print(f"| {name}: train img/s, sample img-steps/s | {val['train_img_per_s']:.3g}, "
               f"{val['sample_img_steps_per_s']:.3g} |")

@@ -252,9 +252,11 @@ def build_parser(host) -> Parser:
 
 
 def main(argv=None) -> int:
+    from .allocator import tune_malloc
     from .plugins import load_host
 
     try:
+        tune_malloc()
         host = load_host()
         parser = build_parser(host)
         try:

@@ -78,3 +78,44 @@ def test_seed_configuration_parameter_count():
     net = FNOUNet2d(16, 16, 3, ch=64, ch_mult=(1, 2, 2), num_res_blocks=2)
     assert count_parameters(net) == 64_225_091
     assert math.isclose(count_parameters(net) / 1e6, 64.2, abs_tol=0.05)
+
+
+@pytest.mark.parametrize("h,w,mh,mw", [(8, 8, 4, 5), (8, 8, 2, 3), (7, 9, 3, 5), (6, 10, 3, 6), (5, 4, 1, 3)])
+def test_mode_transforms_have_the_gradients_of_their_definitions(h, w, mh, mw):
+    """The hand-written backward passes of the truncated transforms (float64 finite differences),
+    including odd sizes, the Nyquist column and a scale."""
+    from ddo.models.spectral import _FromModes, _KeptModes
+
+    x = torch.randn(2, 3, h, w, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: _KeptModes.apply(x, mh, mw, 0.7), (x,))
+    yr, yi = (torch.randn(2 * mh, mw, 2, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(lambda a, b: _FromModes.apply(a, b, h, w, 1.3), (yr, yi))
+    # and their values: kept modes of rfft2, and irfft2 of the placed modes
+    xs = _KeptModes.apply(x, mh, mw, 0.7)
+    ref = 0.7 * torch.fft.rfft2(x)
+    torch.testing.assert_close(torch.complex(xs[:mh, :, 0], xs[:mh, :, 1]), ref[:, :, :mh, :mw].permute(2, 3, 0, 1))
+    torch.testing.assert_close(torch.complex(xs[mh:, :, 0], xs[mh:, :, 1]), ref[:, :, h - mh:, :mw].permute(2, 3, 0, 1))
+    spec = torch.zeros(2, 3, h, w // 2 + 1, dtype=torch.complex128)
+    y = torch.complex(yr, yi).permute(2, 3, 0, 1)
+    spec[:, :, :mh, :mw], spec[:, :, h - mh:, :mw] = y[:, :, :mh], y[:, :, mh:]
+    torch.testing.assert_close(_FromModes.apply(yr, yi, h, w, 1.3), 1.3 * torch.fft.irfft2(spec, s=(h, w)))
+
+
+def plain_fourier_resample(x, h2, w2):
+    """Fourier resampling written with torch.fft and autograd only (the reference)."""
+    h, w = x.shape[-2:]
+    m, mw = min(h, h2) // 2, min(w, w2) // 2 + 1
+    xf = torch.fft.rfft2(x, norm="forward")
+    out = torch.zeros(*x.shape[:2], h2, w2 // 2 + 1, dtype=xf.dtype)
+    out[:, :, :m, :mw], out[:, :, h2 - m:, :mw] = xf[:, :, :m, :mw], xf[:, :, h - m:, :mw]
+    return torch.fft.irfft2(out, s=(h2, w2), norm="forward")
+
+
+@pytest.mark.parametrize("src,dst", [((8, 8), (16, 16)), ((16, 16), (8, 8)), ((9, 7), (16, 12)), ((32, 32), (16, 16)),
+                                     ((12, 20), (6, 10)), ((16, 16), (32, 32))])
+def test_fourier_resample_matches_plain_reference_with_gradients(src, dst):
+    x = torch.randn(2, 3, *src, requires_grad=True)
+    y, ref = fourier_resample(x, dst), plain_fourier_resample(x, *dst)
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=1e-4, atol=1e-5)

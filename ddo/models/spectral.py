@@ -165,6 +165,15 @@ class SpectralConv2d(nn.Module):
 
     def _forward_fft(self, x: torch.Tensor, mh: int, mw: int) -> torch.Tensor:
         b, ci, h, w = x.shape
+        if torch.compiler.is_compiling():  # inductor traces plain FFTs, not custom autograd Functions
+            return self._forward_fft_traceable(x, mh, mw)
+        xs = _KeptModes.apply(x.float(), mh, mw, 1.0)                         # (2mh, mw, 2, B, Ci)
+        yr, yi = self._mix(xs.view(2 * mh * mw, 2 * b, ci), mh, mw)          # (modes, B, Co) each
+        co = self.out_channels
+        return _FromModes.apply(yr.view(2 * mh, mw, b, co), yi.view(2 * mh, mw, b, co), h, w, 1.0).to(x.dtype)
+
+    def _forward_fft_traceable(self, x: torch.Tensor, mh: int, mw: int) -> torch.Tensor:
+        b, ci, h, w = x.shape
         co = self.out_channels
         xr = torch.view_as_real(torch.fft.rfft2(x.float()))[:, :, :, :mw]   # (B, Ci, h, mw, 2)
         xs = _low_rows(xr, mh)                                                # (B, Ci, 2mh, mw, 2)
@@ -194,8 +203,94 @@ def fourier_resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _fourier_resample(x: torch.Tensor, h2: int, w2: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     m, mw = min(h, h2) // 2, min(w, w2) // 2 + 1
-    xr = torch.view_as_real(torch.fft.rfft2(x.float(), norm="forward"))[:, :, :, :mw]
-    return torch.fft.irfft2(_place_rows(_low_rows(xr, m), h2), s=(h2, w2), norm="forward").to(x.dtype)
+    if torch.compiler.is_compiling():
+        xr = torch.view_as_real(torch.fft.rfft2(x.float(), norm="forward"))[:, :, :, :mw]
+        return torch.fft.irfft2(_place_rows(_low_rows(xr, m), h2), s=(h2, w2), norm="forward").to(x.dtype)
+    # rfft2 with norm="forward" is (1 / hw) rfft2; irfft2 with norm="forward" is (h2 w2) irfft2
+    xs = _KeptModes.apply(x.float(), m, mw, 1.0 / (h * w))                   # (2m, mw, 2, B, C)
+    return _FromModes.apply(xs[:, :, 0], xs[:, :, 1], h2, w2, float(h2 * w2)).to(x.dtype)
+
+
+def _column_weights(w: int, mw: int, dc_and_nyquist: float, others: float, like: torch.Tensor) -> torch.Tensor:
+    """Per-column factors of a half spectrum of width ``w``, shaped ``(mw, 1, 1, 1)`` to scale a
+    mode-major ``(2 mh, mw, 2, B, C)`` spectrum: ``dc_and_nyquist`` on column 0 (and ``w / 2`` for even
+    ``w``), ``others`` elsewhere."""
+    c = torch.full((mw, 1, 1, 1), others, dtype=like.dtype, device=like.device)
+    c[0] = dc_and_nyquist
+    if w % 2 == 0 and mw > w // 2:
+        c[w // 2] = dc_and_nyquist
+    return c
+
+
+def _gather_modes(xr: torch.Tensor, mh: int, mw: int) -> torch.Tensor:
+    """Rows ``0..mh-1, h-mh..h-1`` and columns ``0..mw-1`` of ``xr: (B, C, h, W', ...)`` copied out
+    mode-major: ``(2 mh, mw, ..., B, C)`` contiguous."""
+    b, c, h = xr.shape[:3]
+    order = (2, 3, *range(4, xr.dim()), 0, 1)
+    out = xr.new_empty(2 * mh, mw, *xr.shape[4:], b, c)
+    out[:mh].copy_(xr[:, :, :mh, :mw].permute(order))
+    out[mh:].copy_(xr[:, :, h - mh:, :mw].permute(order))
+    return out
+
+
+def _scatter_modes(parts: tuple[torch.Tensor, torch.Tensor], h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`_gather_modes`: real and imaginary parts ``(2 mh, mw, B, C)`` placed into a
+    complex half spectrum ``(B, C, h, w // 2 + 1)``, zero outside the kept modes."""
+    two_mh, mw, b, c = parts[0].shape
+    mh = two_mh // 2
+    spec = parts[0].new_zeros(b, c, h, w // 2 + 1, 2)
+    for i, y in enumerate(parts):
+        spec[:, :, :mh, :mw, i].copy_(y[:mh].permute(2, 3, 0, 1))
+        spec[:, :, h - mh:, :mw, i].copy_(y[mh:].permute(2, 3, 0, 1))
+    return torch.view_as_complex(spec)
+
+
+class _KeptModes(torch.autograd.Function):
+    """``x: (B, C, h, w)`` real -> ``scale * rfft2(x)`` on the kept modes, real, mode-major
+    ``(2 mh, mw, [re, im], B, C)``.
+
+    The adjoint of ``rfft2`` restricted to those modes (real input; PyTorch's convention
+    ``grad_x = Re(J^H g)``) is ``h w irfft2(G)`` where ``G`` holds ``g`` at the kept modes, zeros
+    elsewhere, with every column other than 0 and ``w / 2`` halved: ``irfft2`` counts those twice.
+    Autograd's own backward of ``rfft2`` instead zero-pads ``g`` to the full two-sided spectrum and
+    runs a complex FFT over it, and slicing adds another zero-filled spectrum."""
+
+    @staticmethod
+    def forward(ctx, x, mh, mw, scale):
+        ctx.shape, ctx.modes, ctx.scale = x.shape, (mh, mw), scale
+        xr = torch.view_as_real(torch.fft.rfft2(x))
+        out = _gather_modes(xr, mh, mw)
+        return out.mul_(scale) if scale != 1.0 else out
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w = ctx.shape[-2:]
+        mh, mw = ctx.modes
+        g = g * _column_weights(w, mw, ctx.scale * h * w, ctx.scale * h * w / 2, g)
+        return torch.fft.irfft2(_scatter_modes((g[:, :, 0], g[:, :, 1]), h, w), s=(h, w)), None, None, None
+
+
+class _FromModes(torch.autograd.Function):
+    """``(yr, yi): (2 mh, mw, B, C)`` kept modes -> ``scale * irfft2`` of the half spectrum that holds
+    them (zeros elsewhere) on an ``h x w`` grid: ``(B, C, h, w)``.
+
+    ``irfft2`` is real-linear in the kept modes; its adjoint is ``c_k / (h w) rfft2(g)`` on them, with
+    ``c_k = 1`` on columns 0 and ``w / 2`` and 2 elsewhere (``irfft2`` drops the imaginary parts on
+    those columns after the transform over rows, which the same formula differentiates)."""
+
+    @staticmethod
+    def forward(ctx, yr, yi, h, w, scale):
+        ctx.size, ctx.modes, ctx.scale = (h, w), yr.shape[:2], scale
+        out = torch.fft.irfft2(_scatter_modes((yr, yi), h, w), s=(h, w))
+        return out.mul_(scale) if scale != 1.0 else out
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w = ctx.size
+        two_mh, mw = ctx.modes
+        gs = _gather_modes(torch.view_as_real(torch.fft.rfft2(g)), two_mh // 2, mw)   # (2mh, mw, 2, B, C)
+        gs.mul_(_column_weights(w, mw, ctx.scale / (h * w), 2 * ctx.scale / (h * w), gs))
+        return gs[:, :, 0], gs[:, :, 1], None, None, None
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

@@ -45,6 +45,10 @@ def add_reconstruct_parser(parser) -> None:
     parser.add_argument("--mask-pattern", choices=PATTERNS, help="default: the training pattern")
     parser.add_argument("--context-ratio", type=float)
     parser.add_argument("--query-ratio", type=float)
+    parser.add_argument("--calibrate-spread", type=positive_int, metavar="N",
+                        help="also report the calibration of the samples' std rescaled to hold 95%% of query "
+                        "entries within 2 std on N crops of the dataset's train split (masks of the training "
+                        "mask seed + 1); needs --dataset")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--device")
@@ -58,6 +62,22 @@ def _mask_dataset(wrapper, base, args):
                                     seed=args.get("mask_seed"), pattern=args.get("mask_pattern"))
     except MaskError as e:
         raise UserError(str(e)) from None
+
+
+def _fit_spread(gen_sde, wrapper, host, dataset_key: str, data_root, res: int, n: int, args: dict, device) -> dict:
+    """The spread scale fitted on ``n`` training crops (:func:`fit_spread_scale`), with its provenance."""
+    from .evaluate import fit_spread_scale
+
+    if args["num_samples"] < 2:
+        raise UserError("--calibrate-spread needs --num-samples 2 or more")
+    base = host.datasets.get(dataset_key)(split="train", data_root=data_root, resolution=res)
+    masked = _mask_dataset(wrapper, base, {**args, "mask_seed": wrapper.mask_seed + 1})
+    scale = fit_spread_scale(gen_sde, wrapper, masked, num_samples=args["num_samples"], steps=args["steps"],
+                             sampler=args["sampler"], limit=n, batch_size=args.get("batch_size", 32),
+                             seed=args["seed"] + 1, data_consistency=bool(args.get("data_consistency")),
+                             device=device, progress=not args["no_progress"], host=host)
+    return {"spread_scale": scale, "fitted_on": f"{dataset_key}/train", "fitted_images": min(n, len(masked)),
+            "fitted_mask_seed": wrapper.mask_seed + 1, "target": "95% of query entries within 2 std"}
 
 
 def run_reconstruct(args: dict) -> int:
@@ -79,10 +99,17 @@ def run_reconstruct(args: dict) -> int:
     else:
         base = host.datasets.get(args["dataset"])(split=args["split"], data_root=args.get("data_root"), resolution=res)
     dataset = _mask_dataset(wrapper, base, args)
+    spread = None
+    if args.get("calibrate_spread"):
+        if not args.get("dataset"):
+            raise UserError("--calibrate-spread fits on the train split of a --dataset; it cannot be used with --images")
+        spread = _fit_spread(gen_sde, wrapper, host, args["dataset"], args.get("data_root"), res,
+                             args["calibrate_spread"], args, device)
     result = evaluate(gen_sde, wrapper, dataset, num_samples=args["num_samples"], steps=args["steps"],
                       sampler=args["sampler"], batch_size=args["batch_size"], seed=args["seed"],
                       data_consistency=args["data_consistency"], limit=args.get("limit"), device=device,
-                      progress=not args["no_progress"], host=host, symmetrize_x0=not args["no_symmetrize_x0"])
+                      progress=not args["no_progress"], host=host, symmetrize_x0=not args["no_symmetrize_x0"],
+                      spread=spread)
     result["metrics"].update(checkpoint=str(args["checkpoint"]), resolution=res)
     write_outputs(result, args["out"])
     print(table(result["metrics"]))
@@ -101,6 +128,8 @@ def add_demo_parser(parser) -> None:
     parser.add_argument("--steps", type=positive_int, default=20)
     parser.add_argument("--sampler", default="ddim")
     parser.add_argument("--limit", type=positive_int, help="evaluate the first N test images only")
+    parser.add_argument("--calibrate-spread", type=positive_int, default=64, metavar="N",
+                        help="training crops on which the samples' std is rescaled (default 64; see reconstruct)")
     parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--device")
     parser.add_argument("--no-progress", action="store_true")
@@ -128,9 +157,13 @@ def run_demo(args: dict) -> int:
     train_s = time.monotonic() - t0
     gen_sde, wrapper, config = load_model(out / CHECKPOINT, host, device)
     test = host.datasets.get("natural-patches")(split="test", resolution=config["resolution"])
+    spread = None
+    if args["num_samples"] > 1:
+        spread = _fit_spread(gen_sde, wrapper, host, "natural-patches", None, config["resolution"],
+                             args["calibrate_spread"], args, device)
     result = evaluate(gen_sde, wrapper, wrapper.wrap_dataset(test, "test"), num_samples=args["num_samples"],
                       steps=args["steps"], sampler=args["sampler"], seed=args["seed"], limit=args.get("limit"),
-                      device=device, progress=not args["no_progress"], host=host)
+                      device=device, progress=not args["no_progress"], host=host, spread=spread)
     from ddo.models import count_parameters
 
     m = result["metrics"]
@@ -169,6 +202,12 @@ def _report(m: dict, tbl: str, best: str, margin: float, source: str) -> str:
             lines += [f"With {m['num_samples']} samples: {cal['within_t95']:.1%} within the Student-t 95% predictive "
                       f"interval (95% if calibrated), {cal['within_range']:.1%} between the smallest and largest "
                       f"sample ({cal['within_range_expected']:.1%} if the truth were exchangeable with the samples)."]
+        rc = m.get("calibration_rescaled")
+        if rc:
+            lines += [f"Rescaled spread (std x {rc['spread_scale']:.2f}, the factor that puts 95% of query entries "
+                      f"within 2 std on {rc['fitted_images']} training crops under other masks): "
+                      f"{rc['within_1std']:.1%} within 1 std, {rc['within_2std']:.1%} within 2 std, Gaussian "
+                      f"log-likelihood {rc['gaussian_loglik']:.3f} per entry on the test images."]
         lines += [""]
     lines += ["![reconstructions](reconstructions.png)", "",
               "Rows: context (grey = unobserved), two samples, posterior mean (ddo-x0 when the model "

@@ -20,48 +20,108 @@ MODEL_METHODS = ("ddo-mean", "ddo-samples-mean", "ddo-x0", "ddo-sample")
 FIGURE_IMAGES = 8
 
 
-def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 250, sampler: str = "denoise",
-             batch_size: int = 32, seed: int = 0, data_consistency: bool = False, limit: int | None = None,
-             device="cpu", progress: bool = True, host=None, baselines=BASELINES, symmetrize_x0: bool = True) -> dict:
-    """Reconstruct every image of a :class:`FixedSparseMaskDataset` and score all methods.
-
-    ``symmetrize_x0``: ``ddo-x0`` averages the one-call estimate over the grid's rotations and flips
-    (:func:`posterior_mean_one_call`); ``metrics.json`` records the choice.
-
-    Returns ``{"metrics": <metrics.json dict>, "figure": (rows * 8, C, H, W) in [0, 1]}``.
-    """
+def _reconstructed_batches(gen_sde, wrapper, dataset, *, num_samples, steps, sampler, batch_size, seed,
+                           data_consistency, limit, device, host, progress, desc):
+    """Batches of a :class:`FixedSparseMaskDataset` with their samples: yields ``(batch, truth in [0, 1],
+    query mask, context tensors, model kwargs, reconstruct()'s output, seconds spent sampling)``."""
     if limit is not None:
-        dataset_eval = Subset(dataset, range(min(limit, len(dataset))))
-    else:
-        dataset_eval = dataset
-    n = len(dataset_eval)
-    if n == 0:
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    if len(dataset) == 0:
         raise ValueError("no images to evaluate")
-    loader = DataLoader(dataset_eval, batch_size=batch_size, shuffle=False)
     g = torch.Generator(device=device).manual_seed(seed)
-    one_call = _supports_x0(gen_sde.network)
-    per_image = {m: {} for m in ("ddo-samples-mean", "ddo-sample") + (("ddo-x0",) if one_call else ())
-                 + tuple(baselines)}
-    cal_keys = ("within_1std", "within_2std", "gaussian_loglik", "within_t95", "within_range")
-    cal = {"n": 0, **{k: 0.0 for k in cal_keys}}
-    timing = {"model_s": 0.0, "baselines_s": 0.0}
-    figure = None
-    bar = tqdm(total=n, desc="evaluate", disable=not progress, dynamic_ncols=True)
-    for batch in loader:
+    bar = tqdm(total=len(dataset), desc=desc, disable=not progress, dynamic_ncols=True)
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         x = batch["image"].to(device)
-        b, c, h, w = x.shape
-        truth = (x + 1) / 2
-        qmask = create_query_mask_batched(batch["query_indices"].to(device), h, w, x.dtype)
+        qmask = create_query_mask_batched(batch["query_indices"].to(device), *x.shape[-2:], x.dtype)
         ctx = context_tensors(batch, device)
         t0 = time.perf_counter()
         kwargs = wrapper.model_kwargs(batch, device)
-        out = reconstruct(gen_sde, kwargs, x.shape, num_steps=steps,
-                          num_samples=num_samples, generator=g, sampler=sampler, data_consistency=data_consistency,
+        out = reconstruct(gen_sde, kwargs, x.shape, num_steps=steps, num_samples=num_samples, generator=g,
+                          sampler=sampler, data_consistency=data_consistency,
                           observation=(ctx["context_image"], ctx["observation_mask"]), host=host)
-        timing["model_s"] += time.perf_counter() - t0
+        yield batch, (x + 1) / 2, qmask, ctx, kwargs, out, time.perf_counter() - t0, g
+        bar.update(x.shape[0])
+    bar.close()
+
+
+CAL_KEYS = ("within_1std", "within_2std", "gaussian_loglik", "within_t95", "within_range")
+
+
+class _CalibrationSum:
+    """Calibration metrics accumulated over batches, weighted by query entries."""
+
+    def __init__(self):
+        self.n, self.sums = 0, {}
+
+    def add(self, out, truth, qmask, scale: float = 1.0):
+        q = int(qmask.sum().item()) * truth.shape[1]
+        cb = calibration((out["mean"] + 1) / 2, scale * out["std"] / 2, truth, qmask,
+                         samples=None if scale != 1.0 else (out["samples"] + 1) / 2)
+        for k in CAL_KEYS:
+            if k in cb:  # the sample-based checks need the samples, not a rescaled std
+                self.sums[k] = self.sums.get(k, 0.0) + cb[k] * q
+        self.n += q
+
+    def result(self) -> dict:
+        return {k: v / self.n for k, v in self.sums.items()}
+
+
+def spread_scale(mean: torch.Tensor, std: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor,
+                 coverage: float = 0.95, width: float = 2.0, min_std: float = 1e-3) -> float:
+    """The factor ``s`` for which ``mean +- width * s * std`` holds a ``coverage`` share of the entries
+    that ``mask`` selects: the ``coverage`` quantile of ``|truth - mean| / std``, over ``width``.
+    (Post-hoc recalibration of a predictive spread; fit it on images the scores are not taken on.)"""
+    m = mask.expand_as(truth).bool()
+    z = (truth - mean)[m].abs() / std[m].clamp_min(min_std)
+    return float(torch.quantile(z.double(), coverage)) / width
+
+
+def fit_spread_scale(gen_sde, wrapper, dataset, *, num_samples: int, steps: int, sampler: str, limit: int,
+                     batch_size: int = 32, seed: int = 1, data_consistency: bool = False, device="cpu",
+                     progress: bool = True, host=None, coverage: float = 0.95) -> float:
+    """:func:`spread_scale` of the samples' per-pixel std on the query pixels of the first ``limit``
+    images of ``dataset`` (calibration images: training crops under other masks, never the test split)."""
+    if num_samples < 2:
+        raise ValueError("a spread needs at least 2 samples")
+    parts = [[], [], [], []]
+    for _, truth, qmask, _, _, out, _, _ in _reconstructed_batches(
+            gen_sde, wrapper, dataset, num_samples=num_samples, steps=steps, sampler=sampler, batch_size=batch_size,
+            seed=seed, data_consistency=data_consistency, limit=limit, device=device, host=host, progress=progress,
+            desc="calibrate"):
+        for lst, t in zip(parts, ((out["mean"] + 1) / 2, out["std"] / 2, truth, qmask)):
+            lst.append(t)
+    return spread_scale(*(torch.cat(lst) for lst in parts), coverage=coverage)
+
+
+def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 250, sampler: str = "denoise",
+             batch_size: int = 32, seed: int = 0, data_consistency: bool = False, limit: int | None = None,
+             device="cpu", progress: bool = True, host=None, baselines=BASELINES, symmetrize_x0: bool = True,
+             spread: dict | None = None) -> dict:
+    """Reconstruct every image of a :class:`FixedSparseMaskDataset` and score all methods.
+
+    ``symmetrize_x0``: ``ddo-x0`` averages the one-call estimate over the grid's rotations and flips
+    (:func:`posterior_mean_one_call`); ``metrics.json`` records the choice. ``spread``: a recalibration
+    of the samples' std fitted elsewhere (``{"spread_scale": s, ...}``, :func:`fit_spread_scale`);
+    ``metrics.json`` then also holds ``calibration_rescaled``, the calibration of ``s * std``.
+
+    Returns ``{"metrics": <metrics.json dict>, "figure": (rows * 8, C, H, W) in [0, 1]}``.
+    """
+    one_call = _supports_x0(gen_sde.network)
+    per_image = {m: {} for m in ("ddo-samples-mean", "ddo-sample") + (("ddo-x0",) if one_call else ())
+                 + tuple(baselines)}
+    cal, cal_scaled = _CalibrationSum(), _CalibrationSum()
+    timing = {"model_s": 0.0, "baselines_s": 0.0}
+    figure, n = None, 0
+    for batch, truth, qmask, ctx, kwargs, out, seconds, g in _reconstructed_batches(
+            gen_sde, wrapper, dataset, num_samples=num_samples, steps=steps, sampler=sampler, batch_size=batch_size,
+            seed=seed, data_consistency=data_consistency, limit=limit, device=device, host=host, progress=progress,
+            desc="evaluate"):
+        b, c = truth.shape[:2]
+        n += b
+        timing["model_s"] += seconds
         preds = {"ddo-samples-mean": (out["mean"] + 1) / 2, "ddo-sample": (out["samples"][0] + 1) / 2}
         if one_call:
-            preds["ddo-x0"] = (posterior_mean_one_call(gen_sde, kwargs, x.shape, g,
+            preds["ddo-x0"] = (posterior_mean_one_call(gen_sde, kwargs, truth.shape, g,
                                                        symmetrize=symmetrize_x0) + 1) / 2
         t0 = time.perf_counter()
         for m in baselines:
@@ -71,11 +131,9 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 25
             for k, val in image_metrics(p, truth, qmask).items():
                 per_image[m].setdefault(k, []).append(val.cpu())
         if num_samples > 1:
-            q = int(qmask.sum().item()) * c
-            cb = calibration((out["mean"] + 1) / 2, out["std"] / 2, truth, qmask, samples=(out["samples"] + 1) / 2)
-            for k in cal_keys:
-                cal[k] += cb[k] * q
-            cal["n"] += q
+            cal.add(out, truth, qmask)
+            if spread is not None:
+                cal_scaled.add(out, truth, qmask, spread["spread_scale"])
         if figure is None:
             k = min(FIGURE_IMAGES, b)
             obs = ctx["observation_mask"][:k]
@@ -87,8 +145,6 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 25
             if "biharmonic" in preds:
                 rows.append(preds["biharmonic"][:k])
             figure = torch.cat([r.clamp(0, 1).cpu() for r in rows])
-        bar.update(b)
-    bar.close()
     methods = {}
     for m, metrics in per_image.items():
         cat = {k: torch.cat(v) for k, v in metrics.items()}
@@ -103,9 +159,10 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 25
         "sampler": sampler, "data_consistency": data_consistency, "symmetrize_x0": symmetrize_x0, "methods": methods,
         "seconds": {k: round(v, 2) for k, v in timing.items()},
     }
-    if cal["n"]:
-        result["calibration"] = {k: cal[k] / cal["n"] for k in cal_keys}
-        result["calibration"]["within_range_expected"] = (num_samples - 1) / (num_samples + 1)
+    if cal.n:
+        result["calibration"] = {**cal.result(), "within_range_expected": (num_samples - 1) / (num_samples + 1)}
+    if cal_scaled.n:
+        result["calibration_rescaled"] = {**cal_scaled.result(), **spread}
     return {"metrics": result, "figure": figure}
 
 
@@ -187,4 +244,4 @@ def write_outputs(result: dict, out_dir) -> None:
     save_grid(fig, out_dir / "reconstructions.png", nrow=nrow, value_range=(0.0, 1.0))
 
 
-__all__ = ["evaluate", "table", "write_outputs", "best_baseline"]
+__all__ = ["evaluate", "fit_spread_scale", "spread_scale", "table", "write_outputs", "best_baseline"]

@@ -304,3 +304,20 @@ def test_symmetrized_posterior_mean_averages_the_transformed_estimates(size):
     expect = torch.stack([torch.rot90(residual.flip(-1) if f else residual, -k, (-2, -1)) for k, f in group]).mean(0)
     torch.testing.assert_close(sym, dense + expect)
     assert not torch.allclose(sym, plain)
+
+
+def test_spread_scale_recalibrates_a_halved_std():
+    """Gaussian truths around the mean with std sigma, predicted std sigma / 2: the fitted factor is
+    the 95% two-sided normal quantile 1.96, and on fresh draws the rescaled 2-std interval holds 95%."""
+    from ddo_conditional.evaluate import spread_scale
+    from ddo_conditional.metrics import calibration
+
+    g = torch.Generator().manual_seed(0)
+    mean = torch.rand(64, 3, 8, 8, generator=g)
+    sigma = 0.02 + 0.05 * torch.rand(64, 3, 8, 8, generator=g)
+    mask = (torch.rand(64, 1, 8, 8, generator=g) < 0.5).float()
+    s = spread_scale(mean, sigma / 2, mean + sigma * torch.randn(64, 3, 8, 8, generator=g), mask)
+    assert abs(s - 1.96) < 0.06
+    fresh = mean + sigma * torch.randn(64, 3, 8, 8, generator=g)
+    assert abs(calibration(mean, s * sigma / 2, fresh, mask)["within_2std"] - 0.95) < 0.015
+    assert calibration(mean, sigma / 2, fresh, mask)["within_2std"] < 0.72

@@ -54,6 +54,10 @@ def test_reconstruct_refuses_unconditional_checkpoint_and_bad_ratios(tmp_path, i
     assert main(["reconstruct", "--checkpoint", str(run / "checkpoint.pt"), "--images", str(image_folder),
                  "--out", str(out)]) == 2
     assert "not a sparse-conditional model" in capsys.readouterr().err
+    assert main(tiny_train_args(tmp_path / "s", image_folder, "--iterations", "1", "--conditioning", "sparse-lift")) == 0
+    assert main(["reconstruct", "--checkpoint", str(tmp_path / "s" / "checkpoint.pt"), "--images", str(image_folder),
+                 "--calibrate-spread", "4", "--out", str(out)]) == 2
+    assert "--calibrate-spread fits on the train split of a --dataset" in capsys.readouterr().err
     assert main(tiny_train_args(tmp_path / "c", image_folder, "--iterations", "1", "--conditioning", "sparse-lift",
                                 "--context-ratio", "0.7", "--query-ratio", "0.5")) == 2
     assert "context + query <= 1" in capsys.readouterr().err
@@ -63,8 +67,12 @@ def test_reconstruct_refuses_unconditional_checkpoint_and_bad_ratios(tmp_path, i
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--minutes", "0.05", "--out", str(out), "--limit", "4", "--steps", "2",
-                 "--num-samples", "2", "--no-progress"]) == 0
+                 "--num-samples", "2", "--calibrate-spread", "3", "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["num_images"] == 4 and m["dataset"] == "natural-patches/test"
-    assert (out / "report.md").read_text().startswith("# ddo demo")
+    rc = m["calibration_rescaled"]
+    assert rc["fitted_images"] == 3 and rc["fitted_on"] == "natural-patches/train" and rc["spread_scale"] > 0
+    assert 0 <= rc["within_1std"] <= rc["within_2std"] <= 1 and "within_t95" not in rc
+    report = (out / "report.md").read_text()
+    assert report.startswith("# ddo demo") and f"std x {rc['spread_scale']:.2f}" in report
     assert "vs best classical baseline" in capsys.readouterr().out

@@ -46,9 +46,9 @@ def add_reconstruct_parser(parser) -> None:
     parser.add_argument("--context-ratio", type=float)
     parser.add_argument("--query-ratio", type=float)
     parser.add_argument("--calibrate-spread", type=positive_int, metavar="N",
-                        help="also report the calibration of the samples' std rescaled to hold 95%% of query "
-                        "entries within 2 std on N crops of the dataset's train split (masks of the training "
-                        "mask seed + 1); needs --dataset")
+                        help="also report the calibration of the samples' std recalibrated as sqrt((a std)^2 + b^2), "
+                        "a and b fitted by maximum likelihood on the query pixels of N crops of the dataset's "
+                        "train split (masks of the training mask seed + 1); needs --dataset")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--device")
@@ -65,19 +65,19 @@ def _mask_dataset(wrapper, base, args):
 
 
 def _fit_spread(gen_sde, wrapper, host, dataset_key: str, data_root, res: int, n: int, args: dict, device) -> dict:
-    """The spread scale fitted on ``n`` training crops (:func:`fit_spread_scale`), with its provenance."""
-    from .evaluate import fit_spread_scale
+    """The spread recalibration fitted on ``n`` training crops (:func:`fit_spread_on`), with its provenance."""
+    from .evaluate import fit_spread_on
 
     if args["num_samples"] < 2:
         raise UserError("--calibrate-spread needs --num-samples 2 or more")
     base = host.datasets.get(dataset_key)(split="train", data_root=data_root, resolution=res)
     masked = _mask_dataset(wrapper, base, {**args, "mask_seed": wrapper.mask_seed + 1})
-    scale = fit_spread_scale(gen_sde, wrapper, masked, num_samples=args["num_samples"], steps=args["steps"],
+    fitted = fit_spread_on(gen_sde, wrapper, masked, num_samples=args["num_samples"], steps=args["steps"],
                              sampler=args["sampler"], limit=n, batch_size=args.get("batch_size", 32),
                              seed=args["seed"] + 1, data_consistency=bool(args.get("data_consistency")),
                              device=device, progress=not args["no_progress"], host=host)
-    return {"spread_scale": scale, "fitted_on": f"{dataset_key}/train", "fitted_images": min(n, len(masked)),
-            "fitted_mask_seed": wrapper.mask_seed + 1, "target": "95% of query entries within 2 std"}
+    return {**fitted, "fitted_on": f"{dataset_key}/train", "fitted_images": min(n, len(masked)),
+            "fitted_mask_seed": wrapper.mask_seed + 1, "fit": "Gaussian maximum likelihood on query entries"}
 
 
 def run_reconstruct(args: dict) -> int:
@@ -118,12 +118,12 @@ def run_reconstruct(args: dict) -> int:
 
 
 def add_demo_parser(parser) -> None:
-    parser.add_argument("--minutes", type=positive_float, default=8.0, help="training budget (default 8)")
+    parser.add_argument("--minutes", type=positive_float, default=10.0, help="training budget (default 10)")
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--conditioning", default="sparse-biharmonic")
     parser.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="x0")
     parser.add_argument("--refiner-width", type=nonneg_int, default=32)
-    parser.add_argument("--loss", default="x0-mse-mixed")
+    parser.add_argument("--loss", default="x0-mse-relative")
     parser.add_argument("--num-samples", type=positive_int, default=4)
     parser.add_argument("--steps", type=positive_int, default=20)
     parser.add_argument("--sampler", default="ddim")
@@ -204,8 +204,8 @@ def _report(m: dict, tbl: str, best: str, margin: float, source: str) -> str:
                       f"sample ({cal['within_range_expected']:.1%} if the truth were exchangeable with the samples)."]
         rc = m.get("calibration_rescaled")
         if rc:
-            lines += [f"Rescaled spread (std x {rc['spread_scale']:.2f}, the factor that puts 95% of query entries "
-                      f"within 2 std on {rc['fitted_images']} training crops under other masks): "
+            lines += [f"Recalibrated spread (sqrt(({rc['spread_scale']:.2f} std)^2 + {rc['spread_floor']:.4f}^2), "
+                      f"fitted by maximum likelihood on {rc['fitted_images']} training crops under other masks): "
                       f"{rc['within_1std']:.1%} within 1 std, {rc['within_2std']:.1%} within 2 std, Gaussian "
                       f"log-likelihood {rc['gaussian_loglik']:.3f} per entry on the test images."]
         lines += [""]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import torch
@@ -53,10 +54,11 @@ class _CalibrationSum:
     def __init__(self):
         self.n, self.sums = 0, {}
 
-    def add(self, out, truth, qmask, scale: float = 1.0):
+    def add(self, out, truth, qmask, spread: dict | None = None):
         q = int(qmask.sum().item()) * truth.shape[1]
-        cb = calibration((out["mean"] + 1) / 2, scale * out["std"] / 2, truth, qmask,
-                         samples=None if scale != 1.0 else (out["samples"] + 1) / 2)
+        std = out["std"] / 2 if spread is None else apply_spread(out["std"] / 2, spread)
+        cb = calibration((out["mean"] + 1) / 2, std, truth, qmask,
+                         samples=(out["samples"] + 1) / 2 if spread is None else None)
         for k in CAL_KEYS:
             if k in cb:  # the sample-based checks need the samples, not a rescaled std
                 self.sums[k] = self.sums.get(k, 0.0) + cb[k] * q
@@ -66,21 +68,43 @@ class _CalibrationSum:
         return {k: v / self.n for k, v in self.sums.items()}
 
 
-def spread_scale(mean: torch.Tensor, std: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor,
-                 coverage: float = 0.95, width: float = 2.0, min_std: float = 1e-3) -> float:
-    """The factor ``s`` for which ``mean +- width * s * std`` holds a ``coverage`` share of the entries
-    that ``mask`` selects: the ``coverage`` quantile of ``|truth - mean| / std``, over ``width``.
-    (Post-hoc recalibration of a predictive spread; fit it on images the scores are not taken on.)"""
+def fit_spread(mean: torch.Tensor, std: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor,
+               min_std: float = 1e-3) -> dict[str, float]:
+    """Post-hoc recalibration of a predictive spread: the ``a, b`` of ``std' = sqrt((a std)^2 + b^2)``
+    that maximise the Gaussian likelihood of ``truth`` on the entries ``mask`` selects.
+
+    ``a`` rescales the samples' spread; ``b`` is an error floor for entries on which the samples
+    agree but are wrong (a short-trained model's samples share its systematic errors). Fit it on
+    images the scores are not taken on. Returns ``{"spread_scale": a, "spread_floor": b}``."""
     m = mask.expand_as(truth).bool()
-    z = (truth - mean)[m].abs() / std[m].clamp_min(min_std)
-    return float(torch.quantile(z.double(), coverage)) / width
+    e2 = ((truth - mean)[m].double()) ** 2
+    s2 = std[m].double().clamp_min(min_std) ** 2
+    params = torch.tensor([0.0, math.log(max(float(e2.mean().sqrt()), 1e-4))], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([params], max_iter=200, line_search_fn="strong_wolfe")
+
+    def nll():
+        opt.zero_grad()
+        var = torch.exp(2 * params[0]) * s2 + torch.exp(2 * params[1])
+        loss = 0.5 * (e2 / var + var.log()).mean()
+        loss.backward()
+        return loss
+
+    opt.step(nll)
+    a_, b_ = params.detach().exp().tolist()
+    return {"spread_scale": a_, "spread_floor": b_}
 
 
-def fit_spread_scale(gen_sde, wrapper, dataset, *, num_samples: int, steps: int, sampler: str, limit: int,
-                     batch_size: int = 32, seed: int = 1, data_consistency: bool = False, device="cpu",
-                     progress: bool = True, host=None, coverage: float = 0.95) -> float:
-    """:func:`spread_scale` of the samples' per-pixel std on the query pixels of the first ``limit``
-    images of ``dataset`` (calibration images: training crops under other masks, never the test split)."""
+def apply_spread(std: torch.Tensor, spread: dict) -> torch.Tensor:
+    """``sqrt((a std)^2 + b^2)`` for a :func:`fit_spread` result (``std`` in the units it was fitted in)."""
+    return torch.sqrt((spread["spread_scale"] * std) ** 2 + spread["spread_floor"] ** 2)
+
+
+def fit_spread_on(gen_sde, wrapper, dataset, *, num_samples: int, steps: int, sampler: str, limit: int,
+                  batch_size: int = 32, seed: int = 1, data_consistency: bool = False, device="cpu",
+                  progress: bool = True, host=None) -> dict[str, float]:
+    """:func:`fit_spread` of the samples' per-pixel std (``[0, 1]`` units) on the query pixels of the
+    first ``limit`` images of ``dataset`` (calibration images: training crops under other masks, never
+    the test split)."""
     if num_samples < 2:
         raise ValueError("a spread needs at least 2 samples")
     parts = [[], [], [], []]
@@ -90,7 +114,7 @@ def fit_spread_scale(gen_sde, wrapper, dataset, *, num_samples: int, steps: int,
             desc="calibrate"):
         for lst, t in zip(parts, ((out["mean"] + 1) / 2, out["std"] / 2, truth, qmask)):
             lst.append(t)
-    return spread_scale(*(torch.cat(lst) for lst in parts), coverage=coverage)
+    return fit_spread(*(torch.cat(lst) for lst in parts))
 
 
 def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 250, sampler: str = "denoise",
@@ -101,8 +125,8 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 25
 
     ``symmetrize_x0``: ``ddo-x0`` averages the one-call estimate over the grid's rotations and flips
     (:func:`posterior_mean_one_call`); ``metrics.json`` records the choice. ``spread``: a recalibration
-    of the samples' std fitted elsewhere (``{"spread_scale": s, ...}``, :func:`fit_spread_scale`);
-    ``metrics.json`` then also holds ``calibration_rescaled``, the calibration of ``s * std``.
+    of the samples' std fitted elsewhere (:func:`fit_spread_on`); ``metrics.json`` then also holds
+    ``calibration_rescaled``, the calibration of the recalibrated std.
 
     Returns ``{"metrics": <metrics.json dict>, "figure": (rows * 8, C, H, W) in [0, 1]}``.
     """
@@ -133,7 +157,7 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 25
         if num_samples > 1:
             cal.add(out, truth, qmask)
             if spread is not None:
-                cal_scaled.add(out, truth, qmask, spread["spread_scale"])
+                cal_scaled.add(out, truth, qmask, spread)
         if figure is None:
             k = min(FIGURE_IMAGES, b)
             obs = ctx["observation_mask"][:k]
@@ -244,4 +268,4 @@ def write_outputs(result: dict, out_dir) -> None:
     save_grid(fig, out_dir / "reconstructions.png", nrow=nrow, value_range=(0.0, 1.0))
 
 
-__all__ = ["evaluate", "fit_spread_scale", "spread_scale", "table", "write_outputs", "best_baseline"]
+__all__ = ["evaluate", "fit_spread", "fit_spread_on", "apply_spread", "table", "write_outputs", "best_baseline"]

@@ -24,14 +24,15 @@ def query_dsm_loss():
     return loss
 
 
-def x0_mse_loss(t1_fraction: float = 0.0):
+def x0_mse_loss(t1_fraction: float = 0.0, t1_weights=None):
     """Mean squared error of the ``x0`` estimate over all pixels, ``(B,)``, with times drawn by the
     diffusion's timestep sampler. Unlike DSM, whose ``x0`` weight ``alpha_t^2 / sigma_t^2`` vanishes
     near ``t = 1``, every time counts alike, so the one-call estimate at ``t = 1`` is trained as the
     posterior mean. Needs a network built with ``--parameterization x0`` or ``v``.
 
     ``t1_fraction``: the share of each batch put at ``t = 1`` exactly, where the ``x0`` estimate is
-    a plain regression of ``E[x | context]`` (the one-call posterior mean).
+    a plain regression of ``E[x | context]`` (the one-call posterior mean). ``t1_weights(x, model_kwargs)``:
+    per-image weights ``(n1,)`` of those terms (normalised to mean 1), or ``None``.
     """
 
     def loss(gen_sde, batch, v, model_kwargs):
@@ -42,7 +43,11 @@ def x0_mse_loss(t1_fraction: float = 0.0):
             t = torch.cat([torch.ones(n1, device=x.device, dtype=x.dtype), t[n1:]])
         z_t = gen_sde.forward_diffusion.sample(t, x)
         x0 = gen_sde.model(z_t, t, v, output="x0", **model_kwargs)
-        return {"loss": ((x0 - x) ** 2).flatten(1).mean(1)}
+        mse = ((x0 - x) ** 2).flatten(1).mean(1)
+        if n1 and t1_weights is not None:
+            w = t1_weights(x[:n1], {k: val[:n1] for k, val in model_kwargs.items()})
+            mse = torch.cat([mse[:n1] * (w / w.mean()), mse[n1:]])
+        return {"loss": mse}
 
     return loss
 
@@ -50,3 +55,32 @@ def x0_mse_loss(t1_fraction: float = 0.0):
 def x0_mse_mixed_loss():
     """:func:`x0_mse_loss` with half of every batch at ``t = 1``."""
     return x0_mse_loss(t1_fraction=0.5)
+
+
+
+
+def x0_mse_relative_loss(floor: float = 1e-4):
+    """:func:`x0_mse_mixed_loss` whose ``t = 1`` terms are weighted per image by
+    ``1 / (MSE of the biharmonic inpainting + floor)`` (normalised to mean 1 over those terms).
+    Needs ``context_dense`` (``--conditioning sparse-biharmonic``).
+
+    Why: the score is the mean over images of per-image query PSNR, ``-10 log10 MSE_i``, and
+    ``log MSE_i - log MSE_i^bih ~ (MSE_i - MSE_i^bih) / MSE_i^bih``: an error costs more on an image
+    that biharmonic already renders well. Plain MSE spends the network on textured images and lets it
+    add small errors to smooth ones. The weighted minimiser at ``t = 1`` is
+    ``E[w x | context] / E[w | context]``; the weight is nearly a function of the context (how smooth
+    it is), so it mostly moves effort between contexts. ``floor`` (``[-1, 1]`` units: RMSE 0.01) bounds
+    the weight of near-flat images. Times below 1 keep plain MSE: the samples learn the unweighted
+    posterior.
+    """
+
+    def weights(x, model_kwargs):
+        from ddo.errors import UserError
+
+        dense = model_kwargs.get("context_dense")
+        if dense is None:
+            raise UserError("loss x0-mse-relative weighs images by the error of their biharmonic inpainting; "
+                            "use it with --conditioning sparse-biharmonic")
+        return 1.0 / (((dense - x) ** 2).flatten(1).mean(1) + floor)
+
+    return x0_mse_loss(t1_fraction=0.5, t1_weights=weights)

@@ -5,7 +5,7 @@ from ddo import hookimpl
 
 from . import commands
 from .conditioning import WRAPPERS
-from .losses import query_dsm_loss, x0_mse_loss, x0_mse_mixed_loss
+from .losses import query_dsm_loss, x0_mse_loss, x0_mse_mixed_loss, x0_mse_relative_loss
 from .precondition import ddim_x0_step
 
 
@@ -20,6 +20,7 @@ def register_losses(register):
     register("query-dsm", query_dsm_loss)
     register("x0-mse", x0_mse_loss)
     register("x0-mse-mixed", x0_mse_mixed_loss)
+    register("x0-mse-relative", x0_mse_relative_loss)
 
 
 @hookimpl

@@ -306,18 +306,48 @@ def test_symmetrized_posterior_mean_averages_the_transformed_estimates(size):
     assert not torch.allclose(sym, plain)
 
 
-def test_spread_scale_recalibrates_a_halved_std():
-    """Gaussian truths around the mean with std sigma, predicted std sigma / 2: the fitted factor is
-    the 95% two-sided normal quantile 1.96, and on fresh draws the rescaled 2-std interval holds 95%."""
-    from ddo_conditional.evaluate import spread_scale
+def test_spread_fit_recovers_scale_and_floor_and_calibrates_fresh_draws():
+    """Truths around the mean with std sqrt((2 sigma)^2 + 0.03^2), predicted std sigma: the maximum-
+    likelihood fit finds a = 2 and b = 0.03, and on fresh draws the recalibrated spread holds 68% and
+    95% within 1 and 2 std, where the raw spread holds far less."""
+    from ddo_conditional.evaluate import apply_spread, fit_spread
     from ddo_conditional.metrics import calibration
 
     g = torch.Generator().manual_seed(0)
-    mean = torch.rand(64, 3, 8, 8, generator=g)
-    sigma = 0.02 + 0.05 * torch.rand(64, 3, 8, 8, generator=g)
-    mask = (torch.rand(64, 1, 8, 8, generator=g) < 0.5).float()
-    s = spread_scale(mean, sigma / 2, mean + sigma * torch.randn(64, 3, 8, 8, generator=g), mask)
-    assert abs(s - 1.96) < 0.06
-    fresh = mean + sigma * torch.randn(64, 3, 8, 8, generator=g)
-    assert abs(calibration(mean, s * sigma / 2, fresh, mask)["within_2std"] - 0.95) < 0.015
-    assert calibration(mean, sigma / 2, fresh, mask)["within_2std"] < 0.72
+    shape = (64, 3, 16, 16)
+    mean = torch.rand(*shape, generator=g)
+    sigma = 0.01 + 0.05 * torch.rand(*shape, generator=g)
+    true_std = torch.sqrt((2 * sigma) ** 2 + 0.03**2)
+    mask = (torch.rand(64, 1, 16, 16, generator=g) < 0.5).float()
+    fit = fit_spread(mean, sigma, mean + true_std * torch.randn(*shape, generator=g), mask)
+    assert abs(fit["spread_scale"] - 2.0) < 0.1 and abs(fit["spread_floor"] - 0.03) < 0.003
+    fresh = mean + true_std * torch.randn(*shape, generator=g)
+    cal = calibration(mean, apply_spread(sigma, fit), fresh, mask)
+    assert abs(cal["within_1std"] - 0.683) < 0.01 and abs(cal["within_2std"] - 0.954) < 0.01
+    assert calibration(mean, sigma, fresh, mask)["within_2std"] < 0.7
+
+
+def test_relative_x0_loss_weights_t1_terms_by_inverse_biharmonic_error():
+    from types import SimpleNamespace
+
+    from ddo.errors import UserError
+    from ddo_conditional.losses import x0_mse_relative_loss
+
+    x = torch.zeros(4, 1, 2, 2)
+    err = torch.tensor([0.1, 0.2, 0.3, 0.4])            # the stub network's x0 is off by err_i everywhere
+    seen_t = []
+
+    def model(z, t, v, output, **kw):
+        seen_t.append(t.clone())
+        return x + err[:, None, None, None]
+
+    gen_sde = SimpleNamespace(sample_timesteps=lambda b, device, dtype: torch.full((b,), 0.3),
+                              forward_diffusion=SimpleNamespace(sample=lambda t, x: x), model=model)
+    dense = x + torch.tensor([0.01, 0.03, 0.5, 0.5])[:, None, None, None]   # biharmonic errors per image
+    out = x0_mse_relative_loss(floor=1e-4)(gen_sde, {"image": x}, None, {"context_dense": dense})["loss"]
+    w = 1 / (torch.tensor([0.01, 0.03]) ** 2 + 1e-4)
+    want = torch.cat([err[:2] ** 2 * w / w.mean(), err[2:] ** 2])
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(seen_t[0], torch.tensor([1.0, 1.0, 0.3, 0.3]))     # half of the batch at t = 1
+    with pytest.raises(UserError, match="use it with --conditioning sparse-biharmonic"):
+        x0_mse_relative_loss()(gen_sde, {"image": x}, None, {})

@@ -72,7 +72,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert m["num_images"] == 4 and m["dataset"] == "natural-patches/test"
     rc = m["calibration_rescaled"]
     assert rc["fitted_images"] == 3 and rc["fitted_on"] == "natural-patches/train" and rc["spread_scale"] > 0
-    assert 0 <= rc["within_1std"] <= rc["within_2std"] <= 1 and "within_t95" not in rc
+    assert rc["spread_floor"] > 0 and 0 <= rc["within_1std"] <= rc["within_2std"] <= 1 and "within_t95" not in rc
     report = (out / "report.md").read_text()
-    assert report.startswith("# ddo demo") and f"std x {rc['spread_scale']:.2f}" in report
+    assert report.startswith("# ddo demo") and f"sqrt(({rc['spread_scale']:.2f} std)^2" in report
     assert "vs best classical baseline" in capsys.readouterr().out

@@ -59,7 +59,7 @@ def x0_mse_mixed_loss():
 
 
 
-def x0_mse_relative_loss(floor: float = 1e-4):
+def x0_mse_relative_loss(floor: float = 1e-4, t1_fraction: float = 0.5):
     """:func:`x0_mse_mixed_loss` whose ``t = 1`` terms are weighted per image by
     ``1 / (MSE of the biharmonic inpainting + floor)`` (normalised to mean 1 over those terms).
     Needs ``context_dense`` (``--conditioning sparse-biharmonic``).
@@ -71,7 +71,8 @@ def x0_mse_relative_loss(floor: float = 1e-4):
     ``E[w x | context] / E[w | context]``; the weight is nearly a function of the context (how smooth
     it is), so it mostly moves effort between contexts. ``floor`` (``[-1, 1]`` units: RMSE 0.01) bounds
     the weight of near-flat images. Times below 1 keep plain MSE: the samples learn the unweighted
-    posterior.
+    posterior. ``t1_fraction``: the share of each batch at ``t = 1`` (0.75 measured worse than 0.5;
+    benchmarks/README.md).
     """
 
     def weights(x, model_kwargs):
@@ -83,4 +84,4 @@ def x0_mse_relative_loss(floor: float = 1e-4):
                             "use it with --conditioning sparse-biharmonic")
         return 1.0 / (((dense - x) ** 2).flatten(1).mean(1) + floor)
 
-    return x0_mse_loss(t1_fraction=0.5, t1_weights=weights)
+    return x0_mse_loss(t1_fraction=t1_fraction, t1_weights=weights)

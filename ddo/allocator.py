@@ -4,9 +4,10 @@ PyTorch's CPU tensors come from ``malloc``. glibc serves blocks above its mmap t
 32 MiB on 64-bit Linux) with fresh ``mmap`` calls and unmaps them on ``free``, so every large
 activation, gradient or FFT work buffer of every step is page-faulted in again, and the heap is
 trimmed back to the system whenever its free top exceeds 128 KiB. For networks whose activations
-pass that size (the seed FNO-UNet at batch 32: 34 MB spectra) this costs a third of a training
-step. With mmap disabled and trimming off, freed blocks stay in the heap and are reused: resident
-memory stays at the peak of one step, which is what a training process holds anyway.
+pass that size (the seed FNO-UNet at batch 32: 34 MB spectra) this cost over a third of a training
+step (24.9 vs 15.6 images/s, benchmarks/README.md). With mmap disabled and trimming off, freed
+blocks stay in the heap and are reused: resident memory stays at the peak of one step, which is
+what a training process holds anyway.
 
 ``ddo`` commands call :func:`tune_malloc` on start; ``DDO_MALLOC=default`` leaves malloc alone.
 Importing ``ddo`` changes nothing.
@@ -46,8 +47,4 @@ def tune_malloc(env: dict | None = None) -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # -1 disables trimming (mallopt(3)); both calls return 1 on success
     _state["tuned"] = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
-    return _state["tuned"]
-
-
-def is_tuned() -> bool:
     return _state["tuned"]

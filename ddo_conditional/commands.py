@@ -73,9 +73,9 @@ def _fit_spread(gen_sde, wrapper, host, dataset_key: str, data_root, res: int, n
     base = host.datasets.get(dataset_key)(split="train", data_root=data_root, resolution=res)
     masked = _mask_dataset(wrapper, base, {**args, "mask_seed": wrapper.mask_seed + 1})
     fitted = fit_spread_on(gen_sde, wrapper, masked, num_samples=args["num_samples"], steps=args["steps"],
-                             sampler=args["sampler"], limit=n, batch_size=args.get("batch_size", 32),
-                             seed=args["seed"] + 1, data_consistency=bool(args.get("data_consistency")),
-                             device=device, progress=not args["no_progress"], host=host)
+                           sampler=args["sampler"], limit=n, batch_size=args.get("batch_size", 32),
+                           seed=args["seed"] + 1, data_consistency=bool(args.get("data_consistency")),
+                           device=device, progress=not args["no_progress"], host=host)
     return {**fitted, "fitted_on": f"{dataset_key}/train", "fitted_images": min(n, len(masked)),
             "fitted_mask_seed": wrapper.mask_seed + 1, "fit": "Gaussian maximum likelihood on query entries"}
 

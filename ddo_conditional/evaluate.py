@@ -24,7 +24,8 @@ FIGURE_IMAGES = 8
 def _reconstructed_batches(gen_sde, wrapper, dataset, *, num_samples, steps, sampler, batch_size, seed,
                            data_consistency, limit, device, host, progress, desc):
     """Batches of a :class:`FixedSparseMaskDataset` with their samples: yields ``(batch, truth in [0, 1],
-    query mask, context tensors, model kwargs, reconstruct()'s output, seconds spent sampling)``."""
+    query mask, context tensors, model kwargs, reconstruct()'s output, seconds spent sampling, the
+    generator)``; the generator is shared, so draws made with it between batches stay in sequence."""
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     if len(dataset) == 0:

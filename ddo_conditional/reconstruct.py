@@ -43,9 +43,10 @@ def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples
             ``alpha_0 x0`` and so slightly blurred when ``sigma_blur_min > 0``.
         max_rows: the most rows (images x samples) per network call; default ``B``, so the samples
             are drawn one group of ``B`` after another. The result does not depend on it beyond the
-            order of random draws. On CPU, calls of more than ~32 rows of a 64-channel model allocate
-            tensors above glibc's mmap threshold (32 MB) and fault their pages in on every call,
-            which halves throughput (benchmarks/README.md).
+            order of random draws. Smaller calls also bound memory. With glibc's malloc left alone,
+            calls of more than ~32 rows of a 64-channel model fault their pages in on every call and
+            ran at half the speed; with the tuning that `ddo` commands apply (ddo/allocator.py) the
+            row count hardly matters (benchmarks/README.md).
     Returns ``{"samples": (S, B, C, H, W), "mean": (B, C, H, W), "std": (B, C, H, W)}``; the
     samples of image ``b`` are ``samples[:, b]``.
     """

@@ -39,7 +39,7 @@ def test_spectral_conv_dense_and_fft_paths_match_slow_reference_with_gradients(s
     ref = slow_spectral_conv(layer, x)
     g = torch.randn_like(ref)
     ref_grads = torch.autograd.grad(ref, (x, layer.weight), g)
-    for path in (layer._forward_dense, layer._forward_fft):
+    for path in (layer._forward_dense, layer._forward_fft, layer._forward_fft_traceable):
         y = path(x, mh, mw)
         torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
         for got, want in zip(torch.autograd.grad(y, (x, layer.weight), g), ref_grads):
@@ -114,8 +114,13 @@ def plain_fourier_resample(x, h2, w2):
 @pytest.mark.parametrize("src,dst", [((8, 8), (16, 16)), ((16, 16), (8, 8)), ((9, 7), (16, 12)), ((32, 32), (16, 16)),
                                      ((12, 20), (6, 10)), ((16, 16), (32, 32))])
 def test_fourier_resample_matches_plain_reference_with_gradients(src, dst):
+    """Both the eager path (hand-written adjoints) and the one torch.compile traces."""
+    from ddo.models.spectral import _fourier_resample_traceable
+
     x = torch.randn(2, 3, *src, requires_grad=True)
-    y, ref = fourier_resample(x, dst), plain_fourier_resample(x, *dst)
-    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
+    ref = plain_fourier_resample(x, *dst)
     g = torch.randn_like(ref)
-    torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=1e-4, atol=1e-5)
+    ref_grad = torch.autograd.grad(ref, x, g)[0]
+    for y in (fourier_resample(x, dst), _fourier_resample_traceable(x, *dst)):
+        torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], ref_grad, rtol=1e-4, atol=1e-5)

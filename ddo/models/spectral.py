@@ -203,12 +203,18 @@ def fourier_resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _fourier_resample(x: torch.Tensor, h2: int, w2: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     m, mw = min(h, h2) // 2, min(w, w2) // 2 + 1
-    if torch.compiler.is_compiling():
-        xr = torch.view_as_real(torch.fft.rfft2(x.float(), norm="forward"))[:, :, :, :mw]
-        return torch.fft.irfft2(_place_rows(_low_rows(xr, m), h2), s=(h2, w2), norm="forward").to(x.dtype)
+    if torch.compiler.is_compiling():  # inductor traces plain FFTs, not custom autograd Functions
+        return _fourier_resample_traceable(x, h2, w2)
     # rfft2 with norm="forward" is (1 / hw) rfft2; irfft2 with norm="forward" is (h2 w2) irfft2
     xs = _KeptModes.apply(x.float(), m, mw, 1.0 / (h * w))                   # (2m, mw, 2, B, C)
     return _FromModes.apply(xs[:, :, 0], xs[:, :, 1], h2, w2, float(h2 * w2)).to(x.dtype)
+
+
+def _fourier_resample_traceable(x: torch.Tensor, h2: int, w2: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    m, mw = min(h, h2) // 2, min(w, w2) // 2 + 1
+    xr = torch.view_as_real(torch.fft.rfft2(x.float(), norm="forward"))[:, :, :, :mw]
+    return torch.fft.irfft2(_place_rows(_low_rows(xr, m), h2), s=(h2, w2), norm="forward").to(x.dtype)
 
 
 def _column_weights(w: int, mw: int, dc_and_nyquist: float, others: float, like: torch.Tensor) -> torch.Tensor:

@@ -108,15 +108,23 @@ def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch
             loss.backward()
         opt.step()
 
-    def sample_step():
+    # as reconstruct(): the network's step-invariant context terms computed once per batch
+    cache = getattr(gen_sde.network, "cache_context", None)
+    with torch.no_grad():
+        cached = [cache(**{k: t[sl] for k, t in kwargs.items()}) if cache else {k: t[sl] for k, t in kwargs.items()}
+                  for sl in parts]
+
+    def sample_step(use_cache=True):
         with torch.no_grad():
-            for sl in parts:
-                gen_sde.denoise_step(x[sl], 0.5, 250, v[sl], **{k: t[sl] for k, t in kwargs.items()})
+            for sl, kw in zip(parts, cached):
+                gen_sde.denoise_step(x[sl], 0.5, 250, v[sl], **(kw if use_cache else {k: t[sl] for k, t in kwargs.items()}))
 
     with spectral_path(path):
         t_train, all_train = timed(train_step, device, 2, steps) if train else (float("nan"), [])
         t_sample, all_sample = timed(sample_step, device, 2, steps)
+        t_uncached = timed(lambda: sample_step(False), device, 1, steps)[0] if cache else t_sample
     return {"train_img_per_s": batch / t_train, "sample_img_steps_per_s": batch / t_sample,
+            "sample_img_steps_per_s_uncached": batch / t_uncached,
             "train_step_s_all": all_train, "sample_step_s_all": all_sample,
             "model_gflops_per_img": flops / 1e9, "parameters": count_parameters(net)}
 
@@ -209,7 +217,8 @@ def main():
         "train_fraction_of_gemm": train_gflops / gemm,
         "note": "model FLOPs counted by torch's FlopCounterMode on the FFT path (matmuls, convolutions and "
                 "the spectral mode mixing; transforms not counted); a training step is taken as 3x the forward "
-                "FLOPs; peak_rss_mb is measured before any whole-batch comparison",
+                "FLOPs; sampling reuses the network's step-invariant context terms (cache_context, as "
+                "reconstruct does), _uncached recomputes them every step; peak_rss_mb is measured before any whole-batch comparison",
     }
     if a.compare_malloc:
         out["malloc_default"] = _child_with_default_malloc(a)
@@ -237,8 +246,8 @@ def main():
     print(f"{a.preset} + {a.conditioning}, batch {a.batch_size} (micro-batch {mb}), {out['resolution']}x{out['resolution']}, "
           f"{device}, {out['cpu_threads']} threads, torch {torch.__version__}, {r['parameters']:,} parameters")
     print("| metric | value |\n|---|---|")
-    for k in ("train_img_per_s", "sample_img_steps_per_s", "peak_rss_mb", "gemm_gflops", "model_gflops_per_img",
-              "train_fraction_of_gemm"):
+    for k in ("train_img_per_s", "sample_img_steps_per_s", "sample_img_steps_per_s_uncached", "peak_rss_mb",
+              "gemm_gflops", "model_gflops_per_img", "train_fraction_of_gemm"):
         print(f"| {k} | {out[k]:.3g} |")
     if "malloc_default" in out:
         d = out["malloc_default"]

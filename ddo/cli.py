@@ -11,6 +11,7 @@ import sys
 
 import torch
 
+from .config import LR_SCHEDULES
 from .errors import UserError
 from .registry import DuplicateKeyError, UnknownKeyError
 
@@ -137,6 +138,8 @@ def add_train_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-clip", type=float)
     g.add_argument("--ema-decay", type=float)
     g.add_argument("--warmup", type=nonneg_int)
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help="constant (default) or cosine decay to 0 over --iterations or the --minutes budget")
     g.add_argument("--seed", type=nonneg_int)
     g.add_argument("--ckpt-every", type=positive_int)
     g.add_argument("--log-every", type=positive_int)

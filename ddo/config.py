@@ -16,10 +16,12 @@ DEFAULTS: dict = {
     "gp_type": "independent", "gp_exponent": 2.0, "gp_length_scale": 0.1, "gp_sigma": 1.0,
     "timestep_sampler": "low_discrepancy", "weight_method": None, "loss": "dsm", "conditioning": "none",
     # optimisation
-    "batch_size": 128, "grad_accum": 1, "bf16": False, "compile": False, "lr": 2e-4, "grad_clip": 1.0, "ema_decay": 0.999, "warmup": 100, "seed": 0,
+    "batch_size": 128, "grad_accum": 1, "bf16": False, "compile": False, "lr": 2e-4, "lr_schedule": "constant", "grad_clip": 1.0, "ema_decay": 0.999, "warmup": 100, "seed": 0,
     "iterations": None, "minutes": None, "ckpt_every": 500, "log_every": 10,
     "sample_every": None, "num_sample": 16, "sample_steps": 100, "sampler": "denoise",
 }
+
+LR_SCHEDULES = ("constant", "cosine")
 
 PRESETS: dict[str, dict] = {
     # the spec's CIFAR-10 configuration

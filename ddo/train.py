@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import sampling
 from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint
-from .config import ARCHITECTURE_KEYS
+from .config import ARCHITECTURE_KEYS, LR_SCHEDULES
 from .data import RandomFlip
 from .diffusion import BlurringDiffusion, DenoisingDiffusion, LinearDiffusion
 from .errors import UserError
@@ -111,8 +111,27 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**63 - 1)
 
 
-def _lr(config: dict, step: int) -> float:
-    return config["lr"] * min(1.0, (step + 1) / max(1, config["warmup"]))
+def _lr(config: dict, step: int, progress: float = 0.0) -> float:
+    """Learning rate at ``step``: linear warm-up over ``warmup`` steps, then constant, or with
+    ``lr_schedule="cosine"`` multiplied by ``(1 + cos(pi p)) / 2``, ``p`` in ``[0, 1]`` the share of
+    the run done (:func:`_progress`)."""
+    lr = config["lr"] * min(1.0, (step + 1) / max(1, config["warmup"]))
+    if config.get("lr_schedule", "constant") == "cosine":
+        lr *= 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+    return lr
+
+
+def _progress(step: int, max_steps: float, started: float, deadline: float, now: float) -> float:
+    """Share of the run done: ``step / iterations`` or the elapsed share of ``--minutes`` in this
+    invocation, whichever is further (the run stops at the first of the two limits). With
+    ``--minutes`` and ``--resume``, the schedule starts again from the resumed step's learning rate
+    (a warm restart): the budget is per invocation."""
+    p = 0.0
+    if max_steps != math.inf:
+        p = step / max_steps
+    if deadline != math.inf:
+        p = max(p, (now - started) / max(deadline - started, 1e-9))
+    return p
 
 
 def train(config: dict, host, out_dir, resume: bool = False, device: str | torch.device = "cpu",
@@ -187,7 +206,10 @@ def _train(config, host, out_dir, state, device, dist, progress):
         atomic_write(out_dir / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
         _truncate_log(log_path, step)
     max_steps = config["iterations"] if config["iterations"] is not None else math.inf
-    deadline = time.monotonic() + 60 * config["minutes"] if config["minutes"] is not None else math.inf
+    started = time.monotonic()
+    deadline = started + 60 * config["minutes"] if config["minutes"] is not None else math.inf
+    if config.get("lr_schedule", "constant") not in LR_SCHEDULES:
+        raise UserError(f"unknown --lr-schedule {config['lr_schedule']!r}; known: {', '.join(LR_SCHEDULES)}")
 
     def checkpoint():
         if dist.main:
@@ -212,8 +234,9 @@ def _train(config, host, out_dir, state, device, dist, progress):
             loader = DataLoader(dataset, batch_sampler=batches, num_workers=config["num_workers"])
             for batch in loader:
                 batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+                lr = _lr(config, step, _progress(step, max_steps, started, deadline, time.monotonic()))
                 for group in optimizer.param_groups:
-                    group["lr"] = _lr(config, step)
+                    group["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
                 loss = _accumulate(gen_sde, loss_fn, wrapper, batch, config, step, dist, device)
                 if not torch.isfinite(loss):
@@ -231,7 +254,7 @@ def _train(config, host, out_dir, state, device, dist, progress):
                     now = time.monotonic()
                     ips = (step - n_last) * config["batch_size"] / max(now - t_last, 1e-9)
                     t_last, n_last = now, step
-                    record = {"step": step, "loss": sum(recent) / len(recent), "lr": _lr(config, step - 1),
+                    record = {"step": step, "loss": sum(recent) / len(recent), "lr": lr,
                               "img_per_s": ips}
                     log.write(json.dumps(record) + "\n")
                     log.flush()

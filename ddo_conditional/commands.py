@@ -7,10 +7,12 @@ from pathlib import Path
 
 from ddo.checkpoint import atomic_write
 from ddo.cli import nonneg_int, positive_float, positive_int, resolve_device
+from ddo.config import LR_SCHEDULES
 from ddo.errors import UserError
 
 from .conditioning import MASK_DEFAULTS, SparseConditioning
 from .masks import PATTERNS, MaskError
+from .models import RESIDUAL_SCALES
 from .precondition import PARAMETERIZATIONS
 
 
@@ -24,6 +26,9 @@ def add_train_arguments(group) -> None:
                        help="what the conditional network predicts: eps (default), x0 or v")
     group.add_argument("--refiner-width", type=nonneg_int,
                        help="sparse-interp: width of a local 3x3 refiner beside the spectral trunk (0: none)")
+    group.add_argument("--residual-scale", choices=RESIDUAL_SCALES,
+                       help="sparse-interp: 'context' scales the network's output per image by the context's "
+                       "leave-one-out interpolation error (default none)")
 
 
 def add_reconstruct_parser(parser) -> None:
@@ -123,6 +128,8 @@ def add_demo_parser(parser) -> None:
     parser.add_argument("--conditioning", default="sparse-biharmonic")
     parser.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="x0")
     parser.add_argument("--refiner-width", type=nonneg_int, default=32)
+    parser.add_argument("--residual-scale", choices=RESIDUAL_SCALES, default="context")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
     parser.add_argument("--loss", default="x0-mse-relative")
     parser.add_argument("--num-samples", type=positive_int, default=4)
     parser.add_argument("--steps", type=positive_int, default=20)
@@ -150,6 +157,7 @@ def run_demo(args: dict) -> int:
         raise UserError(f"{out} already holds a run; remove it or pass another --out")
     config = resolve({"conditioning": args["conditioning"], "loss": args["loss"], "minutes": args["minutes"],
                       "parameterization": args["parameterization"], "refiner_width": args["refiner_width"],
+                      "residual_scale": args["residual_scale"], "lr_schedule": args["lr_schedule"],
                       "seed": args["seed"], "num_sample": 0}, "cpu-small")
     t0 = time.monotonic()
     print(f"ddo demo: training {args['conditioning']} on natural-patches for {args['minutes']:g} minutes", file=sys.stderr)
@@ -204,7 +212,8 @@ def _report(m: dict, tbl: str, best: str, margin: float, source: str) -> str:
                       f"sample ({cal['within_range_expected']:.1%} if the truth were exchangeable with the samples)."]
         rc = m.get("calibration_rescaled")
         if rc:
-            lines += [f"Recalibrated spread (sqrt(({rc['spread_scale']:.2f} std)^2 + {rc['spread_floor']:.4f}^2), "
+            lines += [f"Recalibrated spread (sqrt(({rc['spread_scale']:.2f} std)^2 + ({rc.get('spread_roughness', 0):.2f} r)^2 "
+                      f"+ {rc['spread_floor']:.4f}^2), r the leave-one-out interpolation error of the context, "
                       f"fitted by maximum likelihood on {rc['fitted_images']} training crops under other masks): "
                       f"{rc['within_1std']:.1%} within 1 std, {rc['within_2std']:.1%} within 2 std, Gaussian "
                       f"log-likelihood {rc['gaussian_loglik']:.3f} per entry on the test images."]

@@ -8,13 +8,15 @@ from ddo.config import DEFAULTS as _DIFFUSION_DEFAULTS
 
 from .datasets import BiharmonicContext, FixedSparseMaskDataset, context_tensors
 from .masks import PATTERNS, MaskError, mask_counts
-from .models import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel, SparseInterpModel
+from .models import (RESIDUAL_SCALES, ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel,
+                     SparseInterpModel)
 from .precondition import PARAMETERIZATIONS, Preconditioned
 
 log = logging.getLogger("ddo_conditional")
 
 MASK_DEFAULTS = {"context_ratio": 0.1, "query_ratio": 0.1, "mask_seed": 42, "mask_pattern": "random",
-                 "context_feature_dim": 32, "parameterization": "eps", "refiner_width": 0}
+                 "context_feature_dim": 32, "parameterization": "eps", "refiner_width": 0,
+                 "residual_scale": "none"}
 
 
 class SparseConditioning(ModelWrapper):
@@ -30,6 +32,9 @@ class SparseConditioning(ModelWrapper):
         self.mask_seed, self.mask_pattern = int(cfg["mask_seed"]), cfg["mask_pattern"]
         self.context_feature_dim = int(cfg["context_feature_dim"])
         self.refiner_width = int(cfg["refiner_width"])
+        self.residual_scale = cfg["residual_scale"]
+        if self.residual_scale not in RESIDUAL_SCALES:
+            raise ValueError(f"unknown residual scale {self.residual_scale!r}; known: {', '.join(RESIDUAL_SCALES)}")
         self.channels = int(self.config_.get("channels", 3))
         self.parameterization = cfg["parameterization"]
         if self.parameterization not in PARAMETERIZATIONS:
@@ -68,7 +73,8 @@ class SparseConditioning(ModelWrapper):
     def config(self) -> dict:
         return {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "mask_seed": self.mask_seed,
                 "mask_pattern": self.mask_pattern, "context_feature_dim": self.context_feature_dim,
-                "parameterization": self.parameterization, "refiner_width": self.refiner_width}
+                "parameterization": self.parameterization, "refiner_width": self.refiner_width,
+                "residual_scale": self.residual_scale}
 
     def build_model(self, make_base):
         from ddo.train import make_forward_diffusion
@@ -112,7 +118,8 @@ class InterpConditioning(SparseConditioning):
     needs = ("context_image", "observation_mask")
 
     def build_inner(self, make_base):
-        return SparseInterpModel(make_base(), input_dim=self.channels, refiner_width=self.refiner_width)
+        return SparseInterpModel(make_base(), input_dim=self.channels, refiner_width=self.refiner_width,
+                                 residual_scale=self.residual_scale)
 
 
 class BiharmonicInterpConditioning(InterpConditioning):

@@ -15,10 +15,12 @@ from ddo.visual import save_grid
 from .baselines import BASELINES, baseline_batch
 from .datasets import context_tensors, create_query_mask_batched
 from .metrics import calibration, image_metrics
+from .models import NormalizedConvolution
 from .reconstruct import reconstruct
 
 MODEL_METHODS = ("ddo-mean", "ddo-samples-mean", "ddo-x0", "ddo-sample")
 FIGURE_IMAGES = 8
+_LOO = NormalizedConvolution()
 
 
 def _reconstructed_batches(gen_sde, wrapper, dataset, *, num_samples, steps, sampler, batch_size, seed,
@@ -55,9 +57,11 @@ class _CalibrationSum:
     def __init__(self):
         self.n, self.sums = 0, {}
 
-    def add(self, out, truth, qmask, spread: dict | None = None):
+    def add(self, out, truth, qmask, spread: dict | None = None, ctx: dict | None = None):
         q = int(qmask.sum().item()) * truth.shape[1]
-        std = out["std"] / 2 if spread is None else apply_spread(out["std"] / 2, spread)
+        std = out["std"] / 2
+        if spread is not None:
+            std = apply_spread(std, spread, context_roughness(ctx) if ctx is not None else None)
         cb = calibration((out["mean"] + 1) / 2, std, truth, qmask,
                          samples=(out["samples"] + 1) / 2 if spread is None else None)
         for k in CAL_KEYS:
@@ -70,34 +74,56 @@ class _CalibrationSum:
 
 
 def fit_spread(mean: torch.Tensor, std: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor,
-               min_std: float = 1e-3) -> dict[str, float]:
-    """Post-hoc recalibration of a predictive spread: the ``a, b`` of ``std' = sqrt((a std)^2 + b^2)``
-    that maximise the Gaussian likelihood of ``truth`` on the entries ``mask`` selects.
+               roughness: torch.Tensor | None = None, min_std: float = 1e-3) -> dict[str, float]:
+    """Post-hoc recalibration of a predictive spread: the ``a, b, c`` of
+    ``std' = sqrt((a std)^2 + (b r)^2 + c^2)`` that maximise the Gaussian likelihood of ``truth`` on the
+    entries ``mask`` selects (``b = 0`` when ``roughness`` is not given).
 
-    ``a`` rescales the samples' spread; ``b`` is an error floor for entries on which the samples
-    agree but are wrong (a short-trained model's samples share its systematic errors). Fit it on
-    images the scores are not taken on. Returns ``{"spread_scale": a, "spread_floor": b}``."""
+    ``a`` rescales the samples' spread; ``b r`` is an error floor proportional to ``r = roughness``, a
+    per-image ``(B,)`` measure of how hard the image is known from its context (the leave-one-out
+    interpolation error, :func:`context_roughness`), for errors that the samples share (a
+    short-trained model's samples share its systematic errors, and they are larger on rough images);
+    ``c`` is a constant floor. Fit it on images the scores are not taken on. Returns
+    ``{"spread_scale": a, "spread_roughness": b, "spread_floor": c}``."""
     m = mask.expand_as(truth).bool()
     e2 = ((truth - mean)[m].double()) ** 2
     s2 = std[m].double().clamp_min(min_std) ** 2
-    params = torch.tensor([0.0, math.log(max(float(e2.mean().sqrt()), 1e-4))], dtype=torch.float64, requires_grad=True)
+    r2 = None if roughness is None else (roughness.double().view(-1, 1, 1, 1).expand_as(truth)[m]) ** 2
+    rms = math.log(max(float(e2.mean().sqrt()), 1e-4))
+    init = [0.0, rms] if r2 is None else [0.0, rms - 1.0, 0.0]
+    params = torch.tensor(init, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([params], max_iter=200, line_search_fn="strong_wolfe")
 
     def nll():
         opt.zero_grad()
         var = torch.exp(2 * params[0]) * s2 + torch.exp(2 * params[1])
+        if r2 is not None:
+            var = var + torch.exp(2 * params[2]) * r2
         loss = 0.5 * (e2 / var + var.log()).mean()
         loss.backward()
         return loss
 
     opt.step(nll)
-    a_, b_ = params.detach().exp().tolist()
-    return {"spread_scale": a_, "spread_floor": b_}
+    got = params.detach().exp().tolist()
+    return {"spread_scale": got[0], "spread_roughness": got[2] if r2 is not None else 0.0, "spread_floor": got[1]}
 
 
-def apply_spread(std: torch.Tensor, spread: dict) -> torch.Tensor:
-    """``sqrt((a std)^2 + b^2)`` for a :func:`fit_spread` result (``std`` in the units it was fitted in)."""
-    return torch.sqrt((spread["spread_scale"] * std) ** 2 + spread["spread_floor"] ** 2)
+def apply_spread(std: torch.Tensor, spread: dict, roughness: torch.Tensor | None = None) -> torch.Tensor:
+    """``sqrt((a std)^2 + (b r)^2 + c^2)`` for a :func:`fit_spread` result (``std`` and the per-image
+    ``roughness`` ``(B,)`` in the units it was fitted in)."""
+    var = (spread["spread_scale"] * std) ** 2 + spread["spread_floor"] ** 2
+    b = spread.get("spread_roughness", 0.0)
+    if b:
+        if roughness is None:
+            raise ValueError("this spread was fitted with a roughness term; pass the images' roughness")
+        var = var + (b * roughness.view(-1, *([1] * (std.dim() - 1)))) ** 2
+    return torch.sqrt(var)
+
+
+def context_roughness(ctx: dict) -> torch.Tensor:
+    """Per-image ``(B,)`` leave-one-out interpolation error of the context in ``[0, 1]`` units
+    (:meth:`NormalizedConvolution.loo_rms`), the ``r`` of :func:`fit_spread`."""
+    return _LOO.to(ctx["context_image"].device).loo_rms(ctx["context_image"], ctx["observation_mask"]) / 2
 
 
 def fit_spread_on(gen_sde, wrapper, dataset, *, num_samples: int, steps: int, sampler: str, limit: int,
@@ -108,12 +134,12 @@ def fit_spread_on(gen_sde, wrapper, dataset, *, num_samples: int, steps: int, sa
     the test split)."""
     if num_samples < 2:
         raise ValueError("a spread needs at least 2 samples")
-    parts = [[], [], [], []]
-    for _, truth, qmask, _, _, out, _, _ in _reconstructed_batches(
+    parts = [[], [], [], [], []]
+    for _, truth, qmask, ctx, _, out, _, _ in _reconstructed_batches(
             gen_sde, wrapper, dataset, num_samples=num_samples, steps=steps, sampler=sampler, batch_size=batch_size,
             seed=seed, data_consistency=data_consistency, limit=limit, device=device, host=host, progress=progress,
             desc="calibrate"):
-        for lst, t in zip(parts, ((out["mean"] + 1) / 2, out["std"] / 2, truth, qmask)):
+        for lst, t in zip(parts, ((out["mean"] + 1) / 2, out["std"] / 2, truth, qmask, context_roughness(ctx))):
             lst.append(t)
     return fit_spread(*(torch.cat(lst) for lst in parts))
 
@@ -158,7 +184,7 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 25
         if num_samples > 1:
             cal.add(out, truth, qmask)
             if spread is not None:
-                cal_scaled.add(out, truth, qmask, spread)
+                cal_scaled.add(out, truth, qmask, spread, ctx)
         if figure is None:
             k = min(FIGURE_IMAGES, b)
             obs = ctx["observation_mask"][:k]
@@ -269,4 +295,4 @@ def write_outputs(result: dict, out_dir) -> None:
     save_grid(fig, out_dir / "reconstructions.png", nrow=nrow, value_range=(0.0, 1.0))
 
 
-__all__ = ["evaluate", "fit_spread", "fit_spread_on", "apply_spread", "table", "write_outputs", "best_baseline"]
+__all__ = ["evaluate", "fit_spread", "fit_spread_on", "apply_spread", "context_roughness", "table", "write_outputs", "best_baseline"]

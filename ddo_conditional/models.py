@@ -38,9 +38,18 @@ class ConditionalDDOModel(nn.Module):
             nn.Conv2d(2 * c, c, 3, padding=1),
         )
 
-    def forward(self, x, temp, v=None, context_image=None, **kwargs):
+    def cache_context(self, **kwargs) -> dict:
+        """The kwargs with the step-invariant encoder features added (``context_features``), for
+        samplers that call the network many times on one context."""
+        if kwargs.get("context_image") is None:
+            return kwargs
+        return {**kwargs, "context_features": self.context_encoder(kwargs["context_image"])}
+
+    def forward(self, x, temp, v=None, context_image=None, context_features=None, **kwargs):
         if context_image is not None:
-            x = self.combine(torch.cat([x, self.context_encoder(context_image)], dim=1))
+            if context_features is None:
+                context_features = self.context_encoder(context_image)
+            x = self.combine(torch.cat([x, context_features], dim=1))
         return self.base_model(x, temp, v, **kwargs)
 
 
@@ -108,28 +117,69 @@ class NormalizedConvolution(nn.Module):
         x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1).to(x.dtype), padding=(0, r), groups=c)
         return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1).to(x.dtype), padding=(r, 0), groups=c)
 
+    def center_weight(self) -> float:
+        """Weight of a pixel's own observation in ``num`` and ``den`` (sum over scales of
+        ``w_i g_i(0)^2``), for leave-one-out estimates at observed pixels."""
+        return sum(w * float(getattr(self, f"k{i}")[getattr(self, f"k{i}").numel() // 2]) ** 2
+                   for i, w in enumerate(self.weights))
+
     def forward(self, context_image, observation_mask):
+        num, den = self.sums(context_image, observation_mask)
+        return num / (den + 1e-6)
+
+    def sums(self, context_image, observation_mask):
+        """Numerator and denominator of the interpolation, ``(B, C, H, W)`` and ``(B, 1, H, W)``."""
         c = context_image.shape[1]
         both = torch.cat([context_image * observation_mask, observation_mask], 1)
         num = den = 0.0
         for i in range(self.n):
             b = self._blur(both, getattr(self, f"k{i}")) * self.weights[i]
             num, den = num + b[:, :c], den + b[:, c:]
-        return num / (den + 1e-6)
+        return num, den
+
+    def loo_rms(self, context_image, observation_mask):
+        """Root mean square, per image ``(B,)``, of the leave-one-out interpolation error at the
+        observed pixels: each observation predicted from the others by the same interpolation (its
+        own term removed from ``num`` and ``den``). A measure of how rough the image is at the
+        sampling density, known from the context alone."""
+        num, den = self.sums(context_image, observation_mask)
+        cw = self.center_weight()
+        m = observation_mask
+        observed = context_image * m
+        loo = (num - cw * observed) / (den - cw * m).clamp_min(1e-6)
+        err = ((observed - loo * m) ** 2).flatten(1).sum(1)
+        count = (m.flatten(1).sum(1) * context_image.shape[1]).clamp_min(1.0)
+        return (err / count).sqrt()
+
+
+RESIDUAL_SCALES = ("none", "context")
 
 
 class SparseInterpModel(nn.Module):
     """``sparse-interp``: the context densified by :class:`NormalizedConvolution`, fed with the mask
     into the base network's lifting layer; with an ``x0`` parameterisation the network predicts a
-    residual over the interpolation (:meth:`x0_offset`)."""
+    residual over the interpolation (:meth:`x0_offset`).
 
-    def __init__(self, base_model: nn.Module, input_dim: int = 3, refiner_width: int = 0):
+    ``residual_scale="context"``: the network's output is multiplied by a per-image scale
+    ``s = sqrt(r^2 + floor^2)``, ``r`` the leave-one-out interpolation error of the context
+    (:meth:`NormalizedConvolution.loo_rms`), and ``log s`` is fed as one more input channel. The
+    trunk's GroupNorms remove each image's feature scale, so without this the last layer has to
+    recover it; with it, a smooth image (small ``s``) gets a small residual by construction and
+    the network learns one problem in units of ``s`` instead of one per contrast level.
+    """
+
+    def __init__(self, base_model: nn.Module, input_dim: int = 3, refiner_width: int = 0,
+                 residual_scale: str = "none", scale_floor: float = 0.01):
         super().__init__()
         if not (hasattr(base_model, "lift_input") and hasattr(base_model, "trunk")):
             raise ValueError("sparse-interp needs a base network with lift_input() and trunk() (fno-unet)")
+        if residual_scale not in RESIDUAL_SCALES:
+            raise ValueError(f"unknown residual scale {residual_scale!r}; known: {', '.join(RESIDUAL_SCALES)}")
         self.base_model = base_model
         self.interp = NormalizedConvolution()
-        self.context_lift = nn.Conv2d(input_dim + 1, base_model.lift.out_channels, 1)
+        self.residual_scale, self.scale_floor = residual_scale, float(scale_floor)
+        extra = 1 if residual_scale == "context" else 0
+        self.context_lift = nn.Conv2d(input_dim + 1 + extra, base_model.lift.out_channels, 1)
         if hasattr(base_model, "out"):  # start as the interpolation itself (a zero residual)
             nn.init.zeros_(base_model.out.weight)
             nn.init.zeros_(base_model.out.bias)
@@ -156,14 +206,44 @@ class SparseInterpModel(nn.Module):
             return None
         return self.dense(context_image, observation_mask, context_dense)
 
-    def forward(self, x, temp, v=None, context_image=None, observation_mask=None, context_dense=None, **kwargs):
+    def scale(self, context_image, observation_mask):
+        """The per-image output scale ``s``, ``(B, 1, 1, 1)`` (see the class docstring)."""
+        r = self.interp.loo_rms(context_image, observation_mask)
+        return (r * r + self.scale_floor ** 2).sqrt().view(-1, 1, 1, 1)
+
+    def _context_terms(self, context_image, observation_mask, context_dense):
+        """``(dense, lifted context, output scale or None)``: what the network computes from the context."""
+        dense = self.dense(context_image, observation_mask, context_dense)
+        inputs = [dense, observation_mask]
+        s = None
+        if self.residual_scale == "context":
+            s = self.scale(context_image, observation_mask)
+            inputs.append(s.log().expand_as(observation_mask))
+        return dense, self.context_lift(torch.cat(inputs, 1)), s
+
+    def cache_context(self, **kwargs) -> dict:
+        """The kwargs with the step-invariant context terms added (``context_dense``,
+        ``context_lifted`` and, with a residual scale, ``context_scale``), for samplers that call the
+        network many times on one context."""
+        if kwargs.get("context_image") is None or kwargs.get("observation_mask") is None:
+            return kwargs
+        dense, lifted, s = self._context_terms(kwargs["context_image"], kwargs["observation_mask"],
+                                               kwargs.get("context_dense"))
+        out = {**kwargs, "context_dense": dense, "context_lifted": lifted}
+        return out if s is None else {**out, "context_scale": s}
+
+    def forward(self, x, temp, v=None, context_image=None, observation_mask=None, context_dense=None,
+                context_lifted=None, context_scale=None, **kwargs):
         if context_image is None:
             return self.base_model(x, temp, v, **kwargs)
         if observation_mask is None:
             raise ValueError("sparse-interp needs observation_mask beside context_image")
-        dense = self.dense(context_image, observation_mask, context_dense)
-        h = self.base_model.lift_input(x, v) + self.context_lift(torch.cat([dense, observation_mask], 1))
+        if context_lifted is None:
+            dense, context_lifted, s = self._context_terms(context_image, observation_mask, context_dense)
+        else:
+            dense, s = context_dense, context_scale
+        h = self.base_model.lift_input(x, v) + context_lifted
         out = self.base_model.trunk(h, temp)
         if self.refiner is not None:
             out = out + self.refiner(torch.cat([x, dense, observation_mask, out], 1))
-        return out
+        return out if s is None else out * s

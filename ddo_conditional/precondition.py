@@ -36,6 +36,11 @@ class Preconditioned(nn.Module):
             raise ValueError(f"unknown parameterization {parameterization!r}; known: {', '.join(PARAMETERIZATIONS)}")
         self.inner, self.fd, self.parameterization = inner, forward_diffusion, parameterization
 
+    def cache_context(self, **kwargs) -> dict:
+        """The inner network's :meth:`cache_context`, if it has one."""
+        inner = getattr(self.inner, "cache_context", None)
+        return kwargs if inner is None else inner(**kwargs)
+
     def _scales(self, temp, x):
         log_a, log_s = self.fd.log_alpha_sigma(temp.to(x.dtype), x.shape[-2:])
         return log_a.exp(), log_s.exp()

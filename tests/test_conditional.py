@@ -185,6 +185,43 @@ def test_reconstruct_rows_per_call_do_not_change_deterministic_samples():
     assert not torch.equal(outs[0]["samples"][0], outs[0]["samples"][1])
 
 
+@pytest.mark.parametrize("kind", ["encoder", "interp-x0-scaled"])
+def test_cached_context_terms_give_the_same_samples(kind):
+    from ddo.diffusion import LinearDiffusion
+    from ddo_conditional.models import SparseInterpModel
+    from ddo_conditional.precondition import Preconditioned
+
+    torch.manual_seed(0)
+    if kind == "encoder":
+        net = ConditionalDDOModel(_base(), 3, 8)
+    else:
+        net = Preconditioned(SparseInterpModel(_base(), residual_scale="context", refiner_width=4),
+                             LinearDiffusion(), "x0")
+    for p in net.parameters():  # make the zero-initialised output layers non-trivial
+        if p.dim() > 1 and p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.1)
+    gen = DenoisingDiffusion(LinearDiffusion(), net)
+    ds = FixedSparseMaskDataset(Images(2, 16), seed=1)
+    ctx = context_tensors(torch.utils.data.default_collate([ds[i] for i in range(2)]))
+    if kind == "encoder":
+        ctx = {"context_image": ctx["context_image"]}
+    cached = net.cache_context(**ctx)
+    assert set(cached) - set(ctx) == ({"context_features"} if kind == "encoder"
+                                      else {"context_dense", "context_lifted", "context_scale"})
+    encoder = net.context_encoder if kind == "encoder" else net.inner.context_lift
+    calls = []
+    encoder.register_forward_hook(lambda *_: calls.append(1))
+    outs, counts = [], []
+    for cache in (True, False):
+        calls.clear()
+        outs.append(reconstruct(gen, ctx, (2, 3, 16, 16), num_steps=3, num_samples=2, sampler="ddim", cache=cache,
+                                generator=torch.Generator().manual_seed(0)))
+        counts.append(len(calls))
+    assert counts == [2, 6]  # once per group of samples instead of once per step (2 groups x 3 steps)
+    torch.testing.assert_close(outs[0]["samples"], outs[1]["samples"], rtol=0, atol=0)
+    assert outs[0]["samples"].abs().max() > 0
+
+
 class _Fixed(torch.nn.Module):
     """Returns a fixed tensor whatever the input (stands for a network's prediction)."""
 
@@ -327,6 +364,33 @@ def test_spread_fit_recovers_scale_and_floor_and_calibrates_fresh_draws():
     assert calibration(mean, sigma, fresh, mask)["within_2std"] < 0.7
 
 
+def test_spread_fit_with_roughness_recovers_all_three_terms():
+    """Per-image roughness r_i, truths with std sqrt((1.5 sigma)^2 + (0.8 r_i)^2 + 0.01^2): the three-term
+    fit recovers a, b, c; the fit without r cannot express the per-image floor and calibrates worse."""
+    from ddo_conditional.evaluate import apply_spread, fit_spread
+    from ddo_conditional.metrics import calibration
+
+    g = torch.Generator().manual_seed(1)
+    shape = (96, 3, 16, 16)
+    mean = torch.rand(*shape, generator=g)
+    sigma = 0.01 + 0.03 * torch.rand(*shape, generator=g)
+    rough = 0.2 * torch.rand(96, generator=g) ** 2
+    true_std = torch.sqrt((1.5 * sigma) ** 2 + (0.8 * rough.view(-1, 1, 1, 1)) ** 2 + 0.01**2)
+    mask = torch.ones(96, 1, 16, 16)
+    fit = fit_spread(mean, sigma, mean + true_std * torch.randn(*shape, generator=g), mask, roughness=rough)
+    assert fit["spread_scale"] == pytest.approx(1.5, rel=0.05)
+    assert fit["spread_roughness"] == pytest.approx(0.8, rel=0.05)
+    assert fit["spread_floor"] == pytest.approx(0.01, rel=0.1)
+    fresh = mean + true_std * torch.randn(*shape, generator=g)
+    cal = calibration(mean, apply_spread(sigma, fit, rough), fresh, mask)
+    assert abs(cal["within_1std"] - 0.683) < 0.01 and abs(cal["within_2std"] - 0.954) < 0.01
+    two = fit_spread(mean, sigma, mean + true_std * torch.randn(*shape, generator=g), mask)
+    assert two["spread_roughness"] == 0.0
+    assert calibration(mean, apply_spread(sigma, two), fresh, mask)["gaussian_loglik"] < cal["gaussian_loglik"] - 0.1
+    with pytest.raises(ValueError, match="pass the images' roughness"):
+        apply_spread(sigma, fit)
+
+
 def test_relative_x0_loss_weights_t1_terms_by_inverse_biharmonic_error():
     from types import SimpleNamespace
 
@@ -351,3 +415,49 @@ def test_relative_x0_loss_weights_t1_terms_by_inverse_biharmonic_error():
     torch.testing.assert_close(seen_t[0], torch.tensor([1.0, 1.0, 0.3, 0.3]))     # half of the batch at t = 1
     with pytest.raises(UserError, match="use it with --conditioning sparse-biharmonic"):
         x0_mse_relative_loss()(gen_sde, {"image": x}, None, {})
+
+
+def test_leave_one_out_error_matches_removing_each_observation():
+    from ddo_conditional.models import NormalizedConvolution
+
+    g = torch.Generator().manual_seed(3)
+    ctx = torch.rand(2, 3, 12, 12, generator=g) * 2 - 1
+    mask = (torch.rand(2, 1, 12, 12, generator=g) < 0.15).float()
+    nc = NormalizedConvolution()
+    got = nc.loo_rms(ctx * mask, mask)
+    for b in range(2):
+        sq, n = 0.0, 0
+        for i, j in mask[b, 0].nonzero().tolist():
+            m = mask[b:b + 1].clone()
+            m[0, 0, i, j] = 0                      # the observation removed, then predicted from the rest
+            pred = nc(ctx[b:b + 1] * m, m)[0, :, i, j]
+            sq, n = sq + float(((ctx[b, :, i, j] - pred) ** 2).sum()), n + 3
+        assert got[b].item() == pytest.approx((sq / n) ** 0.5, rel=1e-4)
+
+
+def test_context_residual_scale_multiplies_the_trunk_output_by_the_roughness():
+    from ddo_conditional.models import SparseInterpModel
+
+    torch.manual_seed(0)
+    plain = SparseInterpModel(_base(), residual_scale="none")
+    scaled = SparseInterpModel(_base(), residual_scale="context", scale_floor=0.01)
+    assert plain.context_lift.in_channels == 4 and scaled.context_lift.in_channels == 5
+    for p in scaled.parameters():  # make the zero-initialised output layer non-trivial
+        if p.dim() > 1 and p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.1)
+    x, t = torch.randn(2, 3, 16, 16), torch.rand(2)
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, ::3, ::3] = 1
+    rough = torch.randn(1, 3, 16, 16) * mask[:1]
+    flat = torch.full((1, 3, 16, 16), 0.3) * mask[:1]       # a constant context: leave-one-out error 0
+    ctx = torch.cat([rough, flat])
+    s = scaled.scale(ctx, mask).flatten()
+    assert s[1].item() == pytest.approx(0.01, rel=1e-4) and s[0] > 0.5
+    dense = scaled.interp(ctx, mask)
+    lift = torch.cat([dense, mask, s.log().view(-1, 1, 1, 1).expand(2, 1, 16, 16)], 1)
+    want = scaled.base_model.trunk(scaled.base_model.lift_input(x, None) + scaled.context_lift(lift), t)
+    torch.testing.assert_close(scaled(x, t, None, context_image=ctx, observation_mask=mask),
+                               want * s.view(-1, 1, 1, 1))
+    assert torch.equal(scaled(x, t, None), scaled.base_model(x, t, None))   # no context: the base network
+    with pytest.raises(ValueError, match="unknown residual scale"):
+        SparseInterpModel(_base(), residual_scale="global")

@@ -163,3 +163,21 @@ def test_negative_mask_seed_is_refused(tmp_path, image_folder, capsys):
                                 "--mask-seed", "-3")) == 2
     assert "mask seed must be non-negative" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_cosine_schedule_decays_the_logged_rate_over_the_iterations(tmp_path, image_folder):
+    import math
+
+    from ddo.train import _lr, _progress
+
+    run = tmp_path / "run"
+    assert main(tiny_train_args(run, image_folder, "--iterations", "4", "--lr-schedule", "cosine")) == 0
+    lrs = [json.loads(ln)["lr"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([2e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)])
+    cfg = {"lr": 1.0, "warmup": 10, "lr_schedule": "cosine"}
+    assert _lr(cfg, 4, 0.5) == pytest.approx(0.5 * 0.5)                     # warm-up times the cosine
+    assert _lr({**cfg, "lr_schedule": "constant"}, 20, 0.9) == 1.0
+    # with both limits, the one nearer its end sets the progress
+    assert _progress(10, 100, started=0.0, deadline=60.0, now=30.0) == pytest.approx(0.5)
+    assert _progress(80, 100, started=0.0, deadline=60.0, now=30.0) == pytest.approx(0.8)
+    assert _progress(5, math.inf, started=0.0, deadline=math.inf, now=99.0) == 0.0

@@ -28,7 +28,8 @@ def add_train_arguments(group) -> None:
                        help="sparse-interp: width of a local 3x3 refiner beside the spectral trunk (0: none)")
     group.add_argument("--residual-scale", choices=RESIDUAL_SCALES,
                        help="sparse-interp: 'context' scales the network's output per image by the context's "
-                       "leave-one-out interpolation error (default none)")
+                       "leave-one-out interpolation error; 'context-input' also feeds the interpolation's detail "
+                       "in those units (default none)")
 
 
 def add_reconstruct_parser(parser) -> None:
@@ -128,7 +129,7 @@ def add_demo_parser(parser) -> None:
     parser.add_argument("--conditioning", default="sparse-biharmonic")
     parser.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="x0")
     parser.add_argument("--refiner-width", type=nonneg_int, default=32)
-    parser.add_argument("--residual-scale", choices=RESIDUAL_SCALES, default="context")
+    parser.add_argument("--residual-scale", choices=RESIDUAL_SCALES, default="context-input")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
     parser.add_argument("--loss", default="x0-mse-relative")
     parser.add_argument("--num-samples", type=positive_int, default=4)
@@ -176,7 +177,8 @@ def run_demo(args: dict) -> int:
 
     m = result["metrics"]
     m.update(train_steps=summary["step"], train_seconds=round(train_s, 1), conditioning=args["conditioning"],
-             loss=args["loss"], parameterization=args["parameterization"], parameters=count_parameters(gen_sde.network), dataset="natural-patches/test")
+             loss=args["loss"], parameterization=args["parameterization"],
+             residual_scale=args["residual_scale"], lr_schedule=args["lr_schedule"], parameters=count_parameters(gen_sde.network), dataset="natural-patches/test")
     write_outputs(result, out)
     best = best_baseline(m["methods"])
     margin = m["methods"]["ddo-mean"]["psnr_query"] - m["methods"][best]["psnr_query"]

@@ -152,7 +152,7 @@ class NormalizedConvolution(nn.Module):
         return (err / count).sqrt()
 
 
-RESIDUAL_SCALES = ("none", "context")
+RESIDUAL_SCALES = ("none", "context", "context-input")
 
 
 class SparseInterpModel(nn.Module):
@@ -166,6 +166,8 @@ class SparseInterpModel(nn.Module):
     trunk's GroupNorms remove each image's feature scale, so without this the last layer has to
     recover it; with it, a smooth image (small ``s``) gets a small residual by construction and
     the network learns one problem in units of ``s`` instead of one per contrast level.
+    ``"context-input"`` also feeds the interpolation's deviation from its mean in units of ``s``
+    (soft-clipped at 8 by ``8 tanh(./8)``), so the input's detail has the same scale on smooth images.
     """
 
     def __init__(self, base_model: nn.Module, input_dim: int = 3, refiner_width: int = 0,
@@ -178,7 +180,7 @@ class SparseInterpModel(nn.Module):
         self.base_model = base_model
         self.interp = NormalizedConvolution()
         self.residual_scale, self.scale_floor = residual_scale, float(scale_floor)
-        extra = 1 if residual_scale == "context" else 0
+        extra = {"none": 0, "context": 1, "context-input": 1 + input_dim}[residual_scale]
         self.context_lift = nn.Conv2d(input_dim + 1 + extra, base_model.lift.out_channels, 1)
         if hasattr(base_model, "out"):  # start as the interpolation itself (a zero residual)
             nn.init.zeros_(base_model.out.weight)
@@ -216,9 +218,12 @@ class SparseInterpModel(nn.Module):
         dense = self.dense(context_image, observation_mask, context_dense)
         inputs = [dense, observation_mask]
         s = None
-        if self.residual_scale == "context":
+        if self.residual_scale != "none":
             s = self.scale(context_image, observation_mask)
             inputs.append(s.log().expand_as(observation_mask))
+            if self.residual_scale == "context-input":  # the interpolation's detail in units of s, soft-clipped
+                detail = (dense - dense.mean((2, 3), keepdim=True)) / s
+                inputs.append(8 * torch.tanh(detail / 8))
         return dense, self.context_lift(torch.cat(inputs, 1)), s
 
     def cache_context(self, **kwargs) -> dict:

@@ -459,5 +459,11 @@ def test_context_residual_scale_multiplies_the_trunk_output_by_the_roughness():
     torch.testing.assert_close(scaled(x, t, None, context_image=ctx, observation_mask=mask),
                                want * s.view(-1, 1, 1, 1))
     assert torch.equal(scaled(x, t, None), scaled.base_model(x, t, None))   # no context: the base network
+    fed = SparseInterpModel(_base(), residual_scale="context-input")
+    assert fed.context_lift.in_channels == 8
+    _, lifted, s2 = fed._context_terms(ctx, mask, None)
+    detail = (dense - dense.mean((2, 3), keepdim=True)) / s.view(-1, 1, 1, 1)
+    torch.testing.assert_close(lifted, fed.context_lift(torch.cat([lift, 8 * torch.tanh(detail / 8)], 1)))
+    torch.testing.assert_close(s2, s.view(-1, 1, 1, 1))
     with pytest.raises(ValueError, match="unknown residual scale"):
         SparseInterpModel(_base(), residual_scale="global")

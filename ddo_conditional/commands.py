@@ -52,9 +52,10 @@ def add_reconstruct_parser(parser) -> None:
     parser.add_argument("--context-ratio", type=float)
     parser.add_argument("--query-ratio", type=float)
     parser.add_argument("--calibrate-spread", type=positive_int, metavar="N",
-                        help="also report the calibration of the samples' std recalibrated as sqrt((a std)^2 + b^2), "
-                        "a and b fitted by maximum likelihood on the query pixels of N crops of the dataset's "
-                        "train split (masks of the training mask seed + 1); needs --dataset")
+                        help="also report the calibration of the samples' std recalibrated as "
+                        "sqrt((a std)^2 + (b r)^2 + c^2), r the context's leave-one-out interpolation error, a, b, c "
+                        "fitted by maximum likelihood on the query pixels of N crops of the dataset's train split "
+                        "(masks of the training mask seed + 1); needs --dataset")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--device")

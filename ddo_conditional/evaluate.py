@@ -20,7 +20,6 @@ from .reconstruct import reconstruct
 
 MODEL_METHODS = ("ddo-mean", "ddo-samples-mean", "ddo-x0", "ddo-sample")
 FIGURE_IMAGES = 8
-_LOO = NormalizedConvolution()
 
 
 def _reconstructed_batches(gen_sde, wrapper, dataset, *, num_samples, steps, sampler, batch_size, seed,
@@ -123,7 +122,8 @@ def apply_spread(std: torch.Tensor, spread: dict, roughness: torch.Tensor | None
 def context_roughness(ctx: dict) -> torch.Tensor:
     """Per-image ``(B,)`` leave-one-out interpolation error of the context in ``[0, 1]`` units
     (:meth:`NormalizedConvolution.loo_rms`), the ``r`` of :func:`fit_spread`."""
-    return _LOO.to(ctx["context_image"].device).loo_rms(ctx["context_image"], ctx["observation_mask"]) / 2
+    loo = NormalizedConvolution().to(ctx["context_image"].device)
+    return loo.loo_rms(ctx["context_image"], ctx["observation_mask"]) / 2
 
 
 def fit_spread_on(gen_sde, wrapper, dataset, *, num_samples: int, steps: int, sampler: str, limit: int,

@@ -57,8 +57,6 @@ def x0_mse_mixed_loss():
     return x0_mse_loss(t1_fraction=0.5)
 
 
-
-
 def x0_mse_relative_loss(floor: float = 1e-4, t1_fraction: float = 0.5):
     """:func:`x0_mse_mixed_loss` whose ``t = 1`` terms are weighted per image by
     ``1 / (MSE of the biharmonic inpainting + floor)`` (normalised to mean 1 over those terms).

@@ -106,22 +106,21 @@ class NormalizedConvolution(nn.Module):
     def __init__(self, sigmas=(1.0, 2.5), weights=(1.0, 0.05)):
         super().__init__()
         self.weights = tuple(float(w) for w in weights)
+        center = 0.0
         for i, s in enumerate(sigmas):
             r = max(1, int(round(3 * s)))
             g = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * s * s))
             self.register_buffer(f"k{i}", (g / g.sum()), persistent=False)
+            center += self.weights[i] * float(g[r] / g.sum()) ** 2
         self.n = len(sigmas)
+        # weight of a pixel's own observation in ``num`` and ``den`` (sum over scales of w_i g_i(0)^2),
+        # removed for leave-one-out estimates at observed pixels (:meth:`loo_rms`)
+        self.center_weight = center
 
     def _blur(self, x, k):
         c, r = x.shape[1], k.numel() // 2
         x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1).to(x.dtype), padding=(0, r), groups=c)
         return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1).to(x.dtype), padding=(r, 0), groups=c)
-
-    def center_weight(self) -> float:
-        """Weight of a pixel's own observation in ``num`` and ``den`` (sum over scales of
-        ``w_i g_i(0)^2``), for leave-one-out estimates at observed pixels."""
-        return sum(w * float(getattr(self, f"k{i}")[getattr(self, f"k{i}").numel() // 2]) ** 2
-                   for i, w in enumerate(self.weights))
 
     def forward(self, context_image, observation_mask):
         num, den = self.sums(context_image, observation_mask)
@@ -143,7 +142,7 @@ class NormalizedConvolution(nn.Module):
         own term removed from ``num`` and ``den``). A measure of how rough the image is at the
         sampling density, known from the context alone."""
         num, den = self.sums(context_image, observation_mask)
-        cw = self.center_weight()
+        cw = self.center_weight
         m = observation_mask
         observed = context_image * m
         loo = (num - cw * observed) / (den - cw * m).clamp_min(1e-6)

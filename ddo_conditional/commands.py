@@ -11,6 +11,7 @@ from ddo.config import LR_SCHEDULES
 from ddo.errors import UserError
 
 from .conditioning import MASK_DEFAULTS, SparseConditioning
+from .datasets import AUGMENTATIONS
 from .masks import PATTERNS, MaskError
 from .models import RESIDUAL_SCALES
 from .precondition import PARAMETERIZATIONS
@@ -30,6 +31,9 @@ def add_train_arguments(group) -> None:
                        help="sparse-interp: 'context' scales the network's output per image by the context's "
                        "leave-one-out interpolation error; 'context-input' also feeds the interpolation's detail "
                        "in those units (default none)")
+    group.add_argument("--augment", choices=AUGMENTATIONS,
+                       help="'dihedral': train on each image and its fixed context under a random rotation or "
+                       "reflection of the square, moved together (default none)")
 
 
 def add_reconstruct_parser(parser) -> None:
@@ -87,6 +91,14 @@ def _fit_spread(gen_sde, wrapper, host, dataset_key: str, data_root, res: int, n
             "fitted_mask_seed": wrapper.mask_seed + 1, "fit": "Gaussian maximum likelihood on query entries"}
 
 
+def _sampler_note(wrapper, sampler: str) -> None:
+    """One line on stderr when the epsilon-form ``ddim`` is asked of an ``x0``/``v`` network."""
+    if sampler == "ddim" and getattr(wrapper, "parameterization", "eps") in ("x0", "v"):
+        print("note: `ddim` rebuilds the image from an epsilon under blurring, which multiplies rounding error "
+              "in high modes by alpha_s/alpha_t (few steps at 32x32 and up can diverge); `--sampler ddim-x0` "
+              "is the same map in x0 form, without it", file=sys.stderr)
+
+
 def run_reconstruct(args: dict) -> int:
     from ddo.data import load_image_folder
     from ddo.train import load_model
@@ -100,6 +112,7 @@ def run_reconstruct(args: dict) -> int:
     if not isinstance(wrapper, SparseConditioning):
         raise UserError(f"{args['checkpoint']} is not a sparse-conditional model (conditioning "
                         f"{config.get('conditioning')!r}); train one with --conditioning sparse-lift")
+    _sampler_note(wrapper, args["sampler"])
     res = args.get("resolution") or config["resolution"]
     if args.get("images"):
         base = load_image_folder(args["images"], res)
@@ -132,10 +145,11 @@ def add_demo_parser(parser) -> None:
     parser.add_argument("--refiner-width", type=nonneg_int, default=32)
     parser.add_argument("--residual-scale", choices=RESIDUAL_SCALES, default="context-input")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default="none")
     parser.add_argument("--loss", default="x0-mse-relative")
     parser.add_argument("--num-samples", type=positive_int, default=4)
     parser.add_argument("--steps", type=positive_int, default=20)
-    parser.add_argument("--sampler", default="ddim")
+    parser.add_argument("--sampler", default="ddim-x0")
     parser.add_argument("--limit", type=positive_int, help="evaluate the first N test images only")
     parser.add_argument("--calibrate-spread", type=positive_int, default=64, metavar="N",
                         help="training crops on which the samples' std is rescaled (default 64; see reconstruct)")
@@ -160,12 +174,13 @@ def run_demo(args: dict) -> int:
     config = resolve({"conditioning": args["conditioning"], "loss": args["loss"], "minutes": args["minutes"],
                       "parameterization": args["parameterization"], "refiner_width": args["refiner_width"],
                       "residual_scale": args["residual_scale"], "lr_schedule": args["lr_schedule"],
-                      "seed": args["seed"], "num_sample": 0}, "cpu-small")
+                      "augment": args["augment"], "seed": args["seed"], "num_sample": 0}, "cpu-small")
     t0 = time.monotonic()
     print(f"ddo demo: training {args['conditioning']} on natural-patches for {args['minutes']:g} minutes", file=sys.stderr)
     summary = train(config, host, out, device=device, progress=not args["no_progress"])
     train_s = time.monotonic() - t0
     gen_sde, wrapper, config = load_model(out / CHECKPOINT, host, device)
+    _sampler_note(wrapper, args["sampler"])
     test = host.datasets.get("natural-patches")(split="test", resolution=config["resolution"])
     spread = None
     if args["num_samples"] > 1:
@@ -179,7 +194,8 @@ def run_demo(args: dict) -> int:
     m = result["metrics"]
     m.update(train_steps=summary["step"], train_seconds=round(train_s, 1), conditioning=args["conditioning"],
              loss=args["loss"], parameterization=args["parameterization"],
-             residual_scale=args["residual_scale"], lr_schedule=args["lr_schedule"], parameters=count_parameters(gen_sde.network), dataset="natural-patches/test")
+             residual_scale=args["residual_scale"], lr_schedule=args["lr_schedule"], augment=args["augment"],
+             parameters=count_parameters(gen_sde.network), dataset="natural-patches/test")
     write_outputs(result, out)
     best = best_baseline(m["methods"])
     margin = m["methods"]["ddo-mean"]["psnr_query"] - m["methods"][best]["psnr_query"]

@@ -6,7 +6,7 @@ import logging
 from ddo.builtins import ModelWrapper
 from ddo.config import DEFAULTS as _DIFFUSION_DEFAULTS
 
-from .datasets import BiharmonicContext, FixedSparseMaskDataset, context_tensors
+from .datasets import AUGMENTATIONS, BiharmonicContext, DihedralAugment, FixedSparseMaskDataset, context_tensors
 from .masks import PATTERNS, MaskError, mask_counts
 from .models import (RESIDUAL_SCALES, ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel,
                      SparseInterpModel)
@@ -16,7 +16,7 @@ log = logging.getLogger("ddo_conditional")
 
 MASK_DEFAULTS = {"context_ratio": 0.1, "query_ratio": 0.1, "mask_seed": 42, "mask_pattern": "random",
                  "context_feature_dim": 32, "parameterization": "eps", "refiner_width": 0,
-                 "residual_scale": "none"}
+                 "residual_scale": "none", "augment": "none"}
 
 
 class SparseConditioning(ModelWrapper):
@@ -35,6 +35,10 @@ class SparseConditioning(ModelWrapper):
         self.residual_scale = cfg["residual_scale"]
         if self.residual_scale not in RESIDUAL_SCALES:
             raise ValueError(f"unknown residual scale {self.residual_scale!r}; known: {', '.join(RESIDUAL_SCALES)}")
+        self.augment = cfg["augment"]
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {self.augment!r}; known: {', '.join(AUGMENTATIONS)}")
+        self.seed = int(self.config_.get("seed", 0))
         self.channels = int(self.config_.get("channels", 3))
         self.parameterization = cfg["parameterization"]
         if self.parameterization not in PARAMETERIZATIONS:
@@ -57,7 +61,10 @@ class SparseConditioning(ModelWrapper):
         return dataset
 
     def wrap_dataset(self, dataset, split: str):
-        return self.mask_dataset(dataset)
+        masked = self.mask_dataset(dataset)
+        if split == "train" and self.augment == "dihedral":
+            return DihedralAugment(masked, self.seed)
+        return masked
 
     def model_kwargs(self, batch: dict, device) -> dict:
         ctx = context_tensors(batch, device)
@@ -74,7 +81,7 @@ class SparseConditioning(ModelWrapper):
         return {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "mask_seed": self.mask_seed,
                 "mask_pattern": self.mask_pattern, "context_feature_dim": self.context_feature_dim,
                 "parameterization": self.parameterization, "refiner_width": self.refiner_width,
-                "residual_scale": self.residual_scale}
+                "residual_scale": self.residual_scale, "augment": self.augment}
 
     def build_model(self, make_base):
         from ddo.train import make_forward_diffusion

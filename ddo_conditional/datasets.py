@@ -1,6 +1,7 @@
 """The fixed-mask dataset and the batched scatters that turn sparse points into images."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -109,4 +110,84 @@ class BiharmonicContext(Dataset):
             dense = interpolate(img.reshape(h, w, c).numpy(), item["context_indices"].numpy(), "biharmonic")
             self._memo[key] = torch.from_numpy(dense).permute(2, 0, 1).float().clamp(0, 1) * 2 - 1
         item["context_dense"] = self._memo[key]
+        return item
+
+
+AUGMENTATIONS = ("none", "dihedral")
+
+
+def dihedral_transforms(h: int, w: int) -> list[tuple[int, bool]]:
+    """``(quarter turns, flip)`` pairs of the symmetries of an ``h x w`` grid: the 8 of the square's
+    dihedral group when ``h == w``, else the 4 that keep the shape."""
+    turns = range(4) if h == w else (0, 2)
+    return [(k, flip) for k in turns for flip in (False, True)]
+
+
+def apply_dihedral(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """``k`` quarter turns of the last two axes, then a flip of the last one if ``flip``."""
+    t = torch.rot90(t, k, (-2, -1))
+    return t.flip(-1) if flip else t
+
+
+def undo_dihedral(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """Inverse of :func:`apply_dihedral`."""
+    return torch.rot90(t.flip(-1) if flip else t, -k, (-2, -1))
+
+
+
+class DihedralAugment(Dataset):
+    """Training items under a random element of :func:`dihedral_transforms`, applied to the image *and*
+    to its fixed context: pixel indices are moved with the pixels, values kept, and a precomputed
+    ``context_dense`` (an interpolation of the context, equivariant under these maps) is moved too,
+    so no interpolation is recomputed. Each item still shows the same observed pixels of the same
+    photograph, seen in another orientation.
+
+    The element is a pure function of ``(seed, epoch, index)``; the epoch is read from the first
+    wrapped dataset that has one (the trainer's :class:`~ddo.data.RandomFlip`), else 0.
+    """
+
+    def __init__(self, dataset, seed: int = 0):
+        self.dataset, self.seed = dataset, seed
+        self._moves: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name):  # expose the wrapped dataset's mask parameters
+        if name in ("dataset", "seed", "_moves"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def _epoch(self) -> int:
+        d = self.dataset
+        while d is not None:
+            if "epoch" in vars(d):
+                return int(vars(d)["epoch"])
+            d = vars(d).get("dataset")
+        return 0
+
+    def _move(self, k: int, flip: bool, h: int, w: int) -> torch.Tensor:
+        """``new_flat_index[old_flat_index]`` of :func:`apply_dihedral` ``(k, flip)`` on an ``h x w`` grid."""
+        key = (k, flip, h, w)
+        if key not in self._moves:
+            old = apply_dihedral(torch.arange(h * w).reshape(h, w), k, flip).reshape(-1)
+            new = torch.empty_like(old)
+            new[old] = torch.arange(h * w)
+            self._moves[key] = new
+        return self._moves[key]
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.dataset[i])
+        c, h, w = item["image"].shape
+        group = dihedral_transforms(h, w)
+        rng = np.random.default_rng([self.seed, self._epoch(), int(item["index"]), 0x0D4])
+        k, flip = group[int(rng.integers(len(group)))]
+        if (k, flip) == (0, False):
+            return item
+        move = self._move(k, flip, h, w)
+        item["image"] = apply_dihedral(item["image"], k, flip).contiguous()
+        if "context_dense" in item:
+            item["context_dense"] = apply_dihedral(item["context_dense"], k, flip).contiguous()
+        for key in ("context_indices", "query_indices"):
+            item[key] = move[item[key]]
         return item

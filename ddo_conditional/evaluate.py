@@ -13,7 +13,7 @@ from ddo.checkpoint import atomic_write
 from ddo.visual import save_grid
 
 from .baselines import BASELINES, baseline_batch
-from .datasets import context_tensors, create_query_mask_batched
+from .datasets import apply_dihedral, context_tensors, create_query_mask_batched, dihedral_transforms, undo_dihedral
 from .metrics import calibration, image_metrics
 from .models import NormalizedConvolution
 from .reconstruct import reconstruct
@@ -222,24 +222,6 @@ def _supports_x0(network) -> bool:
 
     net = getattr(network, "module", network)
     return isinstance(net, Preconditioned) and net.parameterization in ("x0", "v")
-
-
-def dihedral_transforms(h: int, w: int) -> list[tuple[int, bool]]:
-    """``(quarter turns, flip)`` pairs of the symmetries of an ``h x w`` grid: the 8 of the square's
-    dihedral group when ``h == w``, else the 4 that keep the shape."""
-    turns = range(4) if h == w else (0, 2)
-    return [(k, flip) for k in turns for flip in (False, True)]
-
-
-def apply_dihedral(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    """``k`` quarter turns of the last two axes, then a flip of the last one if ``flip``."""
-    t = torch.rot90(t, k, (-2, -1))
-    return t.flip(-1) if flip else t
-
-
-def undo_dihedral(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    """Inverse of :func:`apply_dihedral`."""
-    return torch.rot90(t.flip(-1) if flip else t, -k, (-2, -1))
 
 
 @torch.no_grad()

@@ -283,6 +283,12 @@ def test_ddim_x0_sampler_recovers_the_image_without_amplification(res):
     target = fd.from_modes(log_a.exp() * fd.to_modes(x0))
     assert torch.isfinite(out).all()
     assert (out - target).abs().max().item() < 1e-4
+    # two steps: exact in x0 form; the epsilon form multiplies float32 rounding by alpha_0 / alpha_t
+    few = sample(gen, (2, 3, res, res), num_steps=2, sampler=ddim_x0_step, progress=False, device="cpu")
+    assert (few - target).abs().max().item() < 1e-4
+    if res == 64:  # at 16x16 the largest ratio is small enough for float32
+        eps_form = sample(gen, (2, 3, res, res), num_steps=2, sampler="ddim", progress=False, device="cpu")
+        assert not ((eps_form - target).abs().max().item() < 1.0)  # diverged (or not even finite)
 
 
 @pytest.mark.parametrize("n", [4, 8])
@@ -467,3 +473,51 @@ def test_context_residual_scale_multiplies_the_trunk_output_by_the_roughness():
     torch.testing.assert_close(s2, s.view(-1, 1, 1, 1))
     with pytest.raises(ValueError, match="unknown residual scale"):
         SparseInterpModel(_base(), residual_scale="global")
+
+
+@pytest.mark.parametrize("size", [16, (8, 12)])
+def test_dihedral_augment_moves_image_context_and_interpolation_together(size):
+    from ddo.data import RandomFlip
+    from ddo_conditional.datasets import BiharmonicContext, DihedralAugment, apply_dihedral, dihedral_transforms
+
+    h, w = (size, size) if isinstance(size, int) else size
+
+    class Rect(Images):
+        def __init__(self):
+            super().__init__(n=12)
+            self.x = self.x[..., :h, :w].contiguous()
+
+    flipped = RandomFlip(Rect(), seed=0)
+    plain = BiharmonicContext(FixedSparseMaskDataset(flipped, seed=3))
+    aug = DihedralAugment(plain, seed=5)
+    assert aug.context_ratio == 0.1 and len(aug) == 12
+    group, seen = dihedral_transforms(h, w), set()
+    for epoch in range(4):
+        flipped.set_epoch(epoch)
+        for i in range(12):
+            a, p = aug[i], plain[i]
+            assert torch.equal(a["image"], aug[i]["image"])  # a pure function of (seed, epoch, index)
+            flat = a["image"].reshape(3, -1)
+            # the same values, found at the moved indices of the moved image
+            assert torch.equal(flat[:, a["context_indices"]].T, a["context_values"])
+            assert torch.equal(flat[:, a["query_indices"]].T, a["query_values"])
+            assert torch.equal(a["context_values"], p["context_values"])
+            # which element was drawn: the one that maps the plain image onto the augmented one
+            match = [g for g in group if torch.equal(apply_dihedral(p["image"], *g), a["image"])]
+            assert match, "the augmented image is no symmetry of the plain one"
+            torch.testing.assert_close(a["context_dense"], apply_dihedral(p["context_dense"], *match[0]))
+            seen.add(match[0])
+    assert len(seen) == len(group)  # every element is drawn, identity included
+
+
+def test_dihedral_augment_only_on_the_training_split_and_refuses_unknown_keys():
+    from ddo_conditional.conditioning import BiharmonicInterpConditioning
+    from ddo_conditional.datasets import DihedralAugment
+
+    wrapper = BiharmonicInterpConditioning({"augment": "dihedral", "resolution": 32})
+    assert isinstance(wrapper.wrap_dataset(Images(2), "train"), DihedralAugment)
+    assert not isinstance(wrapper.wrap_dataset(Images(2), "test"), DihedralAugment)
+    assert wrapper.config()["augment"] == "dihedral"
+    assert not isinstance(BiharmonicInterpConditioning({}).wrap_dataset(Images(2), "train"), DihedralAugment)
+    with pytest.raises(ValueError, match="unknown augmentation 'rot45'; known: none, dihedral"):
+        BiharmonicInterpConditioning({"augment": "rot45"})

@@ -67,12 +67,20 @@ def test_reconstruct_refuses_unconditional_checkpoint_and_bad_ratios(tmp_path, i
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--minutes", "0.05", "--out", str(out), "--limit", "4", "--steps", "2",
-                 "--num-samples", "2", "--calibrate-spread", "3", "--no-progress"]) == 0
+                 "--num-samples", "2", "--calibrate-spread", "3", "--augment", "dihedral", "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["num_images"] == 4 and m["dataset"] == "natural-patches/test"
+    assert m["augment"] == "dihedral" and m["sampler"] == "ddim-x0"
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["plugins"]["wrapper"]["augment"] == "dihedral"
     rc = m["calibration_rescaled"]
     assert rc["fitted_images"] == 3 and rc["fitted_on"] == "natural-patches/train" and rc["spread_scale"] > 0
     assert rc["spread_floor"] > 0 and 0 <= rc["within_1std"] <= rc["within_2std"] <= 1 and "within_t95" not in rc
     report = (out / "report.md").read_text()
     assert report.startswith("# ddo demo") and f"sqrt(({rc['spread_scale']:.2f} std)^2" in report
     assert "vs best classical baseline" in capsys.readouterr().out
+    # the epsilon-form ddim on an x0 network: allowed, with one line saying why ddim-x0 is safer
+    assert main(["reconstruct", "--checkpoint", str(out / "checkpoint.pt"), "--dataset", "natural-patches",
+                 "--limit", "2", "--num-samples", "1", "--steps", "2", "--sampler", "ddim",
+                 "--out", str(tmp_path / "rec"), "--no-progress"]) == 0
+    assert "`--sampler ddim-x0` is the same map in x0 form" in capsys.readouterr().err

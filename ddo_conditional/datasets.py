@@ -134,7 +134,6 @@ def undo_dihedral(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     return torch.rot90(t.flip(-1) if flip else t, -k, (-2, -1))
 
 
-
 class DihedralAugment(Dataset):
     """Training items under a random element of :func:`dihedral_transforms`, applied to the image *and*
     to its fixed context: pixel indices are moved with the pixels, values kept, and a precomputed

@@ -6,7 +6,7 @@ statistics from. The dead-leaves model (occluding disks with a power-law size di
 Mumford and Huang 2001) reproduces two of those statistics, the scale invariance of natural images
 and their sharp occlusion edges, and can be drawn without limit. Each synthetic image here:
 
-- disks of radius ``r`` with density ``~ r^-3`` between ``r_min`` and ``r_max`` (32-pixel units),
+- disks of radius ``r`` with density ``~ r^-3`` between ``r_min`` and ``r_max`` (in pixels of the output),
   drawn front to back until the image is covered, at 4x resolution and averaged down (anti-aliased
   edges);
 - each disk coloured by a pixel of one random training crop (the image's palette: the photographs'

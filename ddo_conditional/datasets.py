@@ -98,19 +98,26 @@ class BiharmonicContext(Dataset):
         return getattr(self.dataset, name)
 
     def __getitem__(self, i: int) -> dict:
-        from .baselines import interpolate
-
         item = dict(self.dataset[i])
         c, h, w = item["image"].shape
         vals = item["context_values"]
         key = (int(item["index"]), vals.numpy().tobytes())
         if key not in self._memo:
-            img = torch.zeros(h * w, c, dtype=torch.float64)
-            img[item["context_indices"]] = (vals.double() + 1) / 2
-            dense = interpolate(img.reshape(h, w, c).numpy(), item["context_indices"].numpy(), "biharmonic")
-            self._memo[key] = torch.from_numpy(dense).permute(2, 0, 1).float().clamp(0, 1) * 2 - 1
+            self._memo[key] = biharmonic_context(item["context_indices"], vals, h, w)
         item["context_dense"] = self._memo[key]
         return item
+
+
+def biharmonic_context(indices: torch.Tensor, values: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Biharmonic inpainting ``(C, H, W)`` in ``[-1, 1]`` of ``values (K, C)`` in ``[-1, 1]`` observed at
+    flat ``indices (K,)`` of an ``h x w`` grid (clipped to the data range)."""
+    from .baselines import interpolate
+
+    c = values.shape[1]
+    img = torch.zeros(h * w, c, dtype=torch.float64)
+    img[indices] = (values.double() + 1) / 2
+    dense = interpolate(img.reshape(h, w, c).numpy(), indices.numpy(), "biharmonic")
+    return torch.from_numpy(dense).permute(2, 0, 1).float().clamp(0, 1) * 2 - 1
 
 
 AUGMENTATIONS = ("none", "dihedral")

@@ -1,15 +1,14 @@
 """DDO's own components, registered through the same hooks as any plugin."""
 from __future__ import annotations
 
-from . import data, sampling
+from . import arguments, commands, data, sampling
 from .hookspecs import hookimpl
+from .models import FNOUNet2d
 
 
 def fno_unet(in_channels: int = 3, ch: int = 64, ch_mult=(1, 2, 2), num_res_blocks: int = 2, modes: int = 16,
              use_pos: bool = False, norm=None, dropout: float = 0.0, use_pointwise_op: bool = False,
              out_channels=None, **_):
-    from .models import FNOUNet2d
-
     return FNOUNet2d(modes, modes, in_channels, ch=ch, ch_mult=tuple(ch_mult), num_res_blocks=num_res_blocks,
                      dropout=dropout, use_pos=use_pos, norm=norm, use_pointwise_op=use_pointwise_op,
                      out_channels=out_channels)
@@ -19,13 +18,13 @@ class ModelWrapper:
     """The ``none`` conditioning: the network alone, no extra inputs. Plugins subclass this.
 
     ``needs_inputs``: whether the network needs per-batch inputs from ``model_kwargs`` (then the
-    training loop cannot draw unconditional preview samples).
+    training loop cannot draw unconditional preview samples). ``config``: the run configuration.
     """
 
     needs_inputs = False
 
     def __init__(self, config: dict | None = None):
-        self.config_ = dict(config or {})
+        self.run_config = dict(config or {})
 
     def wrap_dataset(self, dataset, split: str):
         return dataset
@@ -34,9 +33,6 @@ class ModelWrapper:
         return make_base()
 
     def model_kwargs(self, batch: dict, device) -> dict:
-        return {}
-
-    def config(self) -> dict:
         return {}
 
 
@@ -88,12 +84,11 @@ def register_samplers(register):
     register("denoise", sampling.denoise_step)
     register("euler-maruyama", sampling.euler_maruyama_step)
     register("ddim", sampling.ddim_step)
+    register("ddim-x0", sampling.ddim_step)  # the name under which the x0 form was introduced
 
 
 @hookimpl
 def register_commands(register):
-    from . import cli
-
-    register("train", (cli.add_train_parser, cli.run_train, "train a model"))
-    register("sample", (cli.add_sample_parser, cli.run_sample, "draw samples from a checkpoint"))
-    register("plugins", (lambda parser: None, cli.run_plugins, "list plugins and registered keys"))
+    register("train", (arguments.add_train_parser, commands.run_train, "train a model"))
+    register("sample", (arguments.add_sample_parser, commands.run_sample, "draw samples from a checkpoint"))
+    register("plugins", (lambda parser: None, commands.run_plugins, "list plugins and registered keys"))

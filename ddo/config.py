@@ -1,9 +1,13 @@
-"""Training configuration: defaults, presets, and the merge ``defaults < preset < flags``.
+"""Training configuration: defaults, presets, and the merge ``defaults < plugin options < preset < flags``.
 
 A configuration is a flat ``dict`` of JSON values; it is written to ``RUN_DIR/config.json`` and
 stored in every checkpoint, so a run directory alone is enough to rebuild or resume the run.
+Plugins declare their options through the ``register_options`` hook (:mod:`ddo.options`).
 """
 from __future__ import annotations
+
+from .errors import UserError
+from .options import apply_option_defaults
 
 DEFAULTS: dict = {
     # data
@@ -14,7 +18,8 @@ DEFAULTS: dict = {
     # diffusion
     "ns_method": "vp_cosine", "disp_method": "sine", "sigma_blur_min": 0.05, "sigma_blur_max": 0.25,
     "gp_type": "independent", "gp_exponent": 2.0, "gp_length_scale": 0.1, "gp_sigma": 1.0,
-    "timestep_sampler": "low_discrepancy", "weight_method": None, "loss": "dsm", "conditioning": "none",
+    "parameterization": "eps", "timestep_sampler": "low_discrepancy", "weight_method": None, "loss": "dsm",
+    "conditioning": "none",
     # optimisation
     "batch_size": 128, "grad_accum": 1, "bf16": False, "compile": False, "lr": 2e-4, "lr_schedule": "constant", "grad_clip": 1.0, "ema_decay": 0.999, "warmup": 100, "seed": 0,
     "iterations": None, "minutes": None, "ckpt_every": 500, "log_every": 10,
@@ -32,21 +37,15 @@ PRESETS: dict[str, dict] = {
                   "use_pointwise_op": True},
 }
 
-# keys that change the model or the process: a resumed run must not change them
-ARCHITECTURE_KEYS = ("model", "ch", "ch_mult", "num_res_blocks", "modes", "use_pos", "use_pointwise_op", "norm",
-                     "resolution", "channels", "ns_method", "disp_method", "sigma_blur_min", "sigma_blur_max",
-                     "gp_type", "gp_exponent", "gp_length_scale", "gp_sigma", "conditioning")
 
-
-def resolve(flags: dict, preset: str | None = None, extra_defaults: dict | None = None) -> dict:
-    """Merge defaults, plugin defaults, a preset and the flags that were given (not ``None``)."""
-    from .errors import UserError
-
+def resolve(flags: dict, preset: str | None = None, host=None) -> dict:
+    """Merge defaults, a preset and the flags that were given (not ``None``); with a ``host``, the
+    defaults of the plugin options that apply to the result are filled in too."""
     config = dict(DEFAULTS)
-    config.update(extra_defaults or {})
     if preset is not None:
         if preset not in PRESETS:
             raise UserError(f"unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
         config.update(PRESETS[preset])
-    config.update({k: v for k, v in flags.items() if v is not None})
-    return config
+    given = {k: v for k, v in flags.items() if v is not None}
+    config.update(given)
+    return config if host is None else apply_option_defaults(config, given, host)

@@ -16,7 +16,7 @@ from .dct import dct2, idct2, mode_eigenvalues
 from .noise import IndependentNoise, NoiseField
 
 TIMESTEP_SAMPLERS = ("uniform", "low_discrepancy")
-MODEL_TYPES = ("epsilon",)
+PARAMETERIZATIONS = ("eps", "x0", "v")
 WEIGHT_METHODS = (None, "min-snr")
 
 
@@ -110,7 +110,22 @@ class LinearDiffusion(BlurringDiffusion):
 
 
 class DenoisingDiffusion:
-    """A network ``model(x, temp, v, **kwargs)`` predicting the noise of a forward diffusion.
+    """The denoiser: a network ``F(c_in z, temp, v, **kwargs)`` and what its output means.
+
+    Per DCT mode the forward process is ``u = a x + s eps`` (``a`` per mode, ``s`` a scalar). The
+    ``parameterization`` says what the network predicts, and this object turns it into both
+    estimates, so losses and samplers ask for the one they need (:meth:`epsilon`, :meth:`x0`, or both
+    from one call with :meth:`predict`):
+
+    - ``eps``: ``eps_hat = F``; ``x0_hat = IDCT((u - s DCT(eps_hat)) / a)`` (divisor floored at ``clip_min``);
+    - ``x0``: ``x0_hat = F``; ``eps_hat = (z - IDCT(a DCT(x0_hat))) / s``;
+    - ``v`` (``v = a eps - s x`` per mode): ``x0_hat = (a u - s v) / (a^2 + s^2)`` and
+      ``eps_hat = (s u + a v) / (a^2 + s^2)`` (under blurring ``a^2 + s^2 != 1``).
+
+    For ``x0`` and ``v`` the network's input is scaled by ``c_in = alpha(t)`` (the scalar VP signal
+    scale): near ``t = 1`` the input is almost pure noise that carries no information about ``x0``, and
+    damping it makes the estimate there (the posterior mean) nearly independent of the draw. An ``eps``
+    network sees ``z`` unscaled, as in the reference.
 
     Every method forwards ``**kwargs`` unchanged to the network; this is how conditioning
     information (for example a context image) reaches a wrapped network.
@@ -118,19 +133,19 @@ class DenoisingDiffusion:
     Args:
         forward_diffusion: :class:`BlurringDiffusion` or :class:`LinearDiffusion`.
         model: ``nn.Module`` called as ``model(x, temp, v, **kwargs)`` with ``temp: (B,)`` in ``[0, 1]``.
-        model_type: what the network predicts; ``"epsilon"``.
+        parameterization: ``"eps"``, ``"x0"`` or ``"v"``: what the network predicts.
         timestep_sampler: ``"uniform"`` or ``"low_discrepancy"`` (stratified per batch).
-        use_clip: clip the ``x0`` estimate to ``[-1, 1]`` in sampler steps.
+        use_clip: clip the ``x0`` estimate to ``[-1, 1]`` in :meth:`pred` and the ancestral step.
         weight_method: ``None`` (plain DSM) or ``"min-snr"`` (per-example weight
             ``min(SNR, 5) / SNR`` with ``SNR = exp(lambda(t))``: the ``x0`` error weighted by SNR capped at 5).
-        clip_min: floor on divisors ``alpha_t`` when an ``x0`` estimate is formed in pixel space.
+        clip_min: floor on divisors ``alpha_t`` when an ``eps`` network's ``x0`` estimate is formed.
     """
 
-    def __init__(self, forward_diffusion: BlurringDiffusion, model: torch.nn.Module, model_type: str = "epsilon",
+    def __init__(self, forward_diffusion: BlurringDiffusion, model: torch.nn.Module, parameterization: str = "eps",
                  timestep_sampler: str = "uniform", use_clip: bool = False, weight_method: str | None = None,
                  clip_min: float = 1e-8):
-        if model_type not in MODEL_TYPES:
-            raise ValueError(f"unknown model type {model_type!r}; known: {', '.join(MODEL_TYPES)}")
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"unknown parameterization {parameterization!r}; known: {', '.join(PARAMETERIZATIONS)}")
         if timestep_sampler not in TIMESTEP_SAMPLERS:
             raise ValueError(
                 f"unknown timestep sampler {timestep_sampler!r}; known: {', '.join(TIMESTEP_SAMPLERS)}"
@@ -139,7 +154,7 @@ class DenoisingDiffusion:
             raise ValueError(f"unknown weight method {weight_method!r}; known: None, min-snr")
         self.forward_diffusion = forward_diffusion
         self.network = model
-        self.model_type = model_type
+        self.parameterization = parameterization
         self.timestep_sampler = timestep_sampler
         self.use_clip = use_clip
         self.weight_method = weight_method
@@ -147,13 +162,30 @@ class DenoisingDiffusion:
 
     # --- network calls ----------------------------------------------------------------------
     def model(self, x: torch.Tensor, temp: torch.Tensor, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """The raw network output for ``x: (B, C, H, W)`` at times ``temp: (B,)``."""
+        """The raw network output for ``x: (B, C, H, W)`` at times ``temp: (B,)`` (input scaled by ``c_in``)."""
+        if self.parameterization != "eps":
+            x = x * schedules.alpha_sigma(temp.to(x.dtype))[0].reshape(-1, 1, 1, 1)
         return self.network(x, temp, v, **kwargs)
+
+    def predict(self, y: torch.Tensor, s, v: torch.Tensor | None = None, **kwargs) -> "Prediction":
+        """Both estimates from one network call, in the DCT basis (see :class:`Prediction`)."""
+        s = _as_batch_time(s, y.shape[0], y.device, y.dtype)
+        fd = self.forward_diffusion
+        log_a, log_s = fd.log_alpha_sigma(s, y.shape[-2:])
+        out = fd.to_modes(self.model(y, s, v, **kwargs))
+        return Prediction(self.parameterization, fd.to_modes(y), out, log_a, log_s, self.clip_min)
 
     def epsilon(self, y: torch.Tensor, s, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """Predicted noise ``eps_hat(y, s)`` in grid space, ``(B, C, H, W)``."""
-        s = _as_batch_time(s, y.shape[0], y.device, y.dtype)
-        return self.model(y, s, v, **kwargs)
+        if self.parameterization == "eps":  # the network's own output, untouched
+            return self.model(y, _as_batch_time(s, y.shape[0], y.device, y.dtype), v, **kwargs)
+        return self.forward_diffusion.from_modes(self.predict(y, s, v, **kwargs).eps_modes())
+
+    def x0(self, y: torch.Tensor, s, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """Estimate of the clean image ``x0_hat(y, s)`` in grid space, ``(B, C, H, W)`` (not clipped)."""
+        if self.parameterization == "x0":
+            return self.model(y, _as_batch_time(s, y.shape[0], y.device, y.dtype), v, **kwargs)
+        return self.forward_diffusion.from_modes(self.predict(y, s, v, **kwargs).x0_modes())
 
     def score(self, y: torch.Tensor, s, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """``-eps_hat / sigma_s``: the score of ``q(z_s)`` in the metric of the noise field."""
@@ -162,12 +194,8 @@ class DenoisingDiffusion:
         return -self.epsilon(y, s, v, **kwargs) / log_s.exp()
 
     def pred(self, y: torch.Tensor, s, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """Estimate of ``x0``: ``IDCT(DCT(y - sigma eps_hat) / alpha)``, divisors floored at ``clip_min``."""
-        s = _as_batch_time(s, y.shape[0], y.device, y.dtype)
-        fd = self.forward_diffusion
-        log_a, log_s = fd.log_alpha_sigma(s, y.shape[-2:])
-        eps = self.epsilon(y, s, v, **kwargs)
-        x0 = fd.from_modes(fd.to_modes(y - log_s.exp() * eps) / log_a.exp().clamp_min(self.clip_min))
+        """:meth:`x0`, clipped to ``[-1, 1]`` when ``use_clip``."""
+        x0 = self.x0(y, s, v, **kwargs)
         return x0.clamp(-1.0, 1.0) if self.use_clip else x0
 
     # --- training ---------------------------------------------------------------------------
@@ -211,7 +239,8 @@ class DenoisingDiffusion:
         """One ancestral step from ``t`` to ``s = max(t - 1/num_steps, 0)``.
 
         Per DCT mode with ``u = DCT(z_t)``: mean
-        ``a_ts sigma_s^2/sigma_t^2 u + (alpha_s/alpha_t) v_ts/sigma_t^2 (u - sigma_t DCT(eps_hat))``,
+        ``a_ts sigma_s^2/sigma_t^2 u + v_ts/sigma_t^2 alpha_s DCT(x0_hat)`` (``alpha_s x0_hat`` written as
+        :meth:`Prediction.scaled_x0_modes` forms it),
         variance ``v_ts sigma_s^2 / sigma_t^2`` (times the noise field's mode variance). The step
         that reaches ``s = 0`` returns the mean.
         """
@@ -225,13 +254,12 @@ class DenoisingDiffusion:
         b, device, dtype = z_t.shape[0], z_t.device, z_t.dtype
         t, s = _as_batch_time(t, b, device, dtype), _as_batch_time(s, b, device, dtype)
         a_ts, sig_t2, sig_s2, v_ts, log_at, log_as, log_st = self._step_coefficients(t, s, z_t.shape[-2:])
-        eps_hat = self.epsilon(z_t, t, v, **kwargs)
-        u = fd.to_modes(z_t)
+        p = self.predict(z_t, t, v, **kwargs)
+        u = p.u
         if self.use_clip:
-            x0 = fd.from_modes((u - log_st.exp() * fd.to_modes(eps_hat)) / log_at.exp().clamp_min(self.clip_min))
-            x_term = log_as.exp() * fd.to_modes(x0.clamp(-1.0, 1.0))
+            x_term = log_as.exp() * fd.to_modes(fd.from_modes(p.x0_modes()).clamp(-1.0, 1.0))
         else:
-            x_term = torch.exp(log_as - log_at) * (u - log_st.exp() * fd.to_modes(eps_hat))
+            x_term = p.scaled_x0_modes(log_as)
         mean = a_ts * sig_s2 / sig_t2 * u + v_ts / sig_t2 * x_term
         if bool((s <= 1e-9).all()):
             return fd.from_modes(mean)
@@ -247,9 +275,44 @@ class DenoisingDiffusion:
         return log_s.exp() * fd.noise.sample(shape, generator=generator, device=device, dtype=dtype)
 
     def config(self) -> dict:
-        return {"model_type": self.model_type, "timestep_sampler": self.timestep_sampler,
+        return {"parameterization": self.parameterization, "timestep_sampler": self.timestep_sampler,
                 "use_clip": self.use_clip, "weight_method": self.weight_method,
                 **self.forward_diffusion.config()}
 
 
-__all__ = ["BlurringDiffusion", "LinearDiffusion", "DenoisingDiffusion", "TIMESTEP_SAMPLERS"]
+class Prediction:
+    """One network output read in the DCT basis: ``u = DCT(z_t)``, ``out = DCT(network output)`` and the
+    per-mode ``log a_t`` and ``log s_t`` of the step. Each estimate is written in the form that does
+    not amplify rounding for the parameterization at hand."""
+
+    def __init__(self, parameterization: str, u, out, log_a, log_s, clip_min: float = 1e-8):
+        self.parameterization, self.u, self.out = parameterization, u, out
+        self.log_a, self.log_s, self.clip_min = log_a, log_s, clip_min
+
+    def eps_modes(self) -> torch.Tensor:
+        a, s = self.log_a.exp(), self.log_s.exp()
+        if self.parameterization == "eps":
+            return self.out
+        if self.parameterization == "x0":
+            return (self.u - a * self.out) / s
+        return (s * self.u + a * self.out) / (a * a + s * s)
+
+    def x0_modes(self) -> torch.Tensor:
+        a, s = self.log_a.exp(), self.log_s.exp()
+        if self.parameterization == "eps":
+            return (self.u - s * self.out) / a.clamp_min(self.clip_min)
+        if self.parameterization == "x0":
+            return self.out
+        return (a * self.u - s * self.out) / (a * a + s * s)
+
+    def scaled_x0_modes(self, log_a_to: torch.Tensor) -> torch.Tensor:
+        """``a_to DCT(x0_hat)`` with ``a_to = exp(log_a_to)`` per mode. For an ``eps`` network the ratio
+        ``a_to / a_t`` is formed in the log domain (``a_t`` underflows in high modes); for ``x0`` and
+        ``v`` networks every coefficient is at most 1."""
+        if self.parameterization == "eps":
+            return torch.exp(log_a_to - self.log_a) * (self.u - self.log_s.exp() * self.out)
+        return log_a_to.exp() * self.x0_modes()
+
+
+__all__ = ["BlurringDiffusion", "LinearDiffusion", "DenoisingDiffusion", "Prediction", "PARAMETERIZATIONS",
+           "TIMESTEP_SAMPLERS"]

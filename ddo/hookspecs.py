@@ -2,8 +2,11 @@
 
 A plugin is a module or object with functions marked ``@ddo.hookimpl`` whose names are hooks
 below. Plugins are found through the ``ddo`` entry-point group of installed packages. Every
-``register_*`` hook receives a ``register(key, factory)`` callback: the host owns the names, and a
-key registered twice is an error naming both plugins.
+``register_*`` hook receives a ``register(key, factory, requires=None)`` callback: the host owns the
+names, and a key registered twice is an error naming both plugins. ``requires`` declares the
+configuration values a component works with, ``{config key: allowed values}`` (for example a loss
+that needs ``{"parameterization": ("x0", "v")}``); a run that selects the component with other values
+is refused at start (:func:`ddo.options.validate`).
 """
 from __future__ import annotations
 
@@ -27,15 +30,16 @@ def register_models(register):
 def register_model_wrappers(register):
     """Register model wrappers (selected by ``ddo train --conditioning KEY``).
 
-    ``factory(args) -> wrapper`` where ``args`` is the parsed command line (a ``dict``) and the
-    wrapper is an object with (all optional, see :class:`ddo.builtins.ModelWrapper`):
+    ``factory(config) -> wrapper`` where ``config`` is the resolved run configuration (every
+    option in effect, the plugin's declared options included) and the wrapper is a
+    :class:`ddo.builtins.ModelWrapper`:
 
     - ``wrap_dataset(dataset, split) -> dataset``: adds what the wrapper needs to each item;
     - ``build_model(make_base) -> nn.Module``: ``make_base(in_channels=..)`` builds the registered
-      network; the wrapper returns the module the diffusion will call;
+      network; the wrapper returns the module the diffusion will call. What the module's output
+      means (eps, x0, v) is the diffusion's ``parameterization``, not the wrapper's concern;
     - ``model_kwargs(batch, device) -> dict``: keyword arguments forwarded to the network by every
       ``DenoisingDiffusion`` call for this batch;
-    - ``config() -> dict``: what must be stored in the checkpoint to rebuild it;
     - ``needs_inputs``: ``True`` when the network cannot run without ``model_kwargs``.
     """
 
@@ -73,6 +77,10 @@ def register_commands(register):
 
 
 @hookspec
-def add_train_arguments(parser):
-    """Add flags to ``ddo train`` (an ``argparse`` argument group). Defaults must be ``None``
-    or leave the unconditional behaviour unchanged."""
+def register_options(register):
+    """Declare configuration options: ``register(ddo.options.Option(name, type, default, help, kind, ...))``.
+
+    Each becomes a ``ddo train`` flag; its default is applied by the host, so the run's
+    ``config.json`` holds it; ``kind="architecture"`` or ``"data"`` options cannot change on
+    ``--resume``; ``conditioning=(keys)`` limits an option to runs with those conditioning keys.
+    """

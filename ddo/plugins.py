@@ -11,7 +11,7 @@ import os
 
 import pluggy
 
-from . import hookspecs
+from . import builtins, hookspecs
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "ddo"
@@ -24,9 +24,10 @@ REGISTRY_HOOKS = {
     "losses": "register_losses",
     "samplers": "register_samplers",
     "commands": "register_commands",
+    "options": "register_options",
 }
 _KIND = {"models": "model", "model_wrappers": "conditioning", "datasets": "dataset", "losses": "loss",
-         "samplers": "sampler", "commands": "command"}
+         "samplers": "sampler", "commands": "command", "options": "option"}
 
 
 class Host:
@@ -50,8 +51,10 @@ class Host:
         return [self.pm.get_name(p) for p in self.pm.get_plugins()]
 
 
-def _register(registry: Registry, provider: str, key: str, factory) -> None:
-    registry.register(key, factory, provider=provider)
+def _register(registry: Registry, provider: str, key, factory=None, requires: dict | None = None) -> None:
+    if registry.kind == "option":  # register(Option(...)): the option names itself
+        key, factory = key.name, key
+    registry.register(key, factory, provider=provider, requires=requires)
 
 
 def autoload_enabled() -> bool:
@@ -59,8 +62,6 @@ def autoload_enabled() -> bool:
 
 
 def make_plugin_manager(autoload: bool | None = None, extra_plugins=()) -> pluggy.PluginManager:
-    from . import builtins
-
     pm = pluggy.PluginManager("ddo")
     pm.add_hookspecs(hookspecs)
     pm.register(builtins, name="ddo.builtins")

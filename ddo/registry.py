@@ -26,8 +26,11 @@ class Registry:
         self.kind = kind
         self._items: dict[str, Any] = {}
         self._providers: dict[str, str] = {}
+        self._requires: dict[str, dict[str, tuple]] = {}
 
-    def register(self, key: str, factory: Any, provider: str = "?") -> None:
+    def register(self, key: str, factory: Any, provider: str = "?", requires: dict | None = None) -> None:
+        """``requires``: configuration values the component works with, ``{config key: allowed values}``
+        (for example ``{"parameterization": ("x0", "v")}``); checked by :func:`ddo.options.validate`."""
         if not isinstance(key, str) or not key:
             raise ValueError(f"{self.kind} keys must be non-empty strings, got {key!r}")
         if key in self._items:
@@ -36,6 +39,7 @@ class Registry:
             )
         self._items[key] = factory
         self._providers[key] = provider
+        self._requires[key] = {k: tuple(v) for k, v in (requires or {}).items()}
 
     def get(self, key: str) -> Any:
         try:
@@ -51,6 +55,10 @@ class Registry:
     def provider(self, key: str) -> str:
         self.get(key)
         return self._providers[key]
+
+    def requires(self, key: str) -> dict[str, tuple]:
+        self.get(key)
+        return self._requires[key]
 
     def keys(self) -> list[str]:
         return sorted(self._items)

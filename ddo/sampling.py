@@ -2,17 +2,22 @@
 
 Each step has the signature ``step(gen_sde, z_t, t, s, v, generator, **model_kwargs) -> z_s`` with
 floats ``1 >= t > s >= 0``; every one forwards ``model_kwargs`` to the network. The step reaching
-``s = 0`` returns the final (noise-free) estimate.
+``s = 0`` returns the final (noise-free) estimate. Steps are plain functions: a registry key is
+turned into one by the command layer (``host.samplers.get(key)``), never here.
 """
 from __future__ import annotations
 
-
 import torch
-from tqdm.auto import tqdm
 
 from . import schedules
 from .dct import mode_eigenvalues
 from .diffusion import DenoisingDiffusion, _as_batch_time
+from .progress import progress_bar
+
+# The sampler and step count the project's benchmarks found best per parameterisation
+# (benchmarks/README.md, "Sampler and steps"): the x0 form of DDIM is exact for a perfect x0/v
+# network at any step count; an eps network under blurring needs the ancestral sampler.
+DEFAULT_SAMPLING = {"eps": ("denoise", 250), "x0": ("ddim", 20), "v": ("ddim", 20)}
 
 
 def denoise_step(gen_sde: DenoisingDiffusion, z_t, t: float, s: float, v=None, generator=None, **kwargs):
@@ -21,22 +26,26 @@ def denoise_step(gen_sde: DenoisingDiffusion, z_t, t: float, s: float, v=None, g
 
 
 def ddim_step(gen_sde: DenoisingDiffusion, z_t, t: float, s: float, v=None, generator=None, **kwargs):
-    """Deterministic step per DCT mode: ``u_s = alpha_s x0_hat + sigma_s eps_hat``.
+    """Deterministic step per DCT mode: ``u_s = a_s x0_hat + sigma_s eps_hat`` (one network call).
 
-    Written without dividing by ``alpha_t`` (which underflows for high modes):
-    ``u_s = (alpha_s / alpha_t) u_t + (sigma_s - (alpha_s / alpha_t) sigma_t) eps_hat``.
-    At ``s = 0`` it returns ``x0_hat`` restricted to the signal: ``alpha_0 x0_hat``.
+    Written with the ``x0`` estimate: for an ``x0`` or ``v`` network
+    ``u_s = a_s x0_hat + (sigma_s / sigma_t) (u_t - a_t x0_hat)``, every coefficient at most 1, so
+    nothing is amplified at any step count. For an ``eps`` network ``a_s x0_hat`` is
+    ``(a_s / a_t) (u_t - sigma_t eps_hat)`` (ratio in the log domain), which under blurring grows like
+    ``exp(|k|^2 d_tau)`` in high modes: few steps can diverge there (see README, Known limitations).
+    At ``s = 0`` it returns ``a_0 x0_hat`` like the other samplers.
     """
     fd = gen_sde.forward_diffusion
     b, device, dtype = z_t.shape[0], z_t.device, z_t.dtype
-    tt, ss = _as_batch_time(t, b, device, dtype), _as_batch_time(s, b, device, dtype)
-    log_at, log_st = fd.log_alpha_sigma(tt, z_t.shape[-2:])
+    ss = _as_batch_time(s, b, device, dtype)
+    p = gen_sde.predict(z_t, t, v, **kwargs)
     log_as, log_ss = fd.log_alpha_sigma(ss, z_t.shape[-2:])
-    eps = fd.to_modes(gen_sde.epsilon(z_t, tt, v, **kwargs))
-    ratio = torch.exp(log_as - log_at)
+    signal = p.scaled_x0_modes(log_as)
     if s <= 0:
-        return fd.from_modes(ratio * (fd.to_modes(z_t) - log_st.exp() * eps))
-    return fd.from_modes(ratio * fd.to_modes(z_t) + (log_ss.exp() - ratio * log_st.exp()) * eps)
+        return fd.from_modes(signal)
+    if gen_sde.parameterization == "eps":
+        return fd.from_modes(signal + log_ss.exp() * p.out)
+    return fd.from_modes(signal + torch.exp(log_ss - p.log_s) * (p.u - p.log_a.exp() * p.x0_modes()))
 
 
 def euler_maruyama_step(gen_sde: DenoisingDiffusion, z_t, t: float, s: float, v=None, generator=None, **kwargs):
@@ -72,33 +81,28 @@ def timesteps(num_steps: int) -> list[float]:
     return [1.0 - i / num_steps for i in range(num_steps)] + [0.0]
 
 
-@torch.no_grad()
-def sample(gen_sde: DenoisingDiffusion, shape, num_steps: int = 250, sampler="denoise", generator=None,
-           progress: bool = True, v=None, device=None, host=None, **model_kwargs) -> torch.Tensor:
-    """Draw samples of ``shape = (B, C, H, W)``.
+def check_step(step) -> None:
+    """Refuse a sampler that is not a step function (a registry key must be resolved by the caller)."""
+    if not callable(step):
+        raise TypeError(f"sampler must be a step function, got {step!r}; resolve a key with host.samplers.get(key)")
 
-    ``sampler`` is a registry key (``denoise``, ``euler-maruyama``, ``ddim``, or one a plugin
-    registered) or a step function. ``model_kwargs`` reach the network at every step.
+
+@torch.no_grad()
+def sample(gen_sde: DenoisingDiffusion, shape, num_steps: int = 250, sampler=denoise_step, generator=None,
+           progress: bool = True, v=None, device=None, **model_kwargs) -> torch.Tensor:
+    """Draw samples of ``shape = (B, C, H, W)`` with the step function ``sampler``.
+
+    ``model_kwargs`` reach the network at every step.
     """
-    step = resolve_sampler(sampler, host)
+    check_step(sampler)
     if device is None:
         device = next(gen_sde.network.parameters()).device
     z = gen_sde.prior_sample(shape, generator=generator, device=device)
     ts = timesteps(num_steps)
-    for t, s in tqdm(list(zip(ts[:-1], ts[1:])), desc="sampling", disable=not progress, leave=False):
-        z = step(gen_sde, z, t, s, v, generator, **model_kwargs)
+    for t, s in progress_bar(list(zip(ts[:-1], ts[1:])), desc="sampling", enabled=progress):
+        z = sampler(gen_sde, z, t, s, v, generator, **model_kwargs)
     return z
 
 
-def resolve_sampler(sampler, host=None):
-    """A step function from a registry key (looked up in ``host``, or a freshly loaded one) or itself."""
-    if callable(sampler):
-        return sampler
-    if host is None:
-        from .plugins import load_host
-
-        host = load_host()
-    return host.samplers.get(sampler)
-
-
-__all__ = ["sample", "timesteps", "resolve_sampler", "denoise_step", "ddim_step", "euler_maruyama_step"]
+__all__ = ["sample", "timesteps", "check_step", "denoise_step", "ddim_step", "euler_maruyama_step",
+           "DEFAULT_SAMPLING"]

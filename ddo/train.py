@@ -17,20 +17,22 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from . import sampling
-from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint
-from .config import ARCHITECTURE_KEYS, LR_SCHEDULES
+from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import LR_SCHEDULES
 from .data import RandomFlip
 from .diffusion import BlurringDiffusion, DenoisingDiffusion, LinearDiffusion
 from .errors import UserError
-from .models import coordinate_grid
+from .models import FNOUNet2d, coordinate_grid
 from .noise import make_noise
+from .options import check_resume, validate
+from .progress import progress_bar
 from .visual import save_grid
 
 CHECKPOINT = "checkpoint.pt"
@@ -49,7 +51,8 @@ def make_forward_diffusion(config: dict) -> BlurringDiffusion:
 
 
 def build_model(config: dict, host):
-    """``(gen_sde, wrapper)`` for a configuration: noise field, forward diffusion, wrapped network."""
+    """``(gen_sde, wrapper)`` for a configuration: noise field, forward diffusion, wrapped network,
+    and the parameterisation that says what the network predicts."""
     try:
         fd = make_forward_diffusion(config)
         wrapper = host.model_wrappers.get(config["conditioning"])(config)
@@ -57,7 +60,8 @@ def build_model(config: dict, host):
         base_cfg["in_channels"] = config["channels"]
         model_factory = host.models.get(config["model"])
         network = wrapper.build_model(lambda **over: model_factory(**{**base_cfg, **over}))
-        gen_sde = DenoisingDiffusion(fd, network, timestep_sampler=config["timestep_sampler"],
+        gen_sde = DenoisingDiffusion(fd, network, parameterization=config.get("parameterization", "eps"),
+                                     timestep_sampler=config["timestep_sampler"],
                                      weight_method=config["weight_method"])
     except (ValueError, KeyError) as e:
         raise UserError(str(e).strip("'\"")) from None
@@ -138,26 +142,16 @@ def train(config: dict, host, out_dir, resume: bool = False, device: str | torch
           progress: bool = True) -> dict:
     """Train until ``config["iterations"]`` steps or ``config["minutes"]`` minutes, whichever first.
 
+    ``config`` is a resolved configuration (:func:`ddo.config.resolve`). Every combination that
+    cannot work is refused here, before anything is written: components whose declared requirements
+    do not hold, and on ``resume`` a change to an architecture or data option.
+
     Writes ``config.json``, ``checkpoint.pt`` (every ``ckpt_every`` steps and at the end),
     ``metrics.jsonl`` and, for unconditional models, ``samples.png``. Returns a summary dict.
     """
     out_dir = Path(out_dir)
     device = torch.device(device)
-    if config.get("iterations") is None and config.get("minutes") is None:
-        raise UserError("give --iterations N or --minutes M (or both)")
-    ckpt_path = out_dir / CHECKPOINT
-    state = None
-    if ckpt_path.exists() and not resume:
-        raise UserError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
-    if resume:
-        if not ckpt_path.exists():
-            raise UserError(f"--resume given but {ckpt_path} does not exist")
-        state = load_checkpoint(ckpt_path)
-        old = state["config"]
-        changed = [k for k in ARCHITECTURE_KEYS if k in old and old.get(k) != config.get(k)]
-        if changed:
-            raise UserError(f"{ckpt_path} was trained with a different configuration ({', '.join(changed)}); "
-                            "drop those flags or start a new --out")
+    state = _check_start(config, host, out_dir, resume)
     dist = _Dist(device)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
@@ -167,18 +161,52 @@ def train(config: dict, host, out_dir, resume: bool = False, device: str | torch
         dist.close()
 
 
-def _train(config, host, out_dir, state, device, dist, progress):
+def _check_start(config: dict, host, out_dir: Path, resume: bool) -> dict | None:
+    """Refuse a run that cannot work; the checkpoint state to resume from, or ``None``."""
+    if config.get("iterations") is None and config.get("minutes") is None:
+        raise UserError("give --iterations N or --minutes M (or both)")
+    if config.get("lr_schedule", "constant") not in LR_SCHEDULES:
+        raise UserError(f"unknown --lr-schedule {config['lr_schedule']!r}; known: {', '.join(LR_SCHEDULES)}")
+    validate(config, host)
+    ckpt_path = out_dir / CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise UserError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if not resume:
+        return None
+    if not ckpt_path.exists():
+        raise UserError(f"--resume given but {ckpt_path} does not exist")
+    state = load_checkpoint(ckpt_path)
+    check_resume(state["config"], config, host, str(out_dir))
+    return state
+
+
+@dataclass
+class _Run:
+    """What a training run holds: the denoiser, its wrapper, the weights, the data, the step."""
+
+    gen_sde: DenoisingDiffusion
+    wrapper: object
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: object
+    flipped: RandomFlip
+    dataset: object
+    steps_per_epoch: int
+    step: int = 0
+
+
+def _setup(config: dict, host, state: dict | None, device, dist) -> _Run:
+    """Build the model, EMA, optimizer, loss and data of a run; restore them from ``state``."""
     torch.manual_seed(config["seed"])
     if config["batch_size"] % dist.world:
         raise UserError(f"--batch-size {config['batch_size']} is not divisible by the {dist.world} processes")
-    local_batch = config["batch_size"] // dist.world
     gen_sde, wrapper = build_model(config, host)
     model = gen_sde.network.to(device)
     if config.get("bf16"):
         set_autocast(model, torch.bfloat16)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = make_optimizer(model.parameters(), config["lr"], device)
-    loss_fn = host.losses.get(config["loss"])()
     base = host.datasets.get(config["dataset"])(split="train", data_root=config["data_root"],
                                                resolution=config["resolution"])
     flipped = RandomFlip(base, config["seed"])
@@ -187,94 +215,131 @@ def _train(config, host, out_dir, state, device, dist, progress):
     if steps_per_epoch == 0:
         raise UserError(f"the dataset has {len(dataset)} images, fewer than one batch of {config['batch_size']}; "
                         "lower --batch-size")
-    step = 0
+    run = _Run(gen_sde, wrapper, model, ema, optimizer, host.losses.get(config["loss"])(), flipped, dataset,
+               steps_per_epoch)
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
+        set_rng_state(state["rng"])
+        run.step = int(state["step"])
     if dist.enabled:
         gen_sde.network = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.get("compile"):
         gen_sde.network = torch.compile(gen_sde.network)
-    log_path = out_dir / "metrics.jsonl"
+    return run
+
+
+def _start_outputs(config: dict, out_dir: Path, step: int) -> None:
+    """Rank 0: the run folder, ``config.json``, and the log cut back to the resumed step."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(f".{CHECKPOINT}.tmp*"):  # left by a process killed while writing
+        stale.unlink()
+    atomic_write(out_dir / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
+    _truncate_log(out_dir / "metrics.jsonl", step)
+
+
+def _save(run: _Run, config: dict, out_dir: Path, dist) -> None:
+    """The checkpoint: exactly the state that ``--resume`` restores."""
     if dist.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob(f".{CHECKPOINT}.tmp*"):  # left by a process killed while writing
-            stale.unlink()
-        atomic_write(out_dir / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
-        _truncate_log(log_path, step)
+        save_checkpoint(out_dir / CHECKPOINT, {
+            "model": run.model.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "step": run.step, "config": config, "rng": rng_state(),
+        })
+    dist.barrier()
+
+
+def _batches(run: _Run, config: dict, dist, device):
+    """The remaining batches of the run, epoch after epoch, moved to ``device`` (this rank's slice)."""
+    local_batch = config["batch_size"] // dist.world
+    while True:
+        epoch, pos = divmod(run.step, run.steps_per_epoch)
+        run.flipped.set_epoch(epoch)
+        batches = [b[dist.rank * local_batch:(dist.rank + 1) * local_batch]
+                   for b in _epoch_batches(len(run.dataset), config["batch_size"], config["seed"], epoch)[pos:]]
+        for batch in DataLoader(run.dataset, batch_sampler=batches, num_workers=config["num_workers"]):
+            yield {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * model`` for every parameter (buffers are not averaged)."""
+    with torch.no_grad():
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+
+
+def _optimise(run: _Run, batch: dict, config: dict, dist, device, lr: float, out_dir: Path) -> float:
+    """One optimisation step on ``batch``; returns the global batch's mean loss."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.optimizer.zero_grad(set_to_none=True)
+    loss = _accumulate(run.gen_sde, run.loss_fn, run.wrapper, batch, config, run.step, dist, device)
+    if not torch.isfinite(loss):
+        raise UserError(f"the loss became non-finite at step {run.step}; the last good checkpoint is "
+                        f"kept in {out_dir}; lower --lr or check the data")
+    if config["grad_clip"]:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), config["grad_clip"])
+    run.optimizer.step()
+    update_ema(run.ema, run.model, config["ema_decay"])
+    run.step += 1
+    return loss.item()
+
+
+class _Log:
+    """``metrics.jsonl`` lines (mean loss since the last line, learning rate, images/s) on rank 0."""
+
+    def __init__(self, path: Path, step: int, batch_size: int, every: int, enabled: bool):
+        self.file = open(path, "a") if enabled else None
+        self.recent, self.t_last, self.n_last = [], time.monotonic(), step
+        self.batch_size, self.every = batch_size, every
+
+    def add(self, step: int, loss: float, lr: float, bar) -> None:
+        self.recent.append(loss)
+        if self.file is None or step % self.every:
+            return
+        now = time.monotonic()
+        ips = (step - self.n_last) * self.batch_size / max(now - self.t_last, 1e-9)
+        self.t_last, self.n_last = now, step
+        record = {"step": step, "loss": sum(self.recent) / len(self.recent), "lr": lr, "img_per_s": ips}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{ips:.1f}")
+        self.recent = []
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _train(config, host, out_dir, state, device, dist, progress):
+    run = _setup(config, host, state, device, dist)
+    if dist.main:
+        _start_outputs(config, out_dir, run.step)
     max_steps = config["iterations"] if config["iterations"] is not None else math.inf
     started = time.monotonic()
     deadline = started + 60 * config["minutes"] if config["minutes"] is not None else math.inf
-    if config.get("lr_schedule", "constant") not in LR_SCHEDULES:
-        raise UserError(f"unknown --lr-schedule {config['lr_schedule']!r}; known: {', '.join(LR_SCHEDULES)}")
-
-    def checkpoint():
-        if dist.main:
-            save_checkpoint(out_dir / CHECKPOINT, {
-                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                "step": step, "config": config, "rng": rng_state(),
-                "plugins": {"conditioning": config["conditioning"], "loss": config["loss"],
-                            "wrapper": wrapper.config()},
-            })
-        dist.barrier()
-
-    bar = tqdm(total=None if max_steps == math.inf else max_steps, initial=step, disable=not (progress and dist.main),
-               desc="train", dynamic_ncols=True)
-    recent, t_last, n_last, last_loss = [], time.monotonic(), step, float("nan")
-    log = open(log_path, "a") if dist.main else None
+    bar = progress_bar(total=None if max_steps == math.inf else max_steps, initial=run.step, desc="train",
+                       enabled=progress and dist.main)
+    log = _Log(out_dir / "metrics.jsonl", run.step, config["batch_size"], config["log_every"], dist.main)
+    last_loss = float("nan")
     try:
-        while step < max_steps and time.monotonic() < deadline:
-            epoch, pos = divmod(step, steps_per_epoch)
-            flipped.set_epoch(epoch)
-            batches = [b[dist.rank * local_batch:(dist.rank + 1) * local_batch]
-                       for b in _epoch_batches(len(dataset), config["batch_size"], config["seed"], epoch)[pos:]]
-            loader = DataLoader(dataset, batch_sampler=batches, num_workers=config["num_workers"])
-            for batch in loader:
-                batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-                lr = _lr(config, step, _progress(step, max_steps, started, deadline, time.monotonic()))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.zero_grad(set_to_none=True)
-                loss = _accumulate(gen_sde, loss_fn, wrapper, batch, config, step, dist, device)
-                if not torch.isfinite(loss):
-                    raise UserError(f"the loss became non-finite at step {step}; the last good checkpoint is "
-                                    f"kept in {out_dir}; lower --lr or check the data")
-                if config["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
-                optimizer.step()
-                with torch.no_grad():
-                    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - config["ema_decay"])
-                step += 1
-                last_loss = loss.item()
-                recent.append(last_loss)
-                if dist.main and (step % config["log_every"] == 0):
-                    now = time.monotonic()
-                    ips = (step - n_last) * config["batch_size"] / max(now - t_last, 1e-9)
-                    t_last, n_last = now, step
-                    record = {"step": step, "loss": sum(recent) / len(recent), "lr": lr,
-                              "img_per_s": ips}
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{ips:.1f}")
-                    recent = []
-                bar.update(1)
-                if step % config["ckpt_every"] == 0:
-                    checkpoint()
-                if config["sample_every"] and step % config["sample_every"] == 0 and dist.main:
-                    _preview(gen_sde, ema, wrapper, config, out_dir / f"samples_{step:07d}.png", device, host)
-                if step >= max_steps or time.monotonic() >= deadline:
-                    break
+        batches = _batches(run, config, dist, device)
+        while run.step < max_steps and time.monotonic() < deadline:
+            lr = _lr(config, run.step, _progress(run.step, max_steps, started, deadline, time.monotonic()))
+            last_loss = _optimise(run, next(batches), config, dist, device, lr, out_dir)
+            log.add(run.step, last_loss, lr, bar)
+            bar.update(1)
+            if run.step % config["ckpt_every"] == 0:
+                _save(run, config, out_dir, dist)
+            if config["sample_every"] and run.step % config["sample_every"] == 0 and dist.main:
+                _preview(run, config, out_dir / f"samples_{run.step:07d}.png", device, host)
     finally:
         bar.close()
-        if log is not None:
-            log.close()
-    checkpoint()
+        log.close()
+    _save(run, config, out_dir, dist)
     if dist.main and config["num_sample"]:
-        _preview(gen_sde, ema, wrapper, config, out_dir / "samples.png", device, host)
-    return {"step": step, "last_loss": last_loss, "out_dir": str(out_dir)}
+        _preview(run, config, out_dir / "samples.png", device, host)
+    return {"step": run.step, "last_loss": last_loss, "out_dir": str(out_dir)}
 
 
 def make_optimizer(params, lr: float, device: torch.device) -> torch.optim.Adam:
@@ -291,8 +356,6 @@ def set_autocast(network: torch.nn.Module, dtype: torch.dtype | None) -> int:
     layers stay fp32, as do the trunk's spectral transforms and mode mixing. Returns the number of
     networks changed.
     """
-    from .models import FNOUNet2d
-
     nets = [m for m in network.modules() if isinstance(m, FNOUNet2d)]
     for m in nets:
         m.autocast_dtype = dtype
@@ -337,18 +400,13 @@ def _truncate_log(path: Path, step: int) -> None:
     atomic_write(path, lambda f: f.write("".join(ln + "\n" for ln in lines).encode()))
 
 
-def _preview(gen_sde, ema, wrapper, config, path, device, host):
+def _preview(run: _Run, config: dict, path: Path, device, host) -> None:
     """Unconditional sample grid from the EMA weights (skipped when the model needs extra inputs)."""
-    if wrapper.needs_inputs:
+    if run.wrapper.needs_inputs:
         return
-    net = gen_sde.network
-    gen_sde.network = ema
-    try:
-        g = torch.Generator(device=device).manual_seed(config["seed"])
-        shape = (config["num_sample"], config["channels"], config["resolution"], config["resolution"])
-        x = sampling.sample(gen_sde, shape, num_steps=config["sample_steps"], sampler=config["sampler"],
-                            generator=g, progress=False, device=device, host=host)
-        save_grid(x.clamp(-1, 1), path, nrow=int(math.sqrt(config["num_sample"])) or 1)
-    finally:
-        gen_sde.network = net
-
+    preview = DenoisingDiffusion(run.gen_sde.forward_diffusion, run.ema, run.gen_sde.parameterization)
+    g = torch.Generator(device=device).manual_seed(config["seed"])
+    shape = (config["num_sample"], config["channels"], config["resolution"], config["resolution"])
+    x = sampling.sample(preview, shape, num_steps=config["sample_steps"], sampler=host.samplers.get(config["sampler"]),
+                        generator=g, progress=False, device=device)
+    save_grid(x.clamp(-1, 1), path, nrow=int(math.sqrt(config["num_sample"])) or 1)

@@ -1,54 +1,86 @@
-"""The ``--conditioning`` registry entries: dataset wrapping, model wrapping, per-batch kwargs."""
+"""The ``--conditioning`` registry entries and the options they declare.
+
+Every option the wrappers read is declared once in :data:`OPTIONS` (registered through the host's
+``register_options`` hook), so its default reaches ``config.json`` and the host refuses a change of
+the masks or of the architecture on ``--resume``. The wrappers only condition: what the network's
+output means (eps, x0, v) is the diffusion's ``parameterization``.
+"""
 from __future__ import annotations
 
 import logging
 
+from ddo.arguments import nonneg_int, positive_int
 from ddo.builtins import ModelWrapper
-from ddo.config import DEFAULTS as _DIFFUSION_DEFAULTS
+from ddo.options import Option
 
 from .datasets import AUGMENTATIONS, BiharmonicContext, DihedralAugment, FixedSparseMaskDataset, context_tensors
 from .masks import PATTERNS, MaskError, mask_counts
 from .models import (RESIDUAL_SCALES, ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel,
                      SparseInterpModel)
-from .precondition import PARAMETERIZATIONS, Preconditioned
 
 log = logging.getLogger("ddo_conditional")
 
-MASK_DEFAULTS = {"context_ratio": 0.1, "query_ratio": 0.1, "mask_seed": 42, "mask_pattern": "random",
-                 "context_feature_dim": 32, "parameterization": "eps", "refiner_width": 0,
-                 "residual_scale": "none", "augment": "none"}
+SPARSE_KEYS = ("sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp", "sparse-biharmonic")
+INTERP_KEYS = ("sparse-interp", "sparse-biharmonic")
+X0_OR_V = ("x0", "v")
+
+OPTIONS = (
+    Option("context_ratio", float, 0.1, "fraction of each image's pixels observed (the context)", "data",
+           conditioning=SPARSE_KEYS),
+    Option("query_ratio", float, 0.1, "fraction of each image's pixels held out for scoring (the query)", "data",
+           conditioning=SPARSE_KEYS),
+    Option("mask_seed", nonneg_int, 42, "seed of the fixed masks (a mask is a function of seed and image index)",
+           "data", conditioning=SPARSE_KEYS),
+    Option("mask_pattern", str, "random", "where the context lies", "data", choices=PATTERNS,
+           conditioning=SPARSE_KEYS),
+    Option("augment", str, "none", "'dihedral': train on each image and its fixed context under a random "
+           "rotation or reflection of the square, moved together", "run", choices=AUGMENTATIONS,
+           conditioning=SPARSE_KEYS),
+    Option("context_feature_dim", positive_int, 32, "width of the context encoder", "architecture",
+           conditioning=("sparse-encoder",)),
+    Option("refiner_width", nonneg_int, 0, "width of a local 3x3 refiner beside the spectral trunk (0: none)",
+           "architecture", conditioning=INTERP_KEYS),
+    Option("residual_scale", str, "none", "'context' scales the network's residual per image by the context's "
+           "leave-one-out interpolation error; 'context-input' also feeds the interpolation's detail in those "
+           "units", "architecture", choices=RESIDUAL_SCALES, conditioning=INTERP_KEYS,
+           requires={"parameterization": X0_OR_V}),
+)
+DEFAULTS = {o.name: o.default for o in OPTIONS}
 
 
 class SparseConditioning(ModelWrapper):
-    """Fixed sparse masks on the data and the context image as a network input."""
+    """Fixed sparse masks on the data and the context image as a network input.
+
+    ``config`` is the run configuration; options it lacks (a wrapper built directly from Python)
+    take the declared defaults of :data:`OPTIONS`.
+    """
 
     needs = ("context_image",)
     needs_inputs = True
 
     def __init__(self, config: dict | None = None):
         super().__init__(config)
-        cfg = {k: (self.config_.get(k) if self.config_.get(k) is not None else v) for k, v in MASK_DEFAULTS.items()}
+        cfg = {**DEFAULTS, **{k: v for k, v in self.run_config.items() if v is not None}}
         self.context_ratio, self.query_ratio = float(cfg["context_ratio"]), float(cfg["query_ratio"])
         self.mask_seed, self.mask_pattern = int(cfg["mask_seed"]), cfg["mask_pattern"]
-        self.context_feature_dim = int(cfg["context_feature_dim"])
-        self.refiner_width = int(cfg["refiner_width"])
-        self.residual_scale = cfg["residual_scale"]
-        if self.residual_scale not in RESIDUAL_SCALES:
-            raise ValueError(f"unknown residual scale {self.residual_scale!r}; known: {', '.join(RESIDUAL_SCALES)}")
         self.augment = cfg["augment"]
+        self.options = cfg
+        self.seed = int(cfg.get("seed", 0))
+        self.channels = int(cfg.get("channels", 3))
+        self.parameterization = cfg.get("parameterization", "eps")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {self.augment!r}; known: {', '.join(AUGMENTATIONS)}")
-        self.seed = int(self.config_.get("seed", 0))
-        self.channels = int(self.config_.get("channels", 3))
-        self.parameterization = cfg["parameterization"]
-        if self.parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"unknown parameterization {self.parameterization!r}; known: {', '.join(PARAMETERIZATIONS)}")
         if self.mask_pattern not in PATTERNS:
             raise MaskError(f"unknown mask pattern {self.mask_pattern!r}; known: {', '.join(PATTERNS)}")
         if self.mask_seed < 0:
             raise MaskError(f"mask seed must be non-negative, got {self.mask_seed}")
-        res = int(self.config_.get("resolution", 32))
+        res = int(cfg.get("resolution", 32))
         mask_counts(res, res, self.context_ratio, self.query_ratio)
+
+    def mask_settings(self) -> dict:
+        """The mask options in effect: ``context_ratio``, ``query_ratio``, ``mask_seed``, ``mask_pattern``."""
+        return {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "mask_seed": self.mask_seed,
+                "mask_pattern": self.mask_pattern}
 
     def mask_dataset(self, dataset, **overrides) -> FixedSparseMaskDataset:
         kw = {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "seed": self.mask_seed,
@@ -77,36 +109,22 @@ class SparseConditioning(ModelWrapper):
                       observed, b, batch["context_indices"].shape[1], c)
         return {k: ctx[k] for k in self.needs}
 
-    def config(self) -> dict:
-        return {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "mask_seed": self.mask_seed,
-                "mask_pattern": self.mask_pattern, "context_feature_dim": self.context_feature_dim,
-                "parameterization": self.parameterization, "refiner_width": self.refiner_width,
-                "residual_scale": self.residual_scale, "augment": self.augment}
-
     def build_model(self, make_base):
-        from ddo.train import make_forward_diffusion
-
-        inner = self.build_inner(make_base)
-        if self.parameterization == "eps":
-            return inner
-        return Preconditioned(inner, make_forward_diffusion({**_DIFFUSION_DEFAULTS, **self.config_}),
-                              self.parameterization)
-
-    def build_inner(self, make_base):
         raise NotImplementedError
 
 
 class EncoderConditioning(SparseConditioning):
     """``sparse-encoder``: :class:`ConditionalDDOModel`."""
 
-    def build_inner(self, make_base):
-        return ConditionalDDOModel(make_base(), input_dim=self.channels, context_feature_dim=self.context_feature_dim)
+    def build_model(self, make_base):
+        return ConditionalDDOModel(make_base(), input_dim=self.channels,
+                                   context_feature_dim=int(self.options["context_feature_dim"]))
 
 
 class ConcatConditioning(SparseConditioning):
     """``sparse-concat``: :class:`ConditionalDDOModelSimple`."""
 
-    def build_inner(self, make_base):
+    def build_model(self, make_base):
         return ConditionalDDOModelSimple(make_base(), input_dim=self.channels)
 
 
@@ -115,18 +133,22 @@ class LiftConditioning(SparseConditioning):
 
     needs = ("context_image", "observation_mask")
 
-    def build_inner(self, make_base):
+    def build_model(self, make_base):
         return ConditionalLiftModel(make_base(), input_dim=self.channels)
 
 
 class InterpConditioning(SparseConditioning):
-    """``sparse-interp``: :class:`SparseInterpModel` (interpolated context; residual with ``x0``)."""
+    """``sparse-interp``: :class:`SparseInterpModel` (interpolated context; a residual over it when the
+    network is read as ``x0``)."""
 
     needs = ("context_image", "observation_mask")
 
-    def build_inner(self, make_base):
-        return SparseInterpModel(make_base(), input_dim=self.channels, refiner_width=self.refiner_width,
-                                 residual_scale=self.residual_scale)
+    def build_model(self, make_base):
+        if self.options["residual_scale"] != "none" and self.parameterization not in X0_OR_V:
+            raise ValueError(f"--residual-scale {self.options['residual_scale']} scales an x0 or v output; "
+                             f"this run has --parameterization {self.parameterization}")
+        return SparseInterpModel(make_base(), input_dim=self.channels, refiner_width=int(self.options["refiner_width"]),
+                                 residual_scale=self.options["residual_scale"], residual=self.parameterization == "x0")
 
 
 class BiharmonicInterpConditioning(InterpConditioning):

@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 import math
 import time
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from ddo.checkpoint import atomic_write
+from ddo.models import coordinate_grid
+from ddo.progress import progress_bar
+from ddo.sampling import ddim_step
 from ddo.visual import save_grid
 
 from .baselines import BASELINES, baseline_batch
@@ -22,27 +25,40 @@ MODEL_METHODS = ("ddo-mean", "ddo-samples-mean", "ddo-x0", "ddo-sample")
 FIGURE_IMAGES = 8
 
 
-def _reconstructed_batches(gen_sde, wrapper, dataset, *, num_samples, steps, sampler, batch_size, seed,
-                           data_consistency, limit, device, host, progress, desc):
-    """Batches of a :class:`FixedSparseMaskDataset` with their samples: yields ``(batch, truth in [0, 1],
-    query mask, context tensors, model kwargs, reconstruct()'s output, seconds spent sampling, the
-    generator)``; the generator is shared, so draws made with it between batches stay in sequence."""
+class Reconstructed(NamedTuple):
+    """One evaluated batch: the collated ``batch``, ``truth`` in ``[0, 1]``, the query mask
+    ``(B, 1, H, W)``, the context tensors, the network kwargs, :func:`reconstruct`'s output and the
+    seconds spent sampling."""
+
+    batch: dict
+    truth: torch.Tensor
+    qmask: torch.Tensor
+    ctx: dict
+    kwargs: dict
+    out: dict
+    seconds: float
+
+
+def _reconstructed_batches(gen_sde, wrapper, dataset, generator, *, num_samples, steps, sampler, batch_size,
+                           data_consistency, limit, device, progress, desc):
+    """:class:`Reconstructed` batches of a :class:`FixedSparseMaskDataset` (its first ``limit`` images).
+    ``generator`` draws every sample, batch after batch, so draws made with it between batches stay
+    in sequence."""
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     if len(dataset) == 0:
         raise ValueError("no images to evaluate")
-    g = torch.Generator(device=device).manual_seed(seed)
-    bar = tqdm(total=len(dataset), desc=desc, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(dataset), desc=desc, enabled=progress)
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         x = batch["image"].to(device)
         qmask = create_query_mask_batched(batch["query_indices"].to(device), *x.shape[-2:], x.dtype)
         ctx = context_tensors(batch, device)
         t0 = time.perf_counter()
         kwargs = wrapper.model_kwargs(batch, device)
-        out = reconstruct(gen_sde, kwargs, x.shape, num_steps=steps, num_samples=num_samples, generator=g,
+        out = reconstruct(gen_sde, kwargs, x.shape, num_steps=steps, num_samples=num_samples, generator=generator,
                           sampler=sampler, data_consistency=data_consistency,
-                          observation=(ctx["context_image"], ctx["observation_mask"]), host=host)
-        yield batch, (x + 1) / 2, qmask, ctx, kwargs, out, time.perf_counter() - t0, g
+                          observation=(ctx["context_image"], ctx["observation_mask"]))
+        yield Reconstructed(batch, (x + 1) / 2, qmask, ctx, kwargs, out, time.perf_counter() - t0)
         bar.update(x.shape[0])
     bar.close()
 
@@ -126,88 +142,65 @@ def context_roughness(ctx: dict) -> torch.Tensor:
     return loo.loo_rms(ctx["context_image"], ctx["observation_mask"]) / 2
 
 
-def fit_spread_on(gen_sde, wrapper, dataset, *, num_samples: int, steps: int, sampler: str, limit: int,
+def fit_spread_on(gen_sde, wrapper, dataset, *, num_samples: int, steps: int, sampler, limit: int,
                   batch_size: int = 32, seed: int = 1, data_consistency: bool = False, device="cpu",
-                  progress: bool = True, host=None) -> dict[str, float]:
+                  progress: bool = True) -> dict[str, float]:
     """:func:`fit_spread` of the samples' per-pixel std (``[0, 1]`` units) on the query pixels of the
     first ``limit`` images of ``dataset`` (calibration images: training crops under other masks, never
     the test split)."""
     if num_samples < 2:
         raise ValueError("a spread needs at least 2 samples")
     parts = [[], [], [], [], []]
-    for _, truth, qmask, ctx, _, out, _, _ in _reconstructed_batches(
-            gen_sde, wrapper, dataset, num_samples=num_samples, steps=steps, sampler=sampler, batch_size=batch_size,
-            seed=seed, data_consistency=data_consistency, limit=limit, device=device, host=host, progress=progress,
-            desc="calibrate"):
-        for lst, t in zip(parts, ((out["mean"] + 1) / 2, out["std"] / 2, truth, qmask, context_roughness(ctx))):
+    g = torch.Generator(device=device).manual_seed(seed)
+    for r in _reconstructed_batches(gen_sde, wrapper, dataset, g, num_samples=num_samples, steps=steps,
+                                    sampler=sampler, batch_size=batch_size, data_consistency=data_consistency,
+                                    limit=limit, device=device, progress=progress, desc="calibrate"):
+        for lst, t in zip(parts, ((r.out["mean"] + 1) / 2, r.out["std"] / 2, r.truth, r.qmask,
+                                  context_roughness(r.ctx))):
             lst.append(t)
     return fit_spread(*(torch.cat(lst) for lst in parts))
 
 
-def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 250, sampler: str = "denoise",
+def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 4, steps: int = 20, sampler=ddim_step,
              batch_size: int = 32, seed: int = 0, data_consistency: bool = False, limit: int | None = None,
-             device="cpu", progress: bool = True, host=None, baselines=BASELINES, symmetrize_x0: bool = True,
+             device="cpu", progress: bool = True, baselines=BASELINES, symmetrize_x0: bool = True,
              spread: dict | None = None) -> dict:
-    """Reconstruct every image of a :class:`FixedSparseMaskDataset` and score all methods.
+    """Reconstruct every image of a :class:`FixedSparseMaskDataset` and score all methods on its masks.
 
-    ``symmetrize_x0``: ``ddo-x0`` averages the one-call estimate over the grid's rotations and flips
-    (:func:`posterior_mean_one_call`); ``metrics.json`` records the choice. ``spread``: a recalibration
-    of the samples' std fitted elsewhere (:func:`fit_spread_on`); ``metrics.json`` then also holds
-    ``calibration_rescaled``, the calibration of the recalibrated std.
+    Rows: ``ddo-samples-mean`` (mean of ``num_samples`` samples), ``ddo-sample`` (the first sample),
+    ``ddo-x0`` for ``x0``/``v`` models (:func:`posterior_mean_one_call`; ``symmetrize_x0``: averaged
+    over the grid's rotations and flips), every classical baseline, and ``ddo-mean``, the posterior
+    mean the project reports: ``ddo-x0`` when the model has one, else ``ddo-samples-mean`` (a fixed
+    rule, never chosen by the scores). ``spread``: a recalibration of the samples' std fitted
+    elsewhere (:func:`fit_spread_on`); ``metrics.json`` then also holds ``calibration_rescaled``.
 
     Returns ``{"metrics": <metrics.json dict>, "figure": (rows * 8, C, H, W) in [0, 1]}``.
     """
-    one_call = _supports_x0(gen_sde.network)
+    one_call = gen_sde.parameterization in ("x0", "v")
     per_image = {m: {} for m in ("ddo-samples-mean", "ddo-sample") + (("ddo-x0",) if one_call else ())
                  + tuple(baselines)}
     cal, cal_scaled = _CalibrationSum(), _CalibrationSum()
     timing = {"model_s": 0.0, "baselines_s": 0.0}
     figure, n = None, 0
-    for batch, truth, qmask, ctx, kwargs, out, seconds, g in _reconstructed_batches(
-            gen_sde, wrapper, dataset, num_samples=num_samples, steps=steps, sampler=sampler, batch_size=batch_size,
-            seed=seed, data_consistency=data_consistency, limit=limit, device=device, host=host, progress=progress,
-            desc="evaluate"):
-        b, c = truth.shape[:2]
-        n += b
-        timing["model_s"] += seconds
-        preds = {"ddo-samples-mean": (out["mean"] + 1) / 2, "ddo-sample": (out["samples"][0] + 1) / 2}
-        if one_call:
-            preds["ddo-x0"] = (posterior_mean_one_call(gen_sde, kwargs, truth.shape, g,
-                                                       symmetrize=symmetrize_x0) + 1) / 2
-        t0 = time.perf_counter()
-        for m in baselines:
-            preds[m] = baseline_batch(truth, batch["context_indices"], m).to(device)
-        timing["baselines_s"] += time.perf_counter() - t0
+    g = torch.Generator(device=device).manual_seed(seed)
+    for r in _reconstructed_batches(gen_sde, wrapper, dataset, g, num_samples=num_samples, steps=steps,
+                                    sampler=sampler, batch_size=batch_size, data_consistency=data_consistency,
+                                    limit=limit, device=device, progress=progress, desc="evaluate"):
+        n += r.truth.shape[0]
+        preds = _predictions(gen_sde, r, g, one_call, symmetrize_x0, baselines, timing, device)
         for m, p in preds.items():
-            for k, val in image_metrics(p, truth, qmask).items():
+            for k, val in image_metrics(p, r.truth, r.qmask).items():
                 per_image[m].setdefault(k, []).append(val.cpu())
         if num_samples > 1:
-            cal.add(out, truth, qmask)
+            cal.add(r.out, r.truth, r.qmask)
             if spread is not None:
-                cal_scaled.add(out, truth, qmask, spread, ctx)
+                cal_scaled.add(r.out, r.truth, r.qmask, spread, r.ctx)
         if figure is None:
-            k = min(FIGURE_IMAGES, b)
-            obs = ctx["observation_mask"][:k]
-            rows = [obs * (ctx["context_image"][:k] + 1) / 2 + (1 - obs) * 0.5]
-            rows += [(out["samples"][i, :k] + 1) / 2 for i in range(min(2, num_samples))]
-            std = out["std"][:k].mean(1, keepdim=True).expand(-1, c, -1, -1)
-            best = preds["ddo-x0"] if one_call else preds["ddo-samples-mean"]
-            rows += [best[:k], (std / std.max().clamp_min(1e-6)), truth[:k]]
-            if "biharmonic" in preds:
-                rows.append(preds["biharmonic"][:k])
-            figure = torch.cat([r.clamp(0, 1).cpu() for r in rows])
-    methods = {}
-    for m, metrics in per_image.items():
-        cat = {k: torch.cat(v) for k, v in metrics.items()}
-        methods[m] = {k: float(v.mean()) for k, v in cat.items()}
-        methods[m]["psnr_query_per_image"] = [round(float(x), 3) for x in cat["psnr_query"]]
-    source = max((m for m in ("ddo-samples-mean", "ddo-x0") if m in methods), key=lambda m: methods[m]["psnr_query"])
-    methods["ddo-mean"] = {**methods[source], "source": source}
-    ds = dataset
+            figure = _figure(r, preds, num_samples)
     result = {
-        "num_images": n, "context_ratio": ds.context_ratio, "query_ratio": ds.query_ratio,
-        "mask_pattern": ds.pattern, "mask_seed": ds.seed, "num_samples": num_samples, "steps": steps,
-        "sampler": sampler, "data_consistency": data_consistency, "symmetrize_x0": symmetrize_x0, "methods": methods,
+        "num_images": n, "context_ratio": dataset.context_ratio, "query_ratio": dataset.query_ratio,
+        "mask_pattern": dataset.pattern, "mask_seed": dataset.seed, "num_samples": num_samples, "steps": steps,
+        "data_consistency": data_consistency, "symmetrize_x0": symmetrize_x0, "methods": _summarise(per_image),
         "seconds": {k: round(v, 2) for k, v in timing.items()},
     }
     if cal.n:
@@ -217,11 +210,46 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 8, steps: int = 25
     return {"metrics": result, "figure": figure}
 
 
-def _supports_x0(network) -> bool:
-    from .precondition import Preconditioned
+def _predictions(gen_sde, r: Reconstructed, g, one_call: bool, symmetrize: bool, baselines, timing: dict,
+                 device) -> dict:
+    """Every method's reconstruction of one batch, ``(B, C, H, W)`` in ``[0, 1]``; adds to ``timing``."""
+    preds = {"ddo-samples-mean": (r.out["mean"] + 1) / 2, "ddo-sample": (r.out["samples"][0] + 1) / 2}
+    if one_call:
+        t0 = time.perf_counter()
+        preds["ddo-x0"] = (posterior_mean_one_call(gen_sde, r.kwargs, r.truth.shape, g, symmetrize=symmetrize) + 1) / 2
+        timing["model_s"] += time.perf_counter() - t0
+    timing["model_s"] += r.seconds
+    t0 = time.perf_counter()
+    for m in baselines:
+        preds[m] = baseline_batch(r.truth, r.batch["context_indices"], m).to(device)
+    timing["baselines_s"] += time.perf_counter() - t0
+    return preds
 
-    net = getattr(network, "module", network)
-    return isinstance(net, Preconditioned) and net.parameterization in ("x0", "v")
+
+def _figure(r: Reconstructed, preds: dict, num_samples: int) -> torch.Tensor:
+    """Rows of the first batch's first images: context, two samples, posterior mean, std, truth, biharmonic."""
+    k, c = min(FIGURE_IMAGES, r.truth.shape[0]), r.truth.shape[1]
+    obs = r.ctx["observation_mask"][:k]
+    rows = [obs * (r.ctx["context_image"][:k] + 1) / 2 + (1 - obs) * 0.5]
+    rows += [(r.out["samples"][i, :k] + 1) / 2 for i in range(min(2, num_samples))]
+    std = r.out["std"][:k].mean(1, keepdim=True).expand(-1, c, -1, -1)
+    best = preds.get("ddo-x0", preds["ddo-samples-mean"])
+    rows += [best[:k], (std / std.max().clamp_min(1e-6)), r.truth[:k]]
+    if "biharmonic" in preds:
+        rows.append(preds["biharmonic"][:k])
+    return torch.cat([row.clamp(0, 1).cpu() for row in rows])
+
+
+def _summarise(per_image: dict) -> dict:
+    """Mean of every per-image metric per method, the per-image query PSNR, and ``ddo-mean``."""
+    methods = {}
+    for m, metrics in per_image.items():
+        cat = {k: torch.cat(v) for k, v in metrics.items()}
+        methods[m] = {k: float(v.mean()) for k, v in cat.items()}
+        methods[m]["psnr_query_per_image"] = [round(float(x), 3) for x in cat["psnr_query"]]
+    source = "ddo-x0" if "ddo-x0" in methods else "ddo-samples-mean"
+    methods["ddo-mean"] = {**methods[source], "source": source}
+    return methods
 
 
 @torch.no_grad()
@@ -234,8 +262,6 @@ def posterior_mean_one_call(gen_sde, model_kwargs: dict, shape, generator=None, 
     is invariant to these symmetries is equivariant to them, so the average keeps its target and
     lowers the network's error; every spatial kwarg is transformed alike.
     """
-    from ddo.models import coordinate_grid
-
     device = next(gen_sde.network.parameters()).device
     t = torch.ones(shape[0], device=device)
     v = coordinate_grid(shape[0], shape[-2], shape[-1], device)
@@ -244,7 +270,7 @@ def posterior_mean_one_call(gen_sde, model_kwargs: dict, shape, generator=None, 
     for k, flip in transforms:
         z = gen_sde.prior_sample(shape, generator=generator, device=device)
         kw = {n: apply_dihedral(val, k, flip) if torch.is_tensor(val) and val.ndim == 4 else val for n, val in model_kwargs.items()}
-        total = total + undo_dihedral(gen_sde.model(z, t, v, output="x0", **kw), k, flip)
+        total = total + undo_dihedral(gen_sde.x0(z, t, v, **kw), k, flip)
     return total / len(transforms)
 
 

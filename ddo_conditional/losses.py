@@ -28,7 +28,8 @@ def x0_mse_loss(t1_fraction: float = 0.0, t1_weights=None):
     """Mean squared error of the ``x0`` estimate over all pixels, ``(B,)``, with times drawn by the
     diffusion's timestep sampler. Unlike DSM, whose ``x0`` weight ``alpha_t^2 / sigma_t^2`` vanishes
     near ``t = 1``, every time counts alike, so the one-call estimate at ``t = 1`` is trained as the
-    posterior mean. Needs a network built with ``--parameterization x0`` or ``v``.
+    posterior mean. Registered for ``--parameterization x0`` or ``v`` only: the ``x0`` estimate of
+    an ``eps`` network divides by ``alpha_t``, which vanishes near ``t = 1``.
 
     ``t1_fraction``: the share of each batch put at ``t = 1`` exactly, where the ``x0`` estimate is
     a plain regression of ``E[x | context]`` (the one-call posterior mean). ``t1_weights(x, model_kwargs)``:
@@ -42,7 +43,7 @@ def x0_mse_loss(t1_fraction: float = 0.0, t1_weights=None):
         if n1:
             t = torch.cat([torch.ones(n1, device=x.device, dtype=x.dtype), t[n1:]])
         z_t = gen_sde.forward_diffusion.sample(t, x)
-        x0 = gen_sde.model(z_t, t, v, output="x0", **model_kwargs)
+        x0 = gen_sde.x0(z_t, t, v, **model_kwargs)
         mse = ((x0 - x) ** 2).flatten(1).mean(1)
         if n1 and t1_weights is not None:
             w = t1_weights(x[:n1], {k: val[:n1] for k, val in model_kwargs.items()})
@@ -69,17 +70,14 @@ def x0_mse_relative_loss(floor: float = 1e-4, t1_fraction: float = 0.5):
     ``E[w x | context] / E[w | context]``; the weight is nearly a function of the context (how smooth
     it is), so it mostly moves effort between contexts. ``floor`` (``[-1, 1]`` units: RMSE 0.01) bounds
     the weight of near-flat images. Times below 1 keep plain MSE: the samples learn the unweighted
-    posterior. ``t1_fraction``: the share of each batch at ``t = 1`` (0.75 measured worse than 0.5;
-    benchmarks/README.md).
+    posterior. ``t1_fraction``: the share of each batch at ``t = 1`` (benchmarks/README.md compares values).
     """
 
     def weights(x, model_kwargs):
-        from ddo.errors import UserError
-
         dense = model_kwargs.get("context_dense")
         if dense is None:
-            raise UserError("loss x0-mse-relative weighs images by the error of their biharmonic inpainting; "
-                            "use it with --conditioning sparse-biharmonic")
+            raise ValueError("loss x0-mse-relative weighs images by the error of their biharmonic inpainting "
+                             "(context_dense); use it with --conditioning sparse-biharmonic")
         return 1.0 / (((dense - x) ** 2).flatten(1).mean(1) + floor)
 
     return x0_mse_loss(t1_fraction=t1_fraction, t1_weights=weights)

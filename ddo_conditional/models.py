@@ -11,12 +11,30 @@ import math
 import torch
 from torch import nn
 
+from ddo.models import LiftedNetwork
+
+
+class ConditionalNetwork(nn.Module):
+    """A network that takes context kwargs. :meth:`cache_context` adds the terms that do not change
+    between sampler steps (computed once per group of samples instead of at every step); the
+    default adds nothing."""
+
+    def cache_context(self, **kwargs) -> dict:
+        return kwargs
+
+
+def _needs_lifted(base_model, key: str) -> None:
+    if not isinstance(base_model, LiftedNetwork):
+        raise ValueError(f"{key} adds its inputs at the lifting layer; the network "
+                         f"{type(base_model).__name__} has none (use --model fno-unet or another "
+                         "ddo.models.LiftedNetwork)")
+
 
 def _gn(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(8, channels), channels)
 
 
-class ConditionalDDOModel(nn.Module):
+class ConditionalDDOModel(ConditionalNetwork):
     """The spec's encoder conditioning.
 
     ``context_image (B, C, H, W)`` -> three 3x3 convolutions (``C -> F -> F -> F``, GroupNorm + SiLU
@@ -53,7 +71,7 @@ class ConditionalDDOModel(nn.Module):
         return self.base_model(x, temp, v, **kwargs)
 
 
-class ConditionalDDOModelSimple(nn.Module):
+class ConditionalDDOModelSimple(ConditionalNetwork):
     """The spec's simple conditioning: ``[x, context_image]`` -> 1x1 conv back to ``C`` channels -> base."""
 
     def __init__(self, base_model: nn.Module, input_dim: int = 3):
@@ -67,21 +85,19 @@ class ConditionalDDOModelSimple(nn.Module):
         return self.base_model(x, temp, v, **kwargs)
 
 
-class ConditionalLiftModel(nn.Module):
+class ConditionalLiftModel(ConditionalNetwork):
     """Context and observation mask added into the base network's lifting layer.
 
     ``h = base.lift_input(x, v) + W [context_image, observation_mask]`` with a 1x1 convolution ``W``
     (zero at initialisation), then ``base.trunk(h, temp)``. No 3-channel bottleneck: the context
-    reaches the network at full width. The base must expose ``lift_input`` and ``trunk``
-    (``FNOUNet2d`` does).
+    reaches the network at full width. The base is a :class:`ddo.models.LiftedNetwork`.
     """
 
-    def __init__(self, base_model: nn.Module, input_dim: int = 3):
+    def __init__(self, base_model: LiftedNetwork, input_dim: int = 3):
         super().__init__()
-        if not (hasattr(base_model, "lift_input") and hasattr(base_model, "trunk")):
-            raise ValueError("sparse-lift needs a base network with lift_input() and trunk() (fno-unet)")
+        _needs_lifted(base_model, "sparse-lift")
         self.base_model = base_model
-        width = base_model.lift.out_channels
+        width = base_model.lift_width
         self.context_lift = nn.Conv2d(input_dim + 1, width, 1)
         nn.init.zeros_(self.context_lift.weight)
         nn.init.zeros_(self.context_lift.bias)
@@ -154,10 +170,10 @@ class NormalizedConvolution(nn.Module):
 RESIDUAL_SCALES = ("none", "context", "context-input")
 
 
-class SparseInterpModel(nn.Module):
+class SparseInterpModel(ConditionalNetwork):
     """``sparse-interp``: the context densified by :class:`NormalizedConvolution`, fed with the mask
-    into the base network's lifting layer; with an ``x0`` parameterisation the network predicts a
-    residual over the interpolation (:meth:`x0_offset`).
+    into the base network's lifting layer. ``residual=True`` (for a network read as ``x0``): the
+    output is the interpolation plus the trunk's output, a residual over it.
 
     ``residual_scale="context"``: the network's output is multiplied by a per-image scale
     ``s = sqrt(r^2 + floor^2)``, ``r`` the leave-one-out interpolation error of the context
@@ -169,21 +185,19 @@ class SparseInterpModel(nn.Module):
     (soft-clipped at 8 by ``8 tanh(./8)``), so the input's detail has the same scale on smooth images.
     """
 
-    def __init__(self, base_model: nn.Module, input_dim: int = 3, refiner_width: int = 0,
-                 residual_scale: str = "none", scale_floor: float = 0.01):
+    def __init__(self, base_model: LiftedNetwork, input_dim: int = 3, refiner_width: int = 0,
+                 residual_scale: str = "none", scale_floor: float = 0.01, residual: bool = False):
         super().__init__()
-        if not (hasattr(base_model, "lift_input") and hasattr(base_model, "trunk")):
-            raise ValueError("sparse-interp needs a base network with lift_input() and trunk() (fno-unet)")
+        _needs_lifted(base_model, "sparse-interp")
         if residual_scale not in RESIDUAL_SCALES:
             raise ValueError(f"unknown residual scale {residual_scale!r}; known: {', '.join(RESIDUAL_SCALES)}")
         self.base_model = base_model
         self.interp = NormalizedConvolution()
-        self.residual_scale, self.scale_floor = residual_scale, float(scale_floor)
+        self.residual_scale, self.scale_floor, self.residual = residual_scale, float(scale_floor), residual
         extra = {"none": 0, "context": 1, "context-input": 1 + input_dim}[residual_scale]
-        self.context_lift = nn.Conv2d(input_dim + 1 + extra, base_model.lift.out_channels, 1)
-        if hasattr(base_model, "out"):  # start as the interpolation itself (a zero residual)
-            nn.init.zeros_(base_model.out.weight)
-            nn.init.zeros_(base_model.out.bias)
+        self.context_lift = nn.Conv2d(input_dim + 1 + extra, base_model.lift_width, 1)
+        nn.init.zeros_(base_model.out.weight)  # start as the interpolation itself (a zero residual)
+        nn.init.zeros_(base_model.out.bias)
         self.refiner = None
         if refiner_width:
             # local 3x3 path for the high-frequency detail that the spectral trunk's truncated modes
@@ -201,11 +215,6 @@ class SparseInterpModel(nn.Module):
         """The interpolation the network refines: ``context_dense`` when the data provides one
         (for example biharmonic inpainting), else the normalised convolution of the context."""
         return context_dense if context_dense is not None else self.interp(context_image, observation_mask)
-
-    def x0_offset(self, context_image=None, observation_mask=None, context_dense=None, **_):
-        if context_image is None:
-            return None
-        return self.dense(context_image, observation_mask, context_dense)
 
     def scale(self, context_image, observation_mask):
         """The per-image output scale ``s``, ``(B, 1, 1, 1)`` (see the class docstring)."""
@@ -250,4 +259,6 @@ class SparseInterpModel(nn.Module):
         out = self.base_model.trunk(h, temp)
         if self.refiner is not None:
             out = out + self.refiner(torch.cat([x, dense, observation_mask, out], 1))
-        return out if s is None else out * s
+        if s is not None:
+            out = out * s
+        return out + dense if self.residual else out

@@ -4,9 +4,8 @@ from __future__ import annotations
 from ddo import hookimpl
 
 from . import commands
-from .conditioning import WRAPPERS
+from .conditioning import OPTIONS, SPARSE_KEYS, WRAPPERS, X0_OR_V
 from .losses import query_dsm_loss, x0_mse_loss, x0_mse_mixed_loss, x0_mse_relative_loss
-from .precondition import ddim_x0_step
 
 
 @hookimpl
@@ -16,16 +15,18 @@ def register_model_wrappers(register):
 
 
 @hookimpl
-def register_losses(register):
-    register("query-dsm", query_dsm_loss)
-    register("x0-mse", x0_mse_loss)
-    register("x0-mse-mixed", x0_mse_mixed_loss)
-    register("x0-mse-relative", x0_mse_relative_loss)
+def register_options(register):
+    for option in OPTIONS:
+        register(option)
 
 
 @hookimpl
-def register_samplers(register):
-    register("ddim-x0", ddim_x0_step)
+def register_losses(register):
+    register("query-dsm", query_dsm_loss, requires={"conditioning": SPARSE_KEYS})
+    register("x0-mse", x0_mse_loss, requires={"parameterization": X0_OR_V})
+    register("x0-mse-mixed", x0_mse_mixed_loss, requires={"parameterization": X0_OR_V})
+    register("x0-mse-relative", x0_mse_relative_loss,
+             requires={"parameterization": X0_OR_V, "conditioning": ("sparse-biharmonic",)})
 
 
 @hookimpl
@@ -34,8 +35,3 @@ def register_commands(register):
                              "reconstruct images from their fixed sparse context and score them"))
     register("demo", (commands.add_demo_parser, commands.run_demo,
                       "train a conditional model on natural-patches, reconstruct the test split, report"))
-
-
-@hookimpl
-def add_train_arguments(parser):
-    commands.add_train_arguments(parser)

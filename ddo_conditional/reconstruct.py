@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
-
 from ddo import schedules
 from ddo.models import coordinate_grid
-from ddo.sampling import resolve_sampler, timesteps
+from ddo.progress import progress_bar
+from ddo.sampling import check_step, denoise_step, timesteps
+
+from .models import ConditionalNetwork
 
 
 def _deblur(gen_sde, z: torch.Tensor) -> torch.Tensor:
@@ -27,8 +28,8 @@ def _impose(z: torch.Tensor, s: float, observed: torch.Tensor, mask: torch.Tenso
 
 @torch.no_grad()
 def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples: int = 8, generator=None,
-                sampler="denoise", data_consistency: bool = False, observation: tuple | None = None,
-                progress: bool = False, host=None, deblur: bool = True, max_rows: int | None = None,
+                sampler=denoise_step, data_consistency: bool = False, observation: tuple | None = None,
+                progress: bool = False, deblur: bool = True, max_rows: int | None = None,
                 cache: bool = True) -> dict:
     """Sample ``num_samples`` reconstructions of each image from its context.
 
@@ -36,7 +37,7 @@ def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples
         gen_sde: a ``DenoisingDiffusion`` whose network takes the ``context`` kwargs.
         context: network kwargs for the batch, e.g. ``{"context_image": (B, C, H, W)}``.
         shape: ``(B, C, H, W)``.
-        sampler: a sampler registry key or step function.
+        sampler: a step function (:mod:`ddo.sampling`; a registry key is resolved by the caller).
         data_consistency: re-impose the observed pixels, suitably noised, after every step; needs
             ``observation = (context_image (B, C, H, W), observation_mask (B, 1, H, W))``.
         deblur: divide the final ``z_0`` by ``alpha_0`` per DCT mode (floored at ``1e-3``), undoing the
@@ -44,16 +45,14 @@ def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples
             ``alpha_0 x0`` and so slightly blurred when ``sigma_blur_min > 0``.
         max_rows: the most rows (images x samples) per network call; default ``B``, so the samples
             are drawn one group of ``B`` after another. The result does not depend on it beyond the
-            order of random draws. Smaller calls also bound memory. With glibc's malloc left alone,
-            calls of more than ~32 rows of a 64-channel model fault their pages in on every call and
-            ran at half the speed; with the tuning that `ddo` commands apply (ddo/allocator.py) the
-            row count hardly matters (benchmarks/README.md).
-        cache: compute the network's step-invariant context terms once per call
-            (``network.cache_context``, when it has one) instead of at every step; same result.
+            order of random draws. Smaller calls also bound memory (benchmarks/README.md compares
+            row counts).
+        cache: compute a :class:`ConditionalNetwork`'s step-invariant context terms once per group
+            of samples (:meth:`~ConditionalNetwork.cache_context`) instead of at every step; same result.
     Returns ``{"samples": (S, B, C, H, W), "mean": (B, C, H, W), "std": (B, C, H, W)}``; the
     samples of image ``b`` are ``samples[:, b]``.
     """
-    step = resolve_sampler(sampler, host)
+    check_step(sampler)
     b = shape[0]
     device = next(gen_sde.network.parameters()).device
     per_call = max(1, (max_rows or b) // b)  # samples per network call
@@ -61,22 +60,23 @@ def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples
         raise ValueError("data consistency needs observation=(context_image, observation_mask)")
     ts = timesteps(num_steps)
     groups = [min(per_call, num_samples - i) for i in range(0, num_samples, per_call)]
-    bar = tqdm(total=len(groups) * (len(ts) - 1), desc="reconstruct", disable=not progress, leave=False)
+    bar = progress_bar(total=len(groups) * (len(ts) - 1), desc="reconstruct", enabled=progress, leave=False)
     out = []
     for k in groups:
         def tile(x, k=k):
             return x.repeat(k, *([1] * (x.ndim - 1)))
 
         kwargs = {name: tile(val) for name, val in context.items()}
-        if cache and hasattr(gen_sde.network, "cache_context"):
-            kwargs = gen_sde.network.cache_context(**kwargs)
+        network = getattr(gen_sde.network, "module", gen_sde.network)  # DistributedDataParallel
+        if cache and isinstance(network, ConditionalNetwork):
+            kwargs = network.cache_context(**kwargs)
         if data_consistency:
             observed, mask = (tile(o.to(device)) for o in observation)
         big = (b * k,) + tuple(shape[1:])
         v = coordinate_grid(big[0], big[-2], big[-1], device)
         z = gen_sde.prior_sample(big, generator=generator, device=device)
         for t, s in zip(ts[:-1], ts[1:]):
-            z = step(gen_sde, z, t, s, v, generator, **kwargs)
+            z = sampler(gen_sde, z, t, s, v, generator, **kwargs)
             if data_consistency and s > 0:
                 z = _impose(z, s, observed, mask, generator)
             bar.update(1)

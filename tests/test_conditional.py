@@ -7,6 +7,7 @@ import torch
 from ddo.builtins import fno_unet
 from ddo.diffusion import BlurringDiffusion, DenoisingDiffusion
 from ddo.models import coordinate_grid
+from ddo.sampling import ddim_step
 from ddo_conditional import (ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel,
                              FixedSparseMaskDataset, create_context_image_batched, create_query_mask_batched,
                              fixed_mask, reconstruct)
@@ -178,7 +179,7 @@ def test_reconstruct_rows_per_call_do_not_change_deterministic_samples():
     gen = DenoisingDiffusion(LinearDiffusion(), ConditionalLiftModel(_base(), 3))
     ds = FixedSparseMaskDataset(Images(2, 16), seed=1)
     ctx = context_tensors(torch.utils.data.default_collate([ds[i] for i in range(2)]))
-    outs = [reconstruct(gen, ctx, (2, 3, 16, 16), num_steps=3, num_samples=3, sampler="ddim", max_rows=rows,
+    outs = [reconstruct(gen, ctx, (2, 3, 16, 16), num_steps=3, num_samples=3, sampler=ddim_step, max_rows=rows,
                         generator=torch.Generator().manual_seed(0)) for rows in (2, 4, 6)]
     for o in outs[1:]:
         torch.testing.assert_close(o["samples"], outs[0]["samples"], rtol=1e-4, atol=1e-4)
@@ -189,18 +190,16 @@ def test_reconstruct_rows_per_call_do_not_change_deterministic_samples():
 def test_cached_context_terms_give_the_same_samples(kind):
     from ddo.diffusion import LinearDiffusion
     from ddo_conditional.models import SparseInterpModel
-    from ddo_conditional.precondition import Preconditioned
 
     torch.manual_seed(0)
     if kind == "encoder":
-        net = ConditionalDDOModel(_base(), 3, 8)
+        net, param = ConditionalDDOModel(_base(), 3, 8), "eps"
     else:
-        net = Preconditioned(SparseInterpModel(_base(), residual_scale="context", refiner_width=4),
-                             LinearDiffusion(), "x0")
+        net, param = SparseInterpModel(_base(), residual_scale="context", refiner_width=4, residual=True), "x0"
     for p in net.parameters():  # make the zero-initialised output layers non-trivial
         if p.dim() > 1 and p.abs().sum() == 0:
             torch.nn.init.normal_(p, std=0.1)
-    gen = DenoisingDiffusion(LinearDiffusion(), net)
+    gen = DenoisingDiffusion(LinearDiffusion(), net, parameterization=param)
     ds = FixedSparseMaskDataset(Images(2, 16), seed=1)
     ctx = context_tensors(torch.utils.data.default_collate([ds[i] for i in range(2)]))
     if kind == "encoder":
@@ -208,13 +207,13 @@ def test_cached_context_terms_give_the_same_samples(kind):
     cached = net.cache_context(**ctx)
     assert set(cached) - set(ctx) == ({"context_features"} if kind == "encoder"
                                       else {"context_dense", "context_lifted", "context_scale"})
-    encoder = net.context_encoder if kind == "encoder" else net.inner.context_lift
+    encoder = net.context_encoder if kind == "encoder" else net.context_lift
     calls = []
     encoder.register_forward_hook(lambda *_: calls.append(1))
     outs, counts = [], []
     for cache in (True, False):
         calls.clear()
-        outs.append(reconstruct(gen, ctx, (2, 3, 16, 16), num_steps=3, num_samples=2, sampler="ddim", cache=cache,
+        outs.append(reconstruct(gen, ctx, (2, 3, 16, 16), num_steps=3, num_samples=2, sampler=ddim_step, cache=cache,
                                 generator=torch.Generator().manual_seed(0)))
         counts.append(len(calls))
     assert counts == [2, 6]  # once per group of samples instead of once per step (2 groups x 3 steps)
@@ -233,10 +232,22 @@ class _Fixed(torch.nn.Module):
         return self.out
 
 
+class _EpsOracle(torch.nn.Module):
+    """The exact noise of ``z`` for the one-image distribution at ``x0``: ``(z - IDCT(a DCT(x0))) / s``."""
+
+    def __init__(self, fd, x0):
+        super().__init__()
+        self.fd, self.x0 = fd, x0
+        self.p = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, z, temp, v=None, **kwargs):
+        log_a, log_s = self.fd.log_alpha_sigma(temp, z.shape[-2:])
+        return (z - self.fd.from_modes(log_a.exp() * self.fd.to_modes(self.x0))) / log_s.exp()
+
+
 @pytest.mark.parametrize("t", [0.05, 0.5, 0.97])
 def test_parameterisations_match_their_definitions_per_mode(t):
     from ddo.dct import dct2, idct2
-    from ddo_conditional.precondition import Preconditioned
 
     fd = BlurringDiffusion()
     g = torch.Generator().manual_seed(0)
@@ -246,15 +257,16 @@ def test_parameterisations_match_their_definitions_per_mode(t):
     log_a, log_s = fd.log_alpha_sigma(tt, (16, 16))
     a, s = log_a.exp(), log_s.exp()
     z = idct2(a * dct2(x0)) + s * eps
-    # an x0 network that is right gives back the true noise
-    torch.testing.assert_close(Preconditioned(_Fixed(x0), fd, "x0")(z, tt), eps)
-    # v = a eps - s x per mode; a v network that is right gives back eps and x0
-    v = idct2(a * dct2(eps) - s * dct2(x0))
-    pre = Preconditioned(_Fixed(v), fd, "v")
-    torch.testing.assert_close(pre(z, tt), eps)
-    torch.testing.assert_close(pre(z, tt, output="x0"), x0)
-    # eps is passed through untouched
-    assert Preconditioned(_Fixed(eps), fd, "eps")(z, tt) is eps
+    v = idct2(a * dct2(eps) - s * dct2(x0))  # v = a eps - s x per mode
+    # a network that is right, whatever it predicts, gives back the true noise and the true image
+    for param, out in (("x0", x0), ("v", v), ("eps", eps)):
+        den = DenoisingDiffusion(fd, _Fixed(out), parameterization=param)
+        torch.testing.assert_close(den.epsilon(z, tt), eps)
+        torch.testing.assert_close(den.x0(z, tt), x0)
+    # eps is the network's output, untouched
+    assert DenoisingDiffusion(fd, _Fixed(eps)).epsilon(z, tt) is eps
+    with pytest.raises(ValueError, match="unknown parameterization 'score'"):
+        DenoisingDiffusion(fd, _Fixed(eps), parameterization="score")
 
 
 def test_biharmonic_context_is_cached_and_matches_the_baseline():
@@ -272,22 +284,24 @@ def test_biharmonic_context_is_cached_and_matches_the_baseline():
 @pytest.mark.parametrize("res", [16, 64])
 def test_ddim_x0_sampler_recovers_the_image_without_amplification(res):
     from ddo.sampling import sample
-    from ddo_conditional.precondition import Preconditioned, ddim_x0_step
 
     fd = BlurringDiffusion()
     x0 = torch.rand(1, 3, res, res, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    gen = DenoisingDiffusion(fd, Preconditioned(_Fixed(x0), fd, "x0"))
+    gen = DenoisingDiffusion(fd, _Fixed(x0), parameterization="x0")
     gen.network.register_parameter("p", torch.nn.Parameter(torch.zeros(())))
-    out = sample(gen, (2, 3, res, res), num_steps=20, sampler=ddim_x0_step, progress=False, device="cpu")
+    out = sample(gen, (2, 3, res, res), num_steps=20, sampler=ddim_step, progress=False, device="cpu")
     log_a, _ = fd.log_alpha_sigma(torch.zeros(1), (res, res))
     target = fd.from_modes(log_a.exp() * fd.to_modes(x0))
     assert torch.isfinite(out).all()
     assert (out - target).abs().max().item() < 1e-4
     # two steps: exact in x0 form; the epsilon form multiplies float32 rounding by alpha_0 / alpha_t
-    few = sample(gen, (2, 3, res, res), num_steps=2, sampler=ddim_x0_step, progress=False, device="cpu")
+    few = sample(gen, (2, 3, res, res), num_steps=2, sampler=ddim_step, progress=False, device="cpu")
     assert (few - target).abs().max().item() < 1e-4
     if res == 64:  # at 16x16 the largest ratio is small enough for float32
-        eps_form = sample(gen, (2, 3, res, res), num_steps=2, sampler="ddim", progress=False, device="cpu")
+        # the same exact denoiser as an eps network: a_s x0 is (a_s / a_t)(u - s eps), which multiplies
+        # float32 rounding by a_0 / a_t in high modes
+        eps_gen = DenoisingDiffusion(fd, _EpsOracle(fd, x0))
+        eps_form = sample(eps_gen, (2, 3, res, res), num_steps=2, sampler=ddim_step, progress=False, device="cpu")
         assert not ((eps_form - target).abs().max().item() < 1.0)  # diverged (or not even finite)
 
 
@@ -314,29 +328,24 @@ def test_calibration_of_exchangeable_gaussian_samples(n):
 
 
 class _FixedResidual(torch.nn.Module):
-    """An ``x0`` network body: a fixed residual over the ``context_dense`` it is given."""
+    """An ``x0`` network: a fixed residual over the ``context_dense`` it is given."""
 
     def __init__(self, residual):
         super().__init__()
         self.residual = torch.nn.Parameter(residual)
 
-    def forward(self, x, temp, v=None, **kwargs):
-        return self.residual.expand(x.shape[0], -1, -1, -1)
-
-    def x0_offset(self, context_dense=None, **_):
-        return context_dense
+    def forward(self, x, temp, v=None, context_dense=None, **kwargs):
+        return context_dense + self.residual.expand(x.shape[0], -1, -1, -1)
 
 
 @pytest.mark.parametrize("size", [(8, 8), (8, 12)])
 def test_symmetrized_posterior_mean_averages_the_transformed_estimates(size):
     from ddo_conditional.evaluate import dihedral_transforms, posterior_mean_one_call
-    from ddo_conditional.precondition import Preconditioned
 
     g = torch.Generator().manual_seed(0)
     h, w = size
     residual = torch.randn(1, 3, h, w, generator=g)
-    fd = BlurringDiffusion()
-    gen = DenoisingDiffusion(fd, Preconditioned(_FixedResidual(residual), fd, "x0"))
+    gen = DenoisingDiffusion(BlurringDiffusion(), _FixedResidual(residual), parameterization="x0")
     dense = torch.rand(2, 3, h, w, generator=g)
     plain = posterior_mean_one_call(gen, {"context_dense": dense}, (2, 3, h, w), g)
     torch.testing.assert_close(plain, dense + residual)
@@ -400,26 +409,25 @@ def test_spread_fit_with_roughness_recovers_all_three_terms():
 def test_relative_x0_loss_weights_t1_terms_by_inverse_biharmonic_error():
     from types import SimpleNamespace
 
-    from ddo.errors import UserError
     from ddo_conditional.losses import x0_mse_relative_loss
 
     x = torch.zeros(4, 1, 2, 2)
     err = torch.tensor([0.1, 0.2, 0.3, 0.4])            # the stub network's x0 is off by err_i everywhere
     seen_t = []
 
-    def model(z, t, v, output, **kw):
+    def x0(z, t, v, **kw):
         seen_t.append(t.clone())
         return x + err[:, None, None, None]
 
     gen_sde = SimpleNamespace(sample_timesteps=lambda b, device, dtype: torch.full((b,), 0.3),
-                              forward_diffusion=SimpleNamespace(sample=lambda t, x: x), model=model)
+                              forward_diffusion=SimpleNamespace(sample=lambda t, x: x), x0=x0)
     dense = x + torch.tensor([0.01, 0.03, 0.5, 0.5])[:, None, None, None]   # biharmonic errors per image
     out = x0_mse_relative_loss(floor=1e-4)(gen_sde, {"image": x}, None, {"context_dense": dense})["loss"]
     w = 1 / (torch.tensor([0.01, 0.03]) ** 2 + 1e-4)
     want = torch.cat([err[:2] ** 2 * w / w.mean(), err[2:] ** 2])
     torch.testing.assert_close(out, want)
     torch.testing.assert_close(seen_t[0], torch.tensor([1.0, 1.0, 0.3, 0.3]))     # half of the batch at t = 1
-    with pytest.raises(UserError, match="use it with --conditioning sparse-biharmonic"):
+    with pytest.raises(ValueError, match="use it with --conditioning sparse-biharmonic"):
         x0_mse_relative_loss()(gen_sde, {"image": x}, None, {})
 
 
@@ -517,7 +525,7 @@ def test_dihedral_augment_only_on_the_training_split_and_refuses_unknown_keys():
     wrapper = BiharmonicInterpConditioning({"augment": "dihedral", "resolution": 32})
     assert isinstance(wrapper.wrap_dataset(Images(2), "train"), DihedralAugment)
     assert not isinstance(wrapper.wrap_dataset(Images(2), "test"), DihedralAugment)
-    assert wrapper.config()["augment"] == "dihedral"
+    assert wrapper.augment == "dihedral"
     assert not isinstance(BiharmonicInterpConditioning({}).wrap_dataset(Images(2), "train"), DihedralAugment)
     with pytest.raises(ValueError, match="unknown augmentation 'rot45'; known: none, dihedral"):
         BiharmonicInterpConditioning({"augment": "rot45"})

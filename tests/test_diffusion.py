@@ -31,7 +31,8 @@ def _alpha0_x0(fd, x0):
 
 @pytest.mark.parametrize("fd_factory", [lambda: BlurringDiffusion(), lambda: LinearDiffusion(),
                                         lambda: BlurringDiffusion(noise=GaussianRandomField(2.0, 0.1))])
-@pytest.mark.parametrize("sampler,steps,tol", [("denoise", 50, 8e-3), ("ddim", 10, 1e-5), ("euler-maruyama", 400, 0.05)])
+@pytest.mark.parametrize("sampler,steps,tol", [(sampling.denoise_step, 50, 8e-3), (sampling.ddim_step, 10, 1e-5),
+                                               (sampling.euler_maruyama_step, 400, 0.05)])
 def test_samplers_recover_the_single_image_distribution(fd_factory, sampler, steps, tol):
     fd = fd_factory()
     x0 = torch.rand(1, 3, 16, 16, dtype=torch.float64) * 2 - 1
@@ -54,8 +55,8 @@ def test_kwargs_reach_the_network_from_every_path():
     gen.denoise_step(z, 0.5, 10, None, **marker)
     gen.score(z, 0.5, None, **marker)
     gen.pred(z, 0.5, None, **marker)
-    for name in ("denoise", "ddim", "euler-maruyama"):
-        sampling.sample(gen, (1, 3, 8, 8), num_steps=2, sampler=name, progress=False, device="cpu", **marker)
+    for step in (sampling.denoise_step, sampling.ddim_step, sampling.euler_maruyama_step):
+        sampling.sample(gen, (1, 3, 8, 8), num_steps=2, sampler=step, progress=False, device="cpu", **marker)
     assert len(net.seen) == 4 + 3 * 2
     assert all(s.get("context_image") is marker["context_image"] for s in net.seen)
 

@@ -30,7 +30,7 @@ def test_conditional_training_then_reconstruct(tmp_path, image_folder, capsys):
     assert main(tiny_train_args(run, image_folder, "--iterations", "3", "--conditioning", "sparse-encoder",
                                 "--loss", "query-dsm", "--mask-pattern", "grid", "--mask-seed", "7")) == 0
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
-    assert ckpt["plugins"]["wrapper"]["mask_pattern"] == "grid"
+    assert ckpt["config"]["mask_pattern"] == "grid" and ckpt["config"]["mask_seed"] == 7
     assert any(k.startswith("context_encoder.") for k in ckpt["model"])
     out = tmp_path / "rec"
     assert main(["reconstruct", "--checkpoint", str(run / "checkpoint.pt"), "--images", str(image_folder),
@@ -70,17 +70,21 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
                  "--num-samples", "2", "--calibrate-spread", "3", "--augment", "dihedral", "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["num_images"] == 4 and m["dataset"] == "natural-patches/test"
-    assert m["augment"] == "dihedral" and m["sampler"] == "ddim-x0"
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert ckpt["plugins"]["wrapper"]["augment"] == "dihedral"
+    assert m["augment"] == "dihedral" and m["sampler"] == "ddim"
+    config = json.loads((out / "config.json").read_text())
+    assert {k: config[k] for k in ("context_ratio", "query_ratio", "mask_seed", "mask_pattern", "augment")} == {
+        "context_ratio": 0.1, "query_ratio": 0.1, "mask_seed": 42, "mask_pattern": "random", "augment": "dihedral"}
     rc = m["calibration_rescaled"]
     assert rc["fitted_images"] == 3 and rc["fitted_on"] == "natural-patches/train" and rc["spread_scale"] > 0
     assert rc["spread_floor"] > 0 and 0 <= rc["within_1std"] <= rc["within_2std"] <= 1 and "within_t95" not in rc
     report = (out / "report.md").read_text()
     assert report.startswith("# ddo demo") and f"sqrt(({rc['spread_scale']:.2f} std)^2" in report
     assert "vs best classical baseline" in capsys.readouterr().out
-    # the epsilon-form ddim on an x0 network: allowed, with one line saying why ddim-x0 is safer
+    # reconstruct on an x0 model: the best measured sampler and steps, and the checkpoint's masks
     assert main(["reconstruct", "--checkpoint", str(out / "checkpoint.pt"), "--dataset", "natural-patches",
-                 "--limit", "2", "--num-samples", "1", "--steps", "2", "--sampler", "ddim",
-                 "--out", str(tmp_path / "rec"), "--no-progress"]) == 0
-    assert "`--sampler ddim-x0` is the same map in x0 form" in capsys.readouterr().err
+                 "--limit", "2", "--num-samples", "1", "--out", str(tmp_path / "rec"), "--no-progress"]) == 0
+    rec = json.loads((tmp_path / "rec" / "metrics.json").read_text())
+    assert (rec["sampler"], rec["steps"], rec["parameterization"]) == ("ddim", 20, "x0")
+    assert rec["masks"] == {"context_ratio": 0.1, "query_ratio": 0.1, "mask_seed": 42, "mask_pattern": "random",
+                            "from_flags": []}
+    assert "all from the checkpoint" in capsys.readouterr().out

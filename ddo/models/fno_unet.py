@@ -64,7 +64,25 @@ class ResBlock(nn.Module):
         return self.shortcut(x) + h
 
 
-class FNOUNet2d(nn.Module):
+class LiftedNetwork(nn.Module):
+    """A network written as a lifting layer followed by a trunk, ``forward = trunk(lift_input(x, v), temp)``,
+    so that a wrapper can add further inputs at the lifted width.
+
+    Subclasses provide ``lift_input(x, v) -> (B, lift_width, H, W)``, ``trunk(h, temp)``, the int
+    attribute ``lift_width`` and ``out``, the last layer (a convolution; wrappers that start as a
+    zero residual zero it).
+    """
+
+    lift_width: int
+
+    def lift_input(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def trunk(self, h: torch.Tensor, temp: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class FNOUNet2d(LiftedNetwork):
     """UNet of spectral residual blocks.
 
     Args:
@@ -99,6 +117,7 @@ class FNOUNet2d(nn.Module):
         temb_ch = 4 * ch
         self.temb = nn.Sequential(nn.Linear(ch, temb_ch), nn.SiLU(), nn.Linear(temb_ch, temb_ch))
         self.lift = nn.Conv2d(in_channels + (2 if use_pos else 0), ch, 1)
+        self.lift_width = ch
 
         base = base_resolution or modes_height
         if base % 2 ** (len(ch_mult) - 1):

@@ -90,6 +90,14 @@ def add_train_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--data-root", help="folder of the dataset (cifar10, image-folder)")
     g.add_argument("--resolution", type=positive_int)
     g.add_argument("--num-workers", type=nonneg_int)
+    _add_model_flags(parser)
+    _add_optimisation_flags(parser)
+    host = parser.get_default("_host")
+    if host is not None:
+        add_option_flags(parser.add_argument_group("plugin options"), options_of(host))
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("network")
     g.add_argument("--model", help="network key; default fno-unet")
     g.add_argument("--ch", type=positive_int)
@@ -115,6 +123,9 @@ def add_train_parser(parser: argparse.ArgumentParser) -> None:
                    help="what the network predicts: eps (default), x0 or v (see DenoisingDiffusion)")
     g.add_argument("--loss", help="loss key (see `ddo plugins`); default dsm")
     g.add_argument("--conditioning", help="model wrapper key (see `ddo plugins`); default none")
+
+
+def _add_optimisation_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("optimisation")
     g.add_argument("--batch-size", type=positive_int, help="global batch (all processes together)")
     g.add_argument("--grad-accum", type=positive_int, help="split each process's batch into N shards "
@@ -135,9 +146,6 @@ def add_train_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-sample", type=nonneg_int, help="samples drawn at the end (0: none)")
     g.add_argument("--sample-steps", type=positive_int)
     g.add_argument("--sampler", help="sampler key for previews")
-    host = parser.get_default("_host")
-    if host is not None:
-        add_option_flags(parser.add_argument_group("plugin options"), options_of(host))
 
 
 def add_option_flags(group, options) -> None:

@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +38,33 @@ def tiny_train_args(out, data_root, *extra):
             "--resolution", "16", "--ch", "8", "--ch-mult", "1,2", "--num-res-blocks", "1", "--modes", "4",
             "--batch-size", "4", "--lr", "2e-3", "--warmup", "1", "--log-every", "1", "--num-sample", "0",
             "--no-progress", *extra]
+
+
+def state_tensors(state, prefix: str = "") -> dict:
+    """Every tensor of a nested checkpoint state (dicts, lists), keyed by its path; other leaves as they are."""
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return {prefix: state}
+    out = {}
+    for k, v in items:
+        out.update(state_tensors(v, f"{prefix}/{k}"))
+    return out
+
+
+def assert_states_equal(a, b, keys=("model", "ema", "optimizer", "step", "rng"), atol: float = 0.0) -> None:
+    """The named parts of two checkpoints hold the same leaves: tensors equal (or within ``atol``)."""
+    ta = state_tensors({k: a[k] for k in keys})
+    tb = state_tensors({k: b[k] for k in keys})
+    assert ta.keys() == tb.keys()
+    assert any(k.startswith("/ema/") for k in ta) and any(k.startswith("/optimizer/state/") for k in ta)
+    for k in ta:
+        if torch.is_tensor(ta[k]):
+            if atol:
+                torch.testing.assert_close(ta[k].double(), tb[k].double(), atol=atol, rtol=0, msg=k)
+            else:
+                assert torch.equal(ta[k], tb[k]), k
+        else:
+            assert ta[k] == tb[k], k

@@ -5,24 +5,24 @@ import torch
 
 from ddo.cli import main
 
-from .conftest import tiny_train_args
+from .conftest import assert_states_equal, tiny_train_args
 
 
 def _run(tmp_path, name, image_folder, *extra):
     out = tmp_path / name
-    assert main(tiny_train_args(out, image_folder, "--iterations", "4", *extra)) == 0
+    assert main(tiny_train_args(out, image_folder, "--iterations", "4", "--ckpt-every", "3", *extra)) == 0
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     losses = [json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    return losses, ckpt["model"]
+    return losses, ckpt, json.loads((out / "config.json").read_text())
 
 
 def test_unconditional_training_is_bit_identical_with_plugin_absent_or_present(tmp_path, image_folder, monkeypatch):
     with_plugin = _run(tmp_path, "with", image_folder)
     monkeypatch.setenv("DDO_DISABLE_PLUGIN_AUTOLOAD", "1")
     without = _run(tmp_path, "without", image_folder)
-    assert with_plugin[0] == without[0]
-    assert with_plugin[1].keys() == without[1].keys()
-    assert all(torch.equal(with_plugin[1][k], without[1][k]) for k in with_plugin[1])
+    assert with_plugin[0] == without[0] and len(with_plugin[0]) == 4
+    assert_states_equal(with_plugin[1], without[1])  # model, EMA, optimizer, step, RNG states
+    assert with_plugin[2] == without[2]  # the same configuration: no plugin option applies to it
 
 
 def test_conditional_training_then_reconstruct(tmp_path, image_folder, capsys):

@@ -12,7 +12,7 @@ import torch
 
 from ddo.cli import main
 
-from .conftest import tiny_train_args
+from .conftest import assert_states_equal, tiny_train_args
 
 
 def _steps_logged(run):
@@ -65,8 +65,8 @@ def test_two_processes_equal_one_process_with_two_shards(tmp_path, image_folder)
     a = torch.load(single / "checkpoint.pt", weights_only=True)
     b = torch.load(multi / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 3
-    diff = max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"])
-    assert diff < 1e-5, diff
+    # the RNG states differ by construction (each rank draws its own shard's noise)
+    assert_states_equal(a, b, keys=("model", "ema", "optimizer", "step"), atol=1e-5)
     la = [json.loads(ln)["loss"] for ln in (single / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(ln)["loss"] for ln in (multi / "metrics.jsonl").read_text().splitlines()]
     assert la == pytest.approx(lb, rel=1e-5)

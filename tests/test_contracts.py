@@ -1,0 +1,124 @@
+"""Wrong combinations are refused at start (one line, exit 2, nothing written); a run's record holds
+every option in effect; resume keeps the architecture and the masks."""
+import json
+
+import pytest
+import torch
+
+from ddo import hookimpl
+from ddo.cli import main
+from ddo.options import Option
+
+from .conftest import tiny_train_args
+
+
+class _PlainNet(torch.nn.Module):
+    """A network without a lifting layer (not a ddo.models.LiftedNetwork)."""
+
+    def __init__(self, in_channels=3, **_):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, in_channels, 1)
+
+    def forward(self, x, temp, v=None, **kwargs):
+        return self.conv(x)
+
+
+class _PlainModelPlugin:
+    @hookimpl
+    def register_models(self, register):
+        register("plain", _PlainNet)
+
+
+REFUSED = [
+    (["--conditioning", "sparse-interp", "--loss", "x0-mse"],
+     "loss x0-mse needs --parameterization x0 or v; this run has --parameterization eps"),
+    (["--conditioning", "sparse-biharmonic", "--loss", "x0-mse-relative", "--parameterization", "x0",
+      "--mask-seed", "1"], None),  # a valid combination, for contrast
+    (["--conditioning", "sparse-interp", "--parameterization", "x0", "--loss", "x0-mse-relative"],
+     "loss x0-mse-relative needs --conditioning sparse-biharmonic; this run has --conditioning sparse-interp"),
+    (["--conditioning", "sparse-interp", "--residual-scale", "context"],
+     "--residual-scale context needs --parameterization x0 or v; this run has --parameterization eps"),
+    (["--conditioning", "sparse-encoder", "--refiner-width", "4"],
+     "--refiner-width applies to --conditioning sparse-interp or sparse-biharmonic; this run has --conditioning "
+     "sparse-encoder"),
+    (["--mask-seed", "3"], "--mask-seed applies to --conditioning sparse-encoder"),
+    (["--loss", "query-dsm"], "loss query-dsm needs --conditioning sparse-encoder or"),
+    (["--conditioning", "sparse-lift", "--model", "plain"], "sparse-lift adds its inputs at the lifting layer; the "
+     "network _PlainNet has none"),
+    (["--conditioning", "sparse-biharmonic", "--model", "plain"], "sparse-interp adds its inputs at the lifting layer"),
+    (["--conditioning", "sparse-wavelet"], "unknown conditioning 'sparse-wavelet'; known: none, sparse-biharmonic"),
+]
+
+
+@pytest.mark.parametrize("flags,message", REFUSED)
+def test_incompatible_combinations_are_refused_at_start(tmp_path, image_folder, monkeypatch, capsys, flags, message):
+    import ddo.plugins
+
+    real = ddo.plugins.load_host
+    monkeypatch.setattr(ddo.plugins, "load_host", lambda *a, **k: real(extra_plugins=[_PlainModelPlugin()]))
+    out = tmp_path / "run"
+    rc = main(tiny_train_args(out, image_folder, "--iterations", "1", *flags))
+    err = capsys.readouterr().err
+    if message is None:
+        assert rc == 0 and (out / "checkpoint.pt").exists()
+        return
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_config_json_lists_every_option_in_effect(tmp_path, image_folder):
+    run = tmp_path / "run"
+    assert main(tiny_train_args(run, image_folder, "--iterations", "1", "--conditioning", "sparse-encoder",
+                                "--mask-pattern", "grid")) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert {k: config[k] for k in ("context_ratio", "query_ratio", "mask_seed", "mask_pattern",
+                                   "context_feature_dim", "augment", "parameterization")} == {
+        "context_ratio": 0.1, "query_ratio": 0.1, "mask_seed": 42, "mask_pattern": "grid",
+        "context_feature_dim": 32, "augment": "none", "parameterization": "eps"}
+    assert "refiner_width" not in config  # an option of other conditioning keys
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert set(ckpt) == {"model", "ema", "optimizer", "step", "config", "rng"}  # only what resume restores
+    assert ckpt["config"] == config
+    plain = tmp_path / "plain"
+    assert main(tiny_train_args(plain, image_folder, "--iterations", "1")) == 0
+    assert "mask_seed" not in json.loads((plain / "config.json").read_text())
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--mask-seed", "7"], "was trained with --mask-seed 42; it cannot change to 7 on --resume (data options"),
+    (["--parameterization", "x0"], "was trained with --parameterization eps; it cannot change to x0 on --resume "
+     "(architecture options"),
+    (["--context-feature-dim", "16"], "was trained with --context-feature-dim 32; it cannot change to 16"),
+])
+def test_resume_refuses_a_change_of_architecture_or_masks(tmp_path, image_folder, capsys, flags, message):
+    run = tmp_path / "run"
+    assert main(tiny_train_args(run, image_folder, "--iterations", "1", "--conditioning", "sparse-encoder",
+                                "--mask-seed", "42")) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert main(["train", "--out", str(run), "--resume", "--iterations", "2", "--no-progress", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing written
+    # a run option may change
+    assert main(["train", "--out", str(run), "--resume", "--iterations", "2", "--no-progress", "--lr", "1e-4"]) == 0
+
+
+def test_reconstruct_mask_flags_override_the_checkpoint_and_are_reported(tmp_path, image_folder, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_train_args(run, image_folder, "--iterations", "1", "--conditioning", "sparse-lift",
+                                "--mask-seed", "5", "--mask-pattern", "grid")) == 0
+    out = tmp_path / "rec"
+    assert main(["reconstruct", "--checkpoint", str(run / "checkpoint.pt"), "--images", str(image_folder),
+                 "--limit", "2", "--num-samples", "1", "--steps", "2", "--mask-seed", "9", "--out", str(out),
+                 "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["masks"] == {"context_ratio": 0.1, "query_ratio": 0.1, "mask_seed": 9, "mask_pattern": "grid",
+                          "from_flags": ["mask_seed"]}
+    assert (m["sampler"], m["steps"]) == ("denoise", 2)  # an eps model: the ancestral sampler by default
+    assert "seed 9 (flags: mask_seed)" in capsys.readouterr().out
+
+
+def test_option_declarations_are_checked():
+    with pytest.raises(ValueError, match="kind must be one of architecture, data, run"):
+        Option("x", int, 0, kind="model")
+    assert Option("mask_seed").flag == "--mask-seed"

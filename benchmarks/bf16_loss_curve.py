@@ -29,13 +29,13 @@ def main():
     p.add_argument("--iterations", type=int, default=150)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", default="bf16_loss_curve.json")
+    p.add_argument("--json", default="benchmarks/results/bf16_loss_curve.json")
     a = p.parse_args()
     host = load_host()
     runs = {}
     for name, bf16 in (("fp32", False), ("bf16", True)):
         cfg = resolve({"iterations": a.iterations, "log_every": a.log_every, "num_sample": 0, "bf16": bf16,
-                       "conditioning": a.conditioning, "ckpt_every": 10**9}, a.preset)
+                       "conditioning": a.conditioning, "ckpt_every": 10**9}, a.preset, host)
         with tempfile.TemporaryDirectory() as d:
             t0 = time.time()
             train(cfg, host, d, device=torch.device(a.device), progress=False)

@@ -14,7 +14,8 @@ and their sharp occlusion edges, and can be drawn without limit. Each synthetic 
 - a random Gaussian blur of 0 to 1 pixel (the photographs' sharpness varies with their scale).
 
 The synthetic crops get global indices after the test split's, so the test crops keep the masks
-of every other `ddo demo` run and the margins compare directly.
+of every other `ddo demo` run and the margins compare directly. They reach `ddo demo` as the
+dataset `natural-patches+dead-leaves`, registered by this script's plugin object (`register_datasets`).
 
     python benchmarks/dead_leaves.py --count 2430 --out runs/demo_dead_leaves [any ddo demo flag]
     python benchmarks/dead_leaves.py --preview examples.png     # an 8x8 grid of synthetic images only
@@ -30,7 +31,10 @@ import sys
 import numpy as np
 
 import ddo.data
+from ddo import hookimpl
 from ddo.cli import main
+
+DATASET = "natural-patches+dead-leaves"
 
 
 def dead_leaves(rng: np.random.Generator, colours: np.ndarray, size: int = 32, supersample: int = 4,
@@ -96,17 +100,23 @@ def synthesize(photos: ddo.data.ArrayImages, count: int, seed: int, size: int) -
     return np.stack([dead_leaves(rng, crops[rng.integers(len(crops))], size) for _ in range(count)])
 
 
-def install(count: int, seed: int = 0) -> None:
-    plain = ddo.data.load_natural_patches
+class DeadLeavesPlugin:
+    """Registers :data:`DATASET`: natural-patches with ``count`` synthetic crops in its train split."""
+
+    def __init__(self, count: int, seed: int = 0):
+        self.count, self.seed = count, seed
 
     @functools.cache
-    def load(split: str, size: int = 32):
-        part = plain(split, size)
-        if split != "train" or count == 0:
+    def load(self, split: str, size: int = 32):
+        part = ddo.data.load_natural_patches(split, size)
+        if split != "train" or self.count == 0:
             return part
-        return WithSynthetic(part, synthesize(part, count, seed, size), len(plain("test", size).images))
+        n_test = len(ddo.data.load_natural_patches("test", size).images)
+        return WithSynthetic(part, synthesize(part, self.count, self.seed, size), n_test)
 
-    ddo.data.load_natural_patches = load
+    @hookimpl
+    def register_datasets(self, register):
+        register(DATASET, lambda split="train", resolution=32, **_: self.load(split, resolution))
 
 
 def preview(path: str, seed: int) -> None:
@@ -140,8 +150,8 @@ if __name__ == "__main__":
     known, rest = parser.parse_known_args()
     if known.preview:
         sys.exit(preview(known.preview, known.synthetic_seed))
-    install(known.count, known.synthetic_seed)
-    code = main(["demo", "--out", known.out, *rest])
+    code = main(["demo", "--dataset", DATASET, "--out", known.out, *rest],
+                 extra_plugins=[DeadLeavesPlugin(known.count, known.synthetic_seed)])
     if code == 0:
         annotate(known.out, known.count, known.synthetic_seed)
     sys.exit(code)

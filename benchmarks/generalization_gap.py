@@ -38,8 +38,8 @@ def margins(gen_sde, wrapper, host, split: str, every: int, batch_size: int) -> 
     base = host.datasets.get("natural-patches")(split=split, resolution=32)
     masked = wrapper.wrap_dataset(base, "test")  # the training masks, no augmentation
     keep = list(range(0, len(masked), every))
-    result = evaluate(gen_sde, wrapper, Every(masked, keep), num_samples=1, steps=1, sampler="ddim-x0",
-                      batch_size=batch_size, progress=False, host=host, baselines=("biharmonic",))
+    result = evaluate(gen_sde, wrapper, Every(masked, keep), num_samples=1, steps=1, sampler=host.samplers.get("ddim"),
+                      batch_size=batch_size, progress=False, baselines=("biharmonic",))
     m = result["metrics"]["methods"]
     model, bih = m["ddo-x0"]["psnr_query_per_image"], m["biharmonic"]["psnr_query_per_image"]
     by_photo = defaultdict(list)

@@ -35,20 +35,20 @@ def main():
     p.add_argument("--limit", type=int, default=96)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--preset", default="cpu-small")
-    p.add_argument("--json", default="quality_sweep.json")
+    p.add_argument("--json", default="benchmarks/results/quality_sweep.json")
     a = p.parse_args()
     host = load_host()
     rows = {}
     for name in a.variants.split(","):
         cfg = resolve({"conditioning": "sparse-interp", "parameterization": "x0", "loss": "x0-mse",
-                       "minutes": a.minutes, "num_sample": 0, **VARIANTS[name]}, a.preset)
+                       "minutes": a.minutes, "num_sample": 0, **VARIANTS[name]}, a.preset, host)
         with tempfile.TemporaryDirectory() as d:
             t0 = time.time()
             s = train(cfg, host, d, progress=False)
             gen, w, _ = load_model(os.path.join(d, CHECKPOINT), host)
             test = host.datasets.get("natural-patches")(split="test", resolution=32)
-            r = evaluate(gen, w, w.wrap_dataset(test, "test"), num_samples=1, steps=1, sampler="ddim",
-                         limit=a.limit, progress=False, host=host, baselines=("biharmonic",))["metrics"]
+            r = evaluate(gen, w, w.wrap_dataset(test, "test"), num_samples=1, steps=1, sampler=host.samplers.get("ddim"),
+                         limit=a.limit, progress=False, baselines=("biharmonic",))["metrics"]
         m = r["methods"]
         rows[name] = {"steps": s["step"], "seconds": round(time.time() - t0, 1),
                       "ddo_x0_psnr_query": m["ddo-x0"]["psnr_query"], "biharmonic_psnr_query": m["biharmonic"]["psnr_query"]}

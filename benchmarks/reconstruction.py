@@ -28,7 +28,7 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sampler", default="ddim")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default="reconstruction.json")
+    p.add_argument("--json", default="benchmarks/results/reconstruction.json")
     a = p.parse_args()
     host = load_host()
     gen, wrapper, cfg = load_model(a.checkpoint, host)
@@ -38,8 +38,8 @@ def main():
         t0 = time.time()
         test = host.datasets.get("natural-patches")(split="test", resolution=res)
         ds = wrapper.mask_dataset(test, pattern=pattern)
-        m = evaluate(gen, wrapper, ds, num_samples=a.num_samples, steps=a.steps, sampler=a.sampler, seed=a.seed,
-                     limit=a.limit, progress=False, host=host)["metrics"]
+        m = evaluate(gen, wrapper, ds, num_samples=a.num_samples, steps=a.steps, sampler=host.samplers.get(a.sampler), seed=a.seed,
+                     limit=a.limit, progress=False)["metrics"]
         rows[f"{pattern}@{res}"] = {"methods": {k: {kk: v[kk] for kk in ("psnr_query", "ssim_query", "psnr_full")}
                                                 for k, v in m["methods"].items()},
                                     "ddo_mean_source": m["methods"]["ddo-mean"]["source"],

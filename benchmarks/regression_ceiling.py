@@ -83,7 +83,7 @@ def main():
     p.add_argument("--loss", choices=("mse", "log-mse"), default="mse",
                    help="log-mse: mean over images of log(per-image MSE), what mean PSNR rewards")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default="regression_ceiling.json")
+    p.add_argument("--json", default="benchmarks/results/regression_ceiling.json")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     host = load_host()

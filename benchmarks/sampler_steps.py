@@ -30,7 +30,7 @@ def main():
     p.add_argument("--num-samples", type=int, default=4)
     p.add_argument("--rows", default=DEFAULT_ROWS, help="sampler:steps pairs; the first is the reference")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default="sampler_steps.json")
+    p.add_argument("--json", default="benchmarks/results/sampler_steps.json")
     a = p.parse_args()
     host = load_host()
     gen, wrapper, cfg = load_model(a.checkpoint, host)
@@ -39,8 +39,8 @@ def main():
     for spec in a.rows.split(","):
         sampler, steps = spec.split(":")
         t0 = time.time()
-        m = evaluate(gen, wrapper, test, num_samples=a.num_samples, steps=int(steps), sampler=sampler, seed=a.seed,
-                     limit=a.limit, progress=False, host=host, baselines=("biharmonic",))["metrics"]
+        m = evaluate(gen, wrapper, test, num_samples=a.num_samples, steps=int(steps), sampler=host.samplers.get(sampler), seed=a.seed,
+                     limit=a.limit, progress=False, baselines=("biharmonic",))["metrics"]
         rows[spec] = {"psnr_query": {k: m["methods"][k]["psnr_query"] for k in ("ddo-samples-mean", "ddo-sample", "biharmonic")},
                       "calibration": m.get("calibration"), "model_seconds": m["seconds"]["model_s"],
                       "seconds": round(time.time() - t0, 1)}

@@ -17,11 +17,12 @@ import time
 
 import torch
 
+from ddo.allocator import tune_malloc
 from ddo.config import resolve
 from ddo.models import coordinate_grid, count_parameters, spectral
 from ddo.plugins import load_host
-from ddo.allocator import tune_malloc
 from ddo.train import build_model, make_optimizer, set_autocast
+from ddo_conditional.models import ConditionalNetwork
 
 
 def _sync(device):
@@ -49,17 +50,21 @@ def gemm_gflops(device, n=2048, dtype=torch.float32):
 
 
 class spectral_path:
-    """Force the spectral layers onto FFTs (``"fft"``) or leave the default dispatch (``"auto"``)."""
+    """Put every spectral layer of ``net`` on FFTs (``"fft"``) or leave its dispatch (``"auto"``), through
+    the layers' ``dense_max_pixels`` attribute."""
 
-    def __init__(self, path: str):
-        self.path, self.saved = path, spectral.DENSE_MAX_PIXELS
+    def __init__(self, net, path: str):
+        self.layers = [m for m in net.modules() if isinstance(m, spectral.SpectralConv2d)]
+        self.path, self.saved = path, [m.dense_max_pixels for m in self.layers]
 
     def __enter__(self):
         if self.path == "fft":
-            spectral.DENSE_MAX_PIXELS = 0
+            for m in self.layers:
+                m.dense_max_pixels = 0
 
     def __exit__(self, *exc):
-        spectral.DENSE_MAX_PIXELS = self.saved
+        for m, saved in zip(self.layers, self.saved):
+            m.dense_max_pixels = saved
 
 
 def forward_flops(gen_sde, x, v, kwargs):
@@ -68,7 +73,7 @@ def forward_flops(gen_sde, x, v, kwargs):
     from torch.utils.flop_counter import FlopCounterMode
 
     t = torch.rand(x.shape[0], device=x.device)
-    with FlopCounterMode(display=False) as fc, torch.no_grad(), spectral_path("fft"):
+    with FlopCounterMode(display=False) as fc, torch.no_grad(), spectral_path(gen_sde.network, "fft"):
         gen_sde.model(x, t, v, **kwargs)
     return fc.get_total_flops()
 
@@ -109,7 +114,7 @@ def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch
         opt.step()
 
     # as reconstruct(): the network's step-invariant context terms computed once per batch
-    cache = getattr(gen_sde.network, "cache_context", None)
+    cache = gen_sde.network.cache_context if isinstance(gen_sde.network, ConditionalNetwork) else None
     with torch.no_grad():
         cached = [cache(**{k: t[sl] for k, t in kwargs.items()}) if cache else {k: t[sl] for k, t in kwargs.items()}
                   for sl in parts]
@@ -119,7 +124,7 @@ def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch
             for sl, kw in zip(parts, cached):
                 gen_sde.denoise_step(x[sl], 0.5, 250, v[sl], **(kw if use_cache else {k: t[sl] for k, t in kwargs.items()}))
 
-    with spectral_path(path):
+    with spectral_path(gen_sde.network, path):
         t_train, all_train = timed(train_step, device, 2, steps) if train else (float("nan"), [])
         t_sample, all_sample = timed(sample_step, device, 2, steps)
         t_uncached = timed(lambda: sample_step(False), device, 1, steps)[0] if cache else t_sample
@@ -192,7 +197,7 @@ def main():
     malloc_tuned = tune_malloc({"DDO_MALLOC": a.malloc})
     device = torch.device(a.device)
     host = load_host()
-    config = resolve({"conditioning": a.conditioning}, a.preset)
+    config = resolve({"conditioning": a.conditioning}, a.preset, host)
     if a.sample_rows:
         return sample_rows_only(config, host, device, a)
     gemm = gemm_gflops(device)

@@ -27,10 +27,12 @@ def build_parser(host) -> Parser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv=None, extra_plugins=()) -> int:
+    """Run ``ddo`` with ``argv``; ``extra_plugins``: plugin objects registered beside the installed ones
+    (a script's own datasets or models, say)."""
     try:
         tune_malloc()
-        host = plugins.load_host()
+        host = plugins.load_host(extra_plugins=extra_plugins)
         parser = build_parser(host)
         try:
             args = vars(parser.parse_args(argv))

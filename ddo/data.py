@@ -67,12 +67,14 @@ NATURAL_PATCHES_VERSION = 1
 
 
 def _photo(name: str) -> np.ndarray:
+    """A photograph scikit-image ships, as RGB uint8 (grayscale ones with the channel repeated)."""
     import skimage.data
 
     if name.startswith("motorcycle_"):
         left, right, _ = skimage.data.stereo_motorcycle()
         return left if name.endswith("left") else right
-    return getattr(skimage.data, name)()
+    photo = getattr(skimage.data, name)()
+    return np.repeat(photo[..., None], 3, axis=-1) if photo.ndim == 2 else photo
 
 
 def _crops(photo: np.ndarray, size: int, stride: int) -> list[np.ndarray]:
@@ -94,10 +96,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DDO_CACHE_DIR", Path.home() / ".cache" / "ddo"))
 
 
-def build_natural_patches(size: int = 32) -> dict[str, np.ndarray]:
+def build_natural_patches(size: int = 32, train_photos=TRAIN_PHOTOS) -> dict[str, np.ndarray]:
     """Deterministic crops: train photos with stride ``size/2``, test photos without overlap."""
     parts = {}
-    for split, names, stride in (("train", TRAIN_PHOTOS, size // 2), ("test", TEST_PHOTOS, size)):
+    for split, names, stride in (("train", train_photos, size // 2), ("test", TEST_PHOTOS, size)):
         crops, sources = [], []
         for name in names:
             c = _crops(_photo(name), size, stride)
@@ -108,23 +110,28 @@ def build_natural_patches(size: int = 32) -> dict[str, np.ndarray]:
     return parts
 
 
-def load_natural_patches(split: str, size: int = 32) -> ArrayImages:
-    """The ``natural-patches`` split, built on first use and cached under :func:`cache_dir`."""
+def load_natural_patches(split: str, size: int = 32, train_photos=TRAIN_PHOTOS) -> ArrayImages:
+    """The ``natural-patches`` split, built on first use and cached under :func:`cache_dir`.
+
+    ``train_photos``: names of ``skimage.data`` photographs for the train split (the test split is
+    always :data:`TEST_PHOTOS`); a list other than the default is cached under its own name."""
     if split not in ("train", "test"):
         raise UserError(f"natural-patches has splits 'train' and 'test', not {split!r}")
     if size < 8:
         raise UserError(f"natural-patches needs a resolution of at least 8, got {size}")
-    path = cache_dir() / f"natural_patches_v{NATURAL_PATCHES_VERSION}_{size}.npz"
+    train_photos = tuple(train_photos)
+    tag = "" if train_photos == TRAIN_PHOTOS else "_" + "-".join(train_photos)
+    path = cache_dir() / f"natural_patches_v{NATURAL_PATCHES_VERSION}{tag}_{size}.npz"
     if path.exists():
         with np.load(path) as f:
             parts = {k: f[k] for k in f.files}
     else:
-        parts = build_natural_patches(size)
+        parts = build_natural_patches(size, train_photos)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
         np.savez(tmp, **parts)
         os.replace(tmp, path)
-        print(f"natural-patches: built {len(parts['train'])} train crops from {len(TRAIN_PHOTOS)} photos and "
+        print(f"natural-patches: built {len(parts['train'])} train crops from {len(train_photos)} photos and "
               f"{len(parts['test'])} test crops from {len(TEST_PHOTOS)} held-out photos ({size}x{size}); "
               f"cached at {path}", file=sys.stderr)
     offset = 0 if split == "train" else len(parts["train"])

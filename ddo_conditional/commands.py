@@ -135,6 +135,8 @@ def _mask_line(m: dict) -> str:
 def add_demo_parser(parser) -> None:
     parser.add_argument("--minutes", type=positive_float, default=10.0, help="training budget (default 10)")
     parser.add_argument("--out", default="runs/demo")
+    parser.add_argument("--dataset", default="natural-patches",
+                        help="dataset key: trained on its train split, scored on its test split")
     parser.add_argument("--conditioning", default="sparse-biharmonic")
     parser.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="x0")
     parser.add_argument("--refiner-width", type=nonneg_int, default=32)
@@ -153,7 +155,7 @@ def add_demo_parser(parser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-DEMO_KEYS = ("conditioning", "loss", "minutes", "parameterization", "refiner_width", "residual_scale",
+DEMO_KEYS = ("dataset", "conditioning", "loss", "minutes", "parameterization", "refiner_width", "residual_scale",
              "lr_schedule", "augment", "seed")
 
 
@@ -166,22 +168,23 @@ def run_demo(args: dict) -> int:
     config = resolve({**{k: args[k] for k in DEMO_KEYS}, "num_sample": 0}, "cpu-small", host)
     key, step, _ = sampling_choice(host, config, args["sampler"], args["steps"])
     t0 = time.monotonic()
-    print(f"ddo demo: training {args['conditioning']} on natural-patches for {args['minutes']:g} minutes", file=sys.stderr)
+    print(f"ddo demo: training {args['conditioning']} on {args['dataset']} for {args['minutes']:g} minutes", file=sys.stderr)
     summary = train(config, host, out, device=device, progress=not args["no_progress"])
     train_s = time.monotonic() - t0
     gen_sde, wrapper, config = load_model(out / CHECKPOINT, host, device)
-    test = host.datasets.get("natural-patches")(split="test", resolution=config["resolution"])
+    test = host.datasets.get(args["dataset"])(split="test", resolution=config["resolution"])
     spread = None
     if args["num_samples"] > 1:
-        spread = _fit_spread(gen_sde, wrapper, host, "natural-patches", None, config["resolution"],
+        spread = _fit_spread(gen_sde, wrapper, host, args["dataset"], None, config["resolution"],
                              args["calibrate_spread"], args, device, step)
     result = evaluate(gen_sde, wrapper, wrapper.wrap_dataset(test, "test"), num_samples=args["num_samples"],
                       steps=args["steps"], sampler=step, seed=args["seed"], limit=args.get("limit"),
                       device=device, progress=not args["no_progress"], spread=spread)
     m = result["metrics"]
     m.update(train_steps=summary["step"], train_seconds=round(train_s, 1), sampler=key,
-             parameters=count_parameters(gen_sde.network), dataset="natural-patches/test",
-             **{k: config[k] for k in DEMO_KEYS if k not in ("minutes", "seed")})
+             parameters=count_parameters(gen_sde.network),
+             **{k: config[k] for k in DEMO_KEYS if k not in ("minutes", "seed", "dataset")})
+    m["dataset"] = f"{args['dataset']}/test"
     write_outputs(result, out)
     best = best_baseline(m["methods"])
     margin = m["methods"]["ddo-mean"]["psnr_query"] - m["methods"][best]["psnr_query"]
@@ -197,7 +200,7 @@ def run_demo(args: dict) -> int:
 def _report(m: dict, tbl: str, best: str, margin: float, source: str) -> str:
     cal = m.get("calibration", {})
     lines = [
-        "# ddo demo: conditional sparse reconstruction on natural-patches (held-out photographs)", "",
+        f"# ddo demo: conditional sparse reconstruction on {m['dataset']}", "",
         f"{m['num_images']} test images; {m['context_ratio']:.0%} context and {m['query_ratio']:.0%} query pixels "
         f"({m['mask_pattern']} masks, seed {m['mask_seed']}). Model: `{m['conditioning']}` wrapper, "
         f"{m['parameters']:,} parameters, `{m['parameterization']}` parameterisation, loss `{m['loss']}`, {m['train_steps']} steps in {m['train_seconds']:.0f} s. "

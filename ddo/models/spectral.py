@@ -110,11 +110,17 @@ class SpectralConv2d(nn.Module):
     Higher modes are zeroed. The output has the input's size; on a grid too small to hold every
     mode, only those that fit are used.
 
+    ``dense_max_pixels``: grids of at most this many pixels compute the kept modes with dense DFT
+    matrices (:meth:`_forward_dense`), larger ones with FFTs; 0 always uses FFTs. The attribute
+    of the same name may be changed on an instance.
+
     Shapes: ``x: (B, C_in, H, W) -> (B, C_out, H, W)``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, modes_height: int, modes_width: int):
+    def __init__(self, in_channels: int, out_channels: int, modes_height: int, modes_width: int,
+                 dense_max_pixels: int = DENSE_MAX_PIXELS):
         super().__init__()
+        self.dense_max_pixels = dense_max_pixels
         self.in_channels, self.out_channels = in_channels, out_channels
         self.modes_height, self.modes_width = modes_height, modes_width
         self.half = (modes_height + 1) // 2
@@ -139,7 +145,7 @@ class SpectralConv2d(nn.Module):
         # transforms and mode mixing in fp32 even under autocast: a bf16 DFT keeps ~3 significant
         # digits, and the mixing sums over every input channel
         with torch.autocast(x.device.type, enabled=False):
-            if h * w <= DENSE_MAX_PIXELS:
+            if h * w <= self.dense_max_pixels:
                 return self._forward_dense(x, mh, mw)
             return self._forward_fft(x, mh, mw)
 

@@ -151,7 +151,7 @@ if __name__ == "__main__":
     if known.preview:
         sys.exit(preview(known.preview, known.synthetic_seed))
     code = main(["demo", "--dataset", DATASET, "--out", known.out, *rest],
-                 extra_plugins=[DeadLeavesPlugin(known.count, known.synthetic_seed)])
+                 extra_plugins=[DeadLeavesPlugin(known.count, known.synthetic_seed)], tune_allocator=True)
     if code == 0:
         annotate(known.out, known.count, known.synthetic_seed)
     sys.exit(code)

@@ -29,4 +29,4 @@ class MorePhotosPlugin:
 
 
 if __name__ == "__main__":
-    sys.exit(main(["demo", "--dataset", DATASET, *sys.argv[1:]], extra_plugins=[MorePhotosPlugin()]))
+    sys.exit(main(["demo", "--dataset", DATASET, *sys.argv[1:]], extra_plugins=[MorePhotosPlugin()], tune_allocator=True))

@@ -4,13 +4,14 @@ PyTorch's CPU tensors come from ``malloc``. glibc serves blocks above its mmap t
 32 MiB on 64-bit Linux) with fresh ``mmap`` calls and unmaps them on ``free``, so every large
 activation, gradient or FFT work buffer of every step is page-faulted in again, and the heap is
 trimmed back to the system whenever its free top exceeds 128 KiB. For networks whose activations
-pass that size (the seed FNO-UNet at batch 32: 34 MB spectra) this cost over a third of a training
-step (24.9 vs 15.6 images/s, benchmarks/README.md). With mmap disabled and trimming off, freed
+pass that size (the seed FNO-UNet's spectra at batch 32) this is a large share of a training step
+(benchmarks/README.md has the measurement). With mmap disabled and trimming off, freed
 blocks stay in the heap and are reused: resident memory stays at the peak of one step, which is
 what a training process holds anyway.
 
-``ddo`` commands call :func:`tune_malloc` on start; ``DDO_MALLOC=default`` leaves malloc alone.
-Importing ``ddo`` changes nothing.
+The ``ddo`` command calls :func:`tune_malloc` on start (``ddo.cli.main(tune_allocator=True)``);
+``DDO_MALLOC=default`` leaves malloc alone. Importing ``ddo`` or calling ``ddo.cli.main`` from
+Python changes nothing.
 """
 from __future__ import annotations
 

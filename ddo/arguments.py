@@ -88,6 +88,8 @@ def add_train_parser(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument("--dataset", help="dataset key (see `ddo plugins`); default natural-patches")
     g.add_argument("--data-root", help="folder of the dataset (cifar10, image-folder)")
+    g.add_argument("--download", action="store_true", default=None,
+                   help="fetch the dataset into --data-root first (cifar10; checksum verified)")
     g.add_argument("--resolution", type=positive_int)
     g.add_argument("--num-workers", type=nonneg_int)
     _add_model_flags(parser)

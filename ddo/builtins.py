@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import arguments, commands, data, sampling
+from .errors import UserError
 from .hookspecs import hookimpl
 from .models import FNOUNet2d
 
@@ -45,15 +46,22 @@ def dsm_loss():
     return loss
 
 
-def _natural_patches(split="train", resolution=32, **_):
+def _local(name: str, download: bool) -> None:
+    if download:
+        raise UserError(f"--download applies to --dataset cifar10; {name} is read from this machine")
+
+
+def _natural_patches(split="train", resolution=32, download=False, **_):
+    _local("natural-patches (scikit-image's bundled photographs)", download)
     return data.load_natural_patches(split, resolution)
 
 
-def _cifar10(split="train", data_root=None, resolution=32, **_):
-    return data.load_cifar10(split, data_root, resolution)
+def _cifar10(split="train", data_root=None, resolution=32, download=False, **_):
+    return data.load_cifar10(split, data_root, resolution, download=download)
 
 
-def _image_folder(split="train", data_root=None, resolution=32, **_):
+def _image_folder(split="train", data_root=None, resolution=32, download=False, **_):
+    _local("image-folder", download)
     return data.load_image_folder(data_root, resolution)
 
 

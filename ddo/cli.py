@@ -27,11 +27,14 @@ def build_parser(host) -> Parser:
     return parser
 
 
-def main(argv=None, extra_plugins=()) -> int:
-    """Run ``ddo`` with ``argv``; ``extra_plugins``: plugin objects registered beside the installed ones
-    (a script's own datasets or models, say)."""
+def main(argv=None, extra_plugins=(), tune_allocator: bool = False) -> int:
+    """Run ``ddo`` with ``argv``; returns the exit code. ``extra_plugins``: plugin objects registered
+    beside the installed ones (a script's own datasets or models, say). ``tune_allocator``: tune
+    glibc's malloc for this process first (:func:`ddo.allocator.tune_malloc`), as the ``ddo``
+    command does; off by default so that a caller's process is left as it was."""
     try:
-        tune_malloc()
+        if tune_allocator:
+            tune_malloc()
         host = plugins.load_host(extra_plugins=extra_plugins)
         parser = build_parser(host)
         try:
@@ -46,3 +49,8 @@ def main(argv=None, extra_plugins=()) -> int:
     except KeyboardInterrupt:
         print("ddo: interrupted", file=sys.stderr)
         return 130
+
+
+def console_main() -> None:
+    """The ``ddo`` command and ``python -m ddo``."""
+    sys.exit(main(tune_allocator=True))

@@ -27,7 +27,7 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-RUN_KEYS = ("out", "preset", "resume", "device", "no_progress", "command", "_host")
+RUN_KEYS = ("out", "preset", "resume", "device", "no_progress", "download", "command", "_host")
 
 
 def _flags(args: dict) -> dict:
@@ -54,6 +54,9 @@ def run_train(args: dict) -> int:
     host = args["_host"]
     device = resolve_device(args.get("device"))
     config = train_config(args, host)
+    if args.get("download"):
+        host.datasets.get(config["dataset"])(split="train", data_root=config["data_root"],
+                                             resolution=config["resolution"], download=True)
     summary = train(config, host, args["out"], resume=bool(args.get("resume")), device=device,
                     progress=not args.get("no_progress"))
     print(f"trained {summary['step']} steps; last loss {summary['last_loss']:.4g}; run in {summary['out_dir']}")

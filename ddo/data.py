@@ -1,11 +1,14 @@
 """Datasets: real images, offline. Items are ``{"image": (C, H, W) in [-1, 1], "index": int}``.
 
 - ``natural-patches``: crops of the photographs bundled with scikit-image, split by photograph.
-- ``cifar10``: a local ``cifar-10-batches-py`` folder (never downloaded).
+- ``cifar10``: a local ``cifar-10-batches-py`` folder; fetched only when asked (``download=True``,
+  the ``--download`` flag), with torchvision's download-and-verify helper.
 - ``image-folder``: PNG/JPEG files of a folder, centre-cropped and resized.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pickle
 import sys
@@ -139,6 +142,8 @@ def load_natural_patches(split: str, size: int = 32, train_photos=TRAIN_PHOTOS) 
 
 
 # --- CIFAR-10 ----------------------------------------------------------------------------------
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_FILES = ("test_batch",)
 
@@ -158,14 +163,49 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def _cifar_folder(data_root: str | os.PathLike | None) -> Path:
     if data_root is None:
-        raise UserError("cifar10 needs --data-root pointing at a folder that holds cifar-10-batches-py "
-                        "(this project never downloads data)")
+        raise UserError("cifar10 needs --data-root DIR: a folder that holds cifar-10-batches-py "
+                        "(add --download to fetch it there)")
     root = Path(data_root)
     folder = root if root.name == "cifar-10-batches-py" else root / "cifar-10-batches-py"
     if not folder.is_dir():
-        raise UserError(f"no cifar-10-batches-py folder under {root}; download and extract CIFAR-10 "
-                        "(python version) there first")
+        raise UserError(f"no cifar-10-batches-py folder under {root}; pass --download to fetch CIFAR-10 "
+                        "there, or extract the python version of the archive there yourself")
     return folder
+
+
+def download_cifar10(data_root, url: str | None = None, md5: str | None = None) -> Path:
+    """Fetch and extract CIFAR-10 into ``data_root/cifar-10-batches-py`` (nothing if it is there).
+
+    Uses torchvision's ``download_and_extract_archive`` (the archive's MD5 is checked). Everything
+    happens in a temporary folder inside ``data_root`` that is moved into place at the end, so a
+    failed download (network, checksum) leaves nothing behind.
+    """
+    import shutil
+    import tempfile
+
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    root = Path(data_root)
+    if (root / "cifar-10-batches-py").is_dir():
+        return root / "cifar-10-batches-py"
+    url, md5 = url or CIFAR10_URL, md5 or CIFAR10_MD5
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+    quiet = contextlib.nullcontext() if sys.stderr.isatty() else contextlib.redirect_stderr(io.StringIO())
+    try:
+        with quiet:  # torchvision's progress bar: on a terminal only
+            download_and_extract_archive(url, str(tmp), filename="cifar-10-python.tar.gz", md5=md5)
+        if not (tmp / "cifar-10-batches-py").is_dir():
+            raise RuntimeError("the archive holds no cifar-10-batches-py folder")
+        os.replace(tmp / "cifar-10-batches-py", root / "cifar-10-batches-py")
+    except Exception as e:  # noqa: BLE001 - any failure: one line, nothing left
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        raise UserError(f"could not download CIFAR-10 from {url}: {str(e).splitlines()[0] if str(e) else e!r}") from None
+    shutil.rmtree(tmp, ignore_errors=True)
+    return root / "cifar-10-batches-py"
 
 
 def _read_cifar_batch(path: Path) -> np.ndarray:
@@ -174,22 +214,28 @@ def _read_cifar_batch(path: Path) -> np.ndarray:
     try:
         with open(path, "rb") as f:
             d = _ArrayUnpickler(f, encoding="bytes").load()
-        data = np.asarray(d[b"data"])
+        d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}  # keys: str or bytes
+        data = np.asarray(d["data"])
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
             raise ValueError(f"data has shape {data.shape} and dtype {data.dtype}")
-        if len(d[b"labels"]) != len(data):
+        if len(d["labels"]) != len(data):
             raise ValueError("labels and data differ in length")
     except Exception as e:  # noqa: BLE001 - any failure means a malformed file
         raise UserError(f"malformed CIFAR-10 file {path}: {e}") from None
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
 
-def load_cifar10(split: str, data_root=None, resolution: int = 32) -> ArrayImages:
-    """CIFAR-10 ``train`` (indices 0..49,999) or ``test`` (50,000..59,999) from a local folder."""
+def load_cifar10(split: str, data_root=None, resolution: int = 32, download: bool = False) -> ArrayImages:
+    """CIFAR-10 ``train`` (indices 0..49,999) or ``test`` (50,000..59,999) from a local folder
+    (fetched first with ``download=True``: :func:`download_cifar10`)."""
     if split not in ("train", "test"):
         raise UserError(f"cifar10 has splits 'train' and 'test', not {split!r}")
     if resolution != 32:
         raise UserError(f"cifar10 images are 32x32; use --resolution 32 (got {resolution})")
+    if download:
+        if data_root is None:
+            raise UserError("--download needs --data-root DIR, the folder to put CIFAR-10 in")
+        download_cifar10(data_root, CIFAR10_URL, CIFAR10_MD5)
     folder = _cifar_folder(data_root)
     train = [_read_cifar_batch(folder / n) for n in CIFAR_TRAIN_FILES]
     n_train = sum(len(b) for b in train)

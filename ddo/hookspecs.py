@@ -46,7 +46,10 @@ def register_model_wrappers(register):
 
 @hookspec
 def register_datasets(register):
-    """Register datasets: ``factory(split, data_root, resolution, train) -> torch Dataset``.
+    """Register datasets: ``factory(split, data_root, resolution, download=False) -> torch Dataset``.
+
+    ``download=True`` (the ``--download`` flag) asks the factory to fetch its data first; a dataset
+    that cannot raises :class:`ddo.errors.UserError`. Without it, nothing may touch the network.
 
     Items are dicts with ``image: (C, H, W)`` float in ``[-1, 1]`` and ``index`` (the image's
     global index across splits, an ``int``).

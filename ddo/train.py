@@ -250,16 +250,52 @@ def _save(run: _Run, config: dict, out_dir: Path, dist) -> None:
     dist.barrier()
 
 
+class StepBatches(torch.utils.data.Sampler):
+    """This rank's items of every step from ``start`` on, epoch after epoch, as ``(epoch, index)`` pairs.
+
+    Step ``k``'s global batch is a pure function of ``(seed, k)`` (a seeded permutation per epoch),
+    so one sampler serves the whole run and a resumed run continues where it stopped.
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, start: int, rank: int = 0, world: int = 1):
+        self.n, self.global_batch, self.seed, self.start = n, global_batch, seed, start
+        self.local = slice(rank * (global_batch // world), (rank + 1) * (global_batch // world))
+        self.steps_per_epoch = n // global_batch
+
+    def __iter__(self):
+        epoch, pos = divmod(self.start, self.steps_per_epoch)
+        while True:
+            for b in _epoch_batches(self.n, self.global_batch, self.seed, epoch)[pos:]:
+                yield [(epoch, i) for i in b[self.local]]
+            epoch, pos = epoch + 1, 0
+
+
+class EpochItems(torch.utils.data.Dataset):
+    """``dataset`` indexed by ``(epoch, index)``: sets the epoch of ``flipped`` (the run's
+    :class:`~ddo.data.RandomFlip`, somewhere inside ``dataset``) before reading, so that every
+    worker process, however long it lives, draws the same per-epoch flips as the main process."""
+
+    def __init__(self, dataset, flipped: RandomFlip):
+        self.dataset, self.flipped = dataset, flipped
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, i = key
+        self.flipped.set_epoch(epoch)
+        return self.dataset[i]
+
+
 def _batches(run: _Run, config: dict, dist, device):
-    """The remaining batches of the run, epoch after epoch, moved to ``device`` (this rank's slice)."""
-    local_batch = config["batch_size"] // dist.world
-    while True:
-        epoch, pos = divmod(run.step, run.steps_per_epoch)
-        run.flipped.set_epoch(epoch)
-        batches = [b[dist.rank * local_batch:(dist.rank + 1) * local_batch]
-                   for b in _epoch_batches(len(run.dataset), config["batch_size"], config["seed"], epoch)[pos:]]
-        for batch in DataLoader(run.dataset, batch_sampler=batches, num_workers=config["num_workers"]):
-            yield {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    """The remaining batches of the run from one DataLoader (workers kept alive across epochs, pinned
+    memory and asynchronous copies on CUDA), moved to ``device``."""
+    workers, cuda = config["num_workers"], device.type == "cuda"
+    sampler = StepBatches(len(run.dataset), config["batch_size"], config["seed"], run.step, dist.rank, dist.world)
+    loader = DataLoader(EpochItems(run.dataset, run.flipped), batch_sampler=sampler, num_workers=workers,
+                        persistent_workers=workers > 0, pin_memory=cuda)
+    for batch in loader:
+        yield {k: (v.to(device, non_blocking=cuda) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -303,7 +339,7 @@ class _Log:
         record = {"step": step, "loss": sum(self.recent) / len(self.recent), "lr": lr, "img_per_s": ips}
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{ips:.1f}")
+        bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{ips:.1f}", refresh=False)
         self.recent = []
 
     def close(self) -> None:
@@ -343,9 +379,9 @@ def _train(config, host, out_dir, state, device, dist, progress):
 
 
 def make_optimizer(params, lr: float, device: torch.device) -> torch.optim.Adam:
-    """Adam, with the fused kernel on CPU and CUDA (one pass over parameters, gradients and moments:
-    about 6x faster than the per-tensor loop on CPU for the seed model). Same update rule and state
-    keys, so checkpoints move between the two; rounding differs in the last bits."""
+    """Adam, with the fused kernel on CPU and CUDA (one pass over parameters, gradients and moments
+    instead of a loop over tensors). Same update rule and state keys, so checkpoints move between
+    the two; rounding differs in the last bits."""
     return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
 
 

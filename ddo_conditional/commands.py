@@ -17,6 +17,7 @@ from ddo.train import CHECKPOINT, load_model, train
 
 from .conditioning import SparseConditioning
 from .datasets import AUGMENTATIONS
+from .calibration import load_calibration, save_calibration
 from .evaluate import best_baseline, evaluate, fit_spread_on, table, write_outputs
 from .masks import PATTERNS, MaskError
 from .models import RESIDUAL_SCALES
@@ -31,6 +32,7 @@ def add_reconstruct_parser(parser) -> None:
     src.add_argument("--dataset", help="dataset key, e.g. natural-patches or cifar10")
     parser.add_argument("--split", default="test")
     parser.add_argument("--data-root")
+    parser.add_argument("--download", action="store_true", help="fetch the --dataset into --data-root first (cifar10)")
     parser.add_argument("--resolution", type=positive_int, help="default: the training resolution")
     parser.add_argument("--limit", type=positive_int, help="evaluate the first N images only")
     parser.add_argument("--num-samples", type=positive_int, default=4)
@@ -45,16 +47,29 @@ def add_reconstruct_parser(parser) -> None:
     parser.add_argument("--mask-pattern", choices=PATTERNS, help="default: the checkpoint's pattern")
     parser.add_argument("--context-ratio", type=float, help="default: the checkpoint's context ratio")
     parser.add_argument("--query-ratio", type=float, help="default: the checkpoint's query ratio")
-    parser.add_argument("--calibrate-spread", type=positive_int, metavar="N",
-                        help="also report the calibration of the samples' std recalibrated as "
-                        "sqrt((a std)^2 + (b r)^2 + c^2), r the context's leave-one-out interpolation error, a, b, c "
-                        "fitted by maximum likelihood on the query pixels of N crops of the dataset's train split "
-                        "(masks of the training mask seed + 1); needs --dataset")
+    parser.add_argument("--raw-spread", action="store_true",
+                        help="report the samples' own std even when the checkpoint has a calibration (`ddo calibrate`)")
+    _add_sampling_flags(parser)
+    parser.add_argument("--out", required=True, help="output folder (metrics.json, reconstructions.png, *.npy)")
+
+
+def _add_sampling_flags(parser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--device")
-    parser.add_argument("--out", required=True, help="output folder (metrics.json, reconstructions.png)")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def add_calibrate_parser(parser) -> None:
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--dataset", help="dataset key; default: the checkpoint's training dataset")
+    parser.add_argument("--data-root", help="default: the checkpoint's")
+    parser.add_argument("--split", default="train", help="split to fit on (never the test split); default train")
+    parser.add_argument("--limit", type=positive_int, default=64, help="images to fit on (default 64)")
+    parser.add_argument("--num-samples", type=positive_int, default=4)
+    parser.add_argument("--steps", type=positive_int, help="default: as `ddo reconstruct`")
+    parser.add_argument("--sampler", help="default: as `ddo reconstruct`")
+    _add_sampling_flags(parser)
 
 
 def _mask_dataset(wrapper, base, args):
@@ -65,19 +80,39 @@ def _mask_dataset(wrapper, base, args):
         raise UserError(str(e)) from None
 
 
-def _fit_spread(gen_sde, wrapper, host, dataset_key: str, data_root, res: int, n: int, args: dict, device,
-                sampler) -> dict:
-    """The spread recalibration fitted on ``n`` training crops (:func:`fit_spread_on`), with its provenance."""
-    if args["num_samples"] < 2:
-        raise UserError("--calibrate-spread needs --num-samples 2 or more")
-    base = host.datasets.get(dataset_key)(split="train", data_root=data_root, resolution=res)
-    masked = _mask_dataset(wrapper, base, {**args, "mask_seed": wrapper.mask_seed + 1})
-    fitted = fit_spread_on(gen_sde, wrapper, masked, num_samples=args["num_samples"], steps=args["steps"],
-                           sampler=sampler, limit=n, batch_size=args.get("batch_size", 32),
-                           seed=args["seed"] + 1, data_consistency=bool(args.get("data_consistency")),
-                           device=device, progress=not args["no_progress"])
-    return {**fitted, "fitted_on": f"{dataset_key}/train", "fitted_images": min(n, len(masked)),
-            "fitted_mask_seed": wrapper.mask_seed + 1, "fit": "Gaussian maximum likelihood on query entries"}
+def fit_calibration(gen_sde, wrapper, base, *, limit: int, num_samples: int, steps: int, sampler, seed: int,
+                    batch_size: int, device, progress: bool) -> dict:
+    """The spread recalibration fitted on the first ``limit`` images of ``base`` under masks of the
+    model's mask seed + 1 (so not the masks it was trained or is scored on)."""
+    if num_samples < 2:
+        raise UserError("a spread calibration needs --num-samples 2 or more")
+    masked = wrapper.mask_dataset(base, seed=wrapper.mask_seed + 1)
+    fitted = fit_spread_on(gen_sde, wrapper, masked, num_samples=num_samples, steps=steps, sampler=sampler,
+                           limit=limit, batch_size=batch_size, seed=seed + 1, device=device, progress=progress)
+    return {**fitted, "fitted_images": min(limit, len(masked)), "fitted_mask_seed": wrapper.mask_seed + 1,
+            "fitted_samples": num_samples, "fitted_steps": steps,
+            "fit": "Gaussian maximum likelihood on query entries"}
+
+
+def run_calibrate(args: dict) -> int:
+    host = args["_host"]
+    device = resolve_device(args.get("device"))
+    gen_sde, wrapper, config = _load_conditional(args, host, device)
+    if args["split"] == "test":
+        raise UserError("the test split is where calibration is checked; fit on --split train (or a validation split)")
+    key, step, steps = sampling_choice(host, config, args.get("sampler"), args.get("steps"))
+    dataset = args.get("dataset") or config["dataset"]
+    data_root = args.get("data_root") or config.get("data_root")
+    base = host.datasets.get(dataset)(split=args["split"], data_root=data_root, resolution=config["resolution"])
+    fitted = fit_calibration(gen_sde, wrapper, base, limit=args["limit"], num_samples=args["num_samples"],
+                             steps=steps, sampler=step, seed=args["seed"], batch_size=args["batch_size"],
+                             device=device, progress=not args["no_progress"])
+    path = save_calibration(args["checkpoint"], fitted, {"fitted_on": f"{dataset}/{args['split']}",
+                                                         "fitted_sampler": key})
+    print(f"spread calibration: std' = sqrt(({fitted['spread_scale']:.3f} std)^2 + ({fitted['spread_roughness']:.3f} r)^2 "
+          f"+ {fitted['spread_floor']:.4f}^2), fitted on {fitted['fitted_images']} images of {dataset}/{args['split']}; "
+          f"wrote {path}")
+    return 0
 
 
 def _load_conditional(args: dict, host, device):
@@ -105,25 +140,52 @@ def run_reconstruct(args: dict) -> int:
     if args.get("images"):
         base = load_image_folder(args["images"], res)
     else:
-        base = host.datasets.get(args["dataset"])(split=args["split"], data_root=args.get("data_root"), resolution=res)
+        base = host.datasets.get(args["dataset"])(split=args["split"], data_root=args.get("data_root"), resolution=res,
+                                                  download=bool(args.get("download")))
     dataset = _mask_dataset(wrapper, base, args)
-    spread = None
-    if args.get("calibrate_spread"):
-        if not args.get("dataset"):
-            raise UserError("--calibrate-spread fits on the train split of a --dataset; it cannot be used with --images")
-        spread = _fit_spread(gen_sde, wrapper, host, args["dataset"], args.get("data_root"), res,
-                             args["calibrate_spread"], args, device, step)
+    spread = _stored_calibration(args)
     result = evaluate(gen_sde, wrapper, dataset, num_samples=args["num_samples"], steps=args["steps"],
                       sampler=step, batch_size=args["batch_size"], seed=args["seed"],
                       data_consistency=args["data_consistency"], limit=args.get("limit"), device=device,
                       progress=not args["no_progress"], symmetrize_x0=not args["no_symmetrize_x0"], spread=spread)
     result["metrics"].update(checkpoint=str(args["checkpoint"]), resolution=res, sampler=key,
-                             parameterization=config["parameterization"], masks=_masks_used(dataset, args))
+                             parameterization=config["parameterization"], masks=_masks_used(dataset, args),
+                             spread=_spread_note(spread, args))
     write_outputs(result, args["out"])
     print(table(result["metrics"]))
     print(f"masks: {_mask_line(result['metrics'])}")
+    print(f"spread: {result['metrics']['spread']}")
+    if "calibration" in result["metrics"]:
+        print(coverage_table(result["metrics"]))
     print(f"wrote {Path(args['out']) / 'metrics.json'} and reconstructions.png")
     return 0
+
+
+def _stored_calibration(args: dict) -> dict | None:
+    """The checkpoint's calibration unless ``--raw-spread`` (and only with 2 or more samples)."""
+    if args.get("raw_spread") or args["num_samples"] < 2:
+        return None
+    return load_calibration(args["checkpoint"])
+
+
+def _spread_note(spread: dict | None, args: dict) -> str:
+    if spread is not None:
+        return f"calibrated ({spread['fitted_on']}, {spread['fitted_images']} images)"
+    if args["num_samples"] < 2:
+        return "none (one sample)"
+    return "raw (--raw-spread)" if args.get("raw_spread") else "raw (no stored calibration: run `ddo calibrate`)"
+
+
+def coverage_table(m: dict) -> str:
+    """A Markdown table of the spread's coverage on query pixels, raw and (if applied) calibrated."""
+    rows = [("raw samples' std", m["calibration"])]
+    if "calibration_rescaled" in m:
+        rows.append(("calibrated std", m["calibration_rescaled"]))
+    lines = ["| spread | within 1 std | within 2 std | Student-t 95% | Gaussian log-lik. |", "|---|---|---|---|---|"]
+    for name, c in rows:
+        t95 = f"{c['within_t95']:.1%}" if "within_t95" in c else "-"
+        lines.append(f"| {name} | {c['within_1std']:.1%} | {c['within_2std']:.1%} | {t95} | {c['gaussian_loglik']:.3f} |")
+    return "\n".join(lines)
 
 
 def _mask_line(m: dict) -> str:
@@ -149,7 +211,8 @@ def add_demo_parser(parser) -> None:
     parser.add_argument("--sampler", default="ddim")
     parser.add_argument("--limit", type=positive_int, help="evaluate the first N test images only")
     parser.add_argument("--calibrate-spread", type=positive_int, default=64, metavar="N",
-                        help="training crops on which the samples' std is rescaled (default 64; see reconstruct)")
+                        help="training crops on which the spread calibration is fitted and stored with the model "
+                        "(default 64; see `ddo calibrate`)")
     parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--device")
     parser.add_argument("--no-progress", action="store_true")
@@ -157,6 +220,19 @@ def add_demo_parser(parser) -> None:
 
 DEMO_KEYS = ("dataset", "conditioning", "loss", "minutes", "parameterization", "refiner_width", "residual_scale",
              "lr_schedule", "augment", "seed")
+
+
+def _demo_calibration(gen_sde, wrapper, host, args, config, key, step, device) -> dict | None:
+    """Fit the spread calibration on training crops and store it with the demo's checkpoint."""
+    if args["num_samples"] < 2:
+        return None
+    train_split = host.datasets.get(args["dataset"])(split="train", resolution=config["resolution"])
+    fitted = fit_calibration(gen_sde, wrapper, train_split, limit=args["calibrate_spread"],
+                             num_samples=args["num_samples"], steps=args["steps"], sampler=step, seed=args["seed"],
+                             batch_size=32, device=device, progress=not args["no_progress"])
+    save_calibration(Path(args["out"]) / CHECKPOINT, fitted, {"fitted_on": f"{args['dataset']}/train",
+                                                               "fitted_sampler": key})
+    return load_calibration(Path(args["out"]) / CHECKPOINT)
 
 
 def run_demo(args: dict) -> int:
@@ -173,10 +249,7 @@ def run_demo(args: dict) -> int:
     train_s = time.monotonic() - t0
     gen_sde, wrapper, config = load_model(out / CHECKPOINT, host, device)
     test = host.datasets.get(args["dataset"])(split="test", resolution=config["resolution"])
-    spread = None
-    if args["num_samples"] > 1:
-        spread = _fit_spread(gen_sde, wrapper, host, args["dataset"], None, config["resolution"],
-                             args["calibrate_spread"], args, device, step)
+    spread = _demo_calibration(gen_sde, wrapper, host, args, config, key, step, device)
     result = evaluate(gen_sde, wrapper, wrapper.wrap_dataset(test, "test"), num_samples=args["num_samples"],
                       steps=args["steps"], sampler=step, seed=args["seed"], limit=args.get("limit"),
                       device=device, progress=not args["no_progress"], spread=spread)

@@ -13,7 +13,8 @@ from ddo.arguments import nonneg_int, positive_int
 from ddo.builtins import ModelWrapper
 from ddo.options import Option
 
-from .datasets import AUGMENTATIONS, BiharmonicContext, DihedralAugment, FixedSparseMaskDataset, context_tensors
+from .biharmonic import biharmonic_inpaint
+from .datasets import AUGMENTATIONS, DihedralAugment, FixedSparseMaskDataset, context_tensors
 from .masks import PATTERNS, MaskError, mask_counts
 from .models import (RESIDUAL_SCALES, ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel,
                      SparseInterpModel)
@@ -86,11 +87,7 @@ class SparseConditioning(ModelWrapper):
         kw = {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "seed": self.mask_seed,
               "pattern": self.mask_pattern}
         kw.update({k: v for k, v in overrides.items() if v is not None})
-        return self.decorate(FixedSparseMaskDataset(dataset, **kw))
-
-    def decorate(self, dataset):
-        """Hook for subclasses that add per-item inputs computed from the context."""
-        return dataset
+        return FixedSparseMaskDataset(dataset, **kw)
 
     def wrap_dataset(self, dataset, split: str):
         masked = self.mask_dataset(dataset)
@@ -100,14 +97,12 @@ class SparseConditioning(ModelWrapper):
 
     def model_kwargs(self, batch: dict, device) -> dict:
         ctx = context_tensors(batch, device)
-        if "context_dense" in batch:
-            ctx["context_dense"] = batch["context_dense"].to(device)
         if log.isEnabledFor(logging.DEBUG):
             b, c = ctx["context_image"].shape[:2]
             observed = int(ctx["observation_mask"].sum().item()) * c
             log.debug("context: %d observed entries in the batch (%d images x %d pixels x %d channels)",
                       observed, b, batch["context_indices"].shape[1], c)
-        return {k: ctx[k] for k in self.needs}
+        return {k: ctx[k] for k in self.needs if k in ctx}
 
     def build_model(self, make_base):
         raise NotImplementedError
@@ -153,12 +148,17 @@ class InterpConditioning(SparseConditioning):
 
 class BiharmonicInterpConditioning(InterpConditioning):
     """``sparse-biharmonic``: :class:`SparseInterpModel` refining the biharmonic inpainting of the
-    context (computed once per image by the dataset) instead of the normalised convolution."""
+    context instead of the normalised convolution. The inpainting is computed for the whole batch on
+    the batch's device (:func:`~ddo_conditional.biharmonic.biharmonic_inpaint`), so data loading does
+    no per-item solve."""
 
     needs = ("context_image", "observation_mask", "context_dense")
 
-    def decorate(self, dataset):
-        return BiharmonicContext(dataset)
+    def model_kwargs(self, batch: dict, device) -> dict:
+        h, w = batch["image"].shape[-2:]
+        values = batch["context_values"].to(device, non_blocking=True)
+        dense = biharmonic_inpaint(values, batch["context_indices"].to(device, non_blocking=True), h, w)
+        return {**super().model_kwargs(batch, device), "context_dense": dense}
 
 
 WRAPPERS = {"sparse-encoder": EncoderConditioning, "sparse-concat": ConcatConditioning,

@@ -5,28 +5,76 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .biharmonic import biharmonic_inpaint
 from .masks import PATTERNS, MaskError, fixed_mask
 
 
-class FixedSparseMaskDataset(Dataset):
-    """Adds a fixed context/query mask to every item of ``dataset``.
+VALUE_RANGES = ("auto", "0,1", "-1,1")
 
-    The base items are ``{"image": (C, H, W), "index": int}`` with a global image index; the mask
-    of an item is :func:`~ddo_conditional.masks.fixed_mask` of that index, so it is the same in
-    every epoch and process. Items gain ``context_indices (K,)``, ``context_values (K, C)``,
-    ``query_indices (Q,)`` and ``query_values (Q, C)``.
+
+def as_item(item, position: int, value_range: str = "auto") -> dict:
+    """One dataset item as ``{"image": (C, H, W) float in [-1, 1], "index": int, ...}``.
+
+    Accepted items: dicts with ``image`` (and ``index``), ``(image, label, ...)`` tuples as torchvision
+    datasets return them, bare tensors, and PIL images (converted as ``ToTensor`` does). The index is
+    the item's own ``index``, else ``position``. Pixel values, one rule: dicts follow ddo's convention
+    (``[-1, 1]``); tuples, tensors and PIL images follow torchvision's (``[0, 1]``, mapped to ``[-1, 1]``
+    by ``2 x - 1``). ``value_range="0,1"`` or ``"-1,1"`` says it for every item instead.
+    """
+    if isinstance(item, dict):
+        out, native = dict(item), "-1,1"
+    elif isinstance(item, (tuple, list)):
+        out, native = {"image": item[0], "label": item[1]} if len(item) > 1 else {"image": item[0]}, "0,1"
+    else:
+        out, native = {"image": item}, "0,1"
+    image = out["image"]
+    if not torch.is_tensor(image):
+        image = _pil_to_tensor(image)
+    image = image.float()
+    if image.ndim == 2:
+        image = image[None]
+    if (native if value_range == "auto" else value_range) == "0,1":
+        image = image * 2 - 1
+    out["image"] = image
+    out["index"] = int(out.get("index", position))
+    return out
+
+
+def _pil_to_tensor(image) -> torch.Tensor:
+    """A PIL image as ``ToTensor`` gives it: ``(C, H, W)`` float in ``[0, 1]``."""
+    try:
+        array = np.array(image)
+    except Exception:
+        array = None
+    if array is None or array.dtype == object or array.ndim not in (2, 3):
+        raise TypeError(f"dataset items must hold an image tensor or a PIL image, got {type(image).__name__}")
+    array = array[..., None] if array.ndim == 2 else array
+    scale = 255.0 if array.dtype == np.uint8 else 1.0
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / scale
+
+
+class FixedSparseMaskDataset(Dataset):
+    """Adds a fixed context/query mask to every item of a map-style ``dataset``.
+
+    Items may be dicts, ``(image, label)`` tuples (torchvision datasets), tensors or PIL images
+    (:func:`as_item` states the pixel-range rule). The mask of an item is
+    :func:`~ddo_conditional.masks.fixed_mask` of its global index, so it is the same in every epoch
+    and process. Items become dicts with ``image (C, H, W)`` in ``[-1, 1]``, ``index``,
+    ``context_indices (K,)``, ``context_values (K, C)``, ``query_indices (Q,)`` and ``query_values (Q, C)``.
     """
 
     def __init__(self, dataset, context_ratio: float = 0.1, query_ratio: float = 0.1, seed: int = 42,
-                 pattern: str = "random"):
+                 pattern: str = "random", value_range: str = "auto"):
         if pattern not in PATTERNS:
             raise MaskError(f"unknown mask pattern {pattern!r}; known: {', '.join(PATTERNS)}")
         if seed < 0:
             raise MaskError(f"mask seed must be non-negative, got {seed}")
-        self.dataset = dataset
+        if value_range not in VALUE_RANGES:
+            raise ValueError(f"unknown value range {value_range!r}; known: {', '.join(VALUE_RANGES)}")
+        self.dataset, self.value_range = dataset, value_range
         self.context_ratio, self.query_ratio, self.seed, self.pattern = context_ratio, query_ratio, seed, pattern
         if len(dataset):
-            c, h, w = dataset[0]["image"].shape
+            c, h, w = self[0]["image"].shape
             fixed_mask(seed, 0, h, w, context_ratio, query_ratio, pattern)  # validate ratios once, early
 
     def __len__(self) -> int:
@@ -37,10 +85,10 @@ class FixedSparseMaskDataset(Dataset):
         return torch.from_numpy(ctx), torch.from_numpy(qry)
 
     def __getitem__(self, i: int) -> dict:
-        item = dict(self.dataset[i])
+        item = as_item(self.dataset[i], i, self.value_range)
         image = item["image"]
         c, h, w = image.shape
-        ctx, qry = self.mask(int(item["index"]), h, w)
+        ctx, qry = self.mask(item["index"], h, w)
         flat = image.reshape(c, h * w)
         item.update(context_indices=ctx, context_values=flat[:, ctx].T.contiguous(),
                     query_indices=qry, query_values=flat[:, qry].T.contiguous())
@@ -78,46 +126,10 @@ def context_tensors(batch: dict, device=None) -> dict:
             "observation_mask": create_observation_mask_batched(idx, h, w, image.dtype)}
 
 
-class BiharmonicContext(Dataset):
-    """Adds ``context_dense (C, H, W)``: biharmonic inpainting of each item's context, in ``[-1, 1]``.
-
-    Computed once per distinct context (keyed by index and context values, so a flipped item has its
-    own entry) and kept in memory; deterministic, so every worker and epoch sees the same tensor.
-    """
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-        self._memo: dict = {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getattr__(self, name):  # expose the wrapped dataset's mask parameters
-        if name in ("dataset", "_memo"):
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-    def __getitem__(self, i: int) -> dict:
-        item = dict(self.dataset[i])
-        c, h, w = item["image"].shape
-        vals = item["context_values"]
-        key = (int(item["index"]), vals.numpy().tobytes())
-        if key not in self._memo:
-            self._memo[key] = biharmonic_context(item["context_indices"], vals, h, w)
-        item["context_dense"] = self._memo[key]
-        return item
-
-
 def biharmonic_context(indices: torch.Tensor, values: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Biharmonic inpainting ``(C, H, W)`` in ``[-1, 1]`` of ``values (K, C)`` in ``[-1, 1]`` observed at
-    flat ``indices (K,)`` of an ``h x w`` grid (clipped to the data range)."""
-    from .baselines import interpolate
-
-    c = values.shape[1]
-    img = torch.zeros(h * w, c, dtype=torch.float64)
-    img[indices] = (values.double() + 1) / 2
-    dense = interpolate(img.reshape(h, w, c).numpy(), indices.numpy(), "biharmonic")
-    return torch.from_numpy(dense).permute(2, 0, 1).float().clamp(0, 1) * 2 - 1
+    """Biharmonic inpainting ``(C, H, W)`` of ``values (K, C)`` observed at flat ``indices (K,)`` of an
+    ``h x w`` grid (one image; :func:`~ddo_conditional.biharmonic.biharmonic_inpaint` for a batch)."""
+    return biharmonic_inpaint(values[None], indices[None], h, w)[0]
 
 
 AUGMENTATIONS = ("none", "dihedral")
@@ -144,8 +156,8 @@ def undo_dihedral(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
 class DihedralAugment(Dataset):
     """Training items under a random element of :func:`dihedral_transforms`, applied to the image *and*
     to its fixed context: pixel indices are moved with the pixels, values kept, and a precomputed
-    ``context_dense`` (an interpolation of the context, equivariant under these maps) is moved too,
-    so no interpolation is recomputed. Each item still shows the same observed pixels of the same
+    ``context_dense`` (an interpolation of the context, equivariant under these maps), if an item has
+    one, is moved too. Each item still shows the same observed pixels of the same
     photograph, seen in another orientation.
 
     The element is a pure function of ``(seed, epoch, index)``; the epoch is read from the first

@@ -174,20 +174,22 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 4, steps: int = 20
     rule, never chosen by the scores). ``spread``: a recalibration of the samples' std fitted
     elsewhere (:func:`fit_spread_on`); ``metrics.json`` then also holds ``calibration_rescaled``.
 
-    Returns ``{"metrics": <metrics.json dict>, "figure": (rows * 8, C, H, W) in [0, 1]}``.
+    Returns ``{"metrics": <metrics.json dict>, "figure": (rows * 8, C, H, W) in [0, 1], "arrays": ...}``,
+    the arrays per image in ``[0, 1]`` (:class:`_Arrays`).
     """
     one_call = gen_sde.parameterization in ("x0", "v")
     per_image = {m: {} for m in ("ddo-samples-mean", "ddo-sample") + (("ddo-x0",) if one_call else ())
                  + tuple(baselines)}
     cal, cal_scaled = _CalibrationSum(), _CalibrationSum()
     timing = {"model_s": 0.0, "baselines_s": 0.0}
-    figure, n = None, 0
+    figure, n, arrays = None, 0, _Arrays()
     g = torch.Generator(device=device).manual_seed(seed)
     for r in _reconstructed_batches(gen_sde, wrapper, dataset, g, num_samples=num_samples, steps=steps,
                                     sampler=sampler, batch_size=batch_size, data_consistency=data_consistency,
                                     limit=limit, device=device, progress=progress, desc="evaluate"):
         n += r.truth.shape[0]
         preds = _predictions(gen_sde, r, g, one_call, symmetrize_x0, baselines, timing, device)
+        arrays.add(r, preds, spread)
         for m, p in preds.items():
             for k, val in image_metrics(p, r.truth, r.qmask).items():
                 per_image[m].setdefault(k, []).append(val.cpu())
@@ -207,7 +209,25 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 4, steps: int = 20
         result["calibration"] = {**cal.result(), "within_range_expected": (num_samples - 1) / (num_samples + 1)}
     if cal_scaled.n:
         result["calibration_rescaled"] = {**cal_scaled.result(), **spread}
-    return {"metrics": result, "figure": figure}
+    return {"metrics": result, "figure": figure, "arrays": arrays.result()}
+
+
+class _Arrays:
+    """Per-image outputs to keep, ``(N, C, H, W)`` in ``[0, 1]``: ``mean`` (``ddo-mean``), ``std_raw`` (the
+    samples' std) and, with a spread recalibration, ``std`` (the recalibrated std)."""
+
+    def __init__(self):
+        self.parts = {}
+
+    def add(self, r: Reconstructed, preds: dict, spread: dict | None) -> None:
+        got = {"mean": preds.get("ddo-x0", preds["ddo-samples-mean"]), "std_raw": r.out["std"] / 2}
+        if spread is not None:
+            got["std"] = apply_spread(got["std_raw"], spread, context_roughness(r.ctx))
+        for k, v in got.items():
+            self.parts.setdefault(k, []).append(v.cpu())
+
+    def result(self) -> dict:
+        return {k: torch.cat(v).numpy() for k, v in self.parts.items()}
 
 
 def _predictions(gen_sde, r: Reconstructed, g, one_call: bool, symmetrize: bool, baselines, timing: dict,
@@ -290,11 +310,22 @@ def table(metrics: dict) -> str:
 
 
 def write_outputs(result: dict, out_dir) -> None:
-    """``metrics.json`` and ``reconstructions.png`` in ``out_dir`` (both written atomically)."""
+    """``metrics.json``, ``reconstructions.png`` and the per-image arrays in ``out_dir`` (each written
+    atomically): ``mean.npy`` (the posterior mean), ``std.npy`` (the recalibrated std when a calibration
+    was applied, else the samples' std), ``std_raw.npy`` and ``interval95.npy`` (lower and upper
+    ``mean -+ 1.96 std``, shape ``(2, N, C, H, W)``); all ``(N, C, H, W)`` in ``[0, 1]`` pixel units."""
     from pathlib import Path
+
+    import numpy as np
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    arrays = dict(result.get("arrays") or {})
+    if arrays:
+        arrays.setdefault("std", arrays["std_raw"])
+        arrays["interval95"] = np.stack([arrays["mean"] - 1.96 * arrays["std"], arrays["mean"] + 1.96 * arrays["std"]])
+        for name, value in arrays.items():
+            atomic_write(out_dir / f"{name}.npy", lambda f, v=value: np.save(f, v.astype(np.float32)))
     atomic_write(out_dir / "metrics.json", lambda f: f.write(json.dumps(result["metrics"], indent=2).encode()))
     fig = result["figure"]
     if fig.shape[-1] < 96:  # small patches: enlarge (nearest) so that pixels stay visible

@@ -27,14 +27,23 @@ def _gaussian_window(device, dtype) -> torch.Tensor:
     return g[:, None] * g[None, :]
 
 
+def _pad_symmetric(t: torch.Tensor, pad: int) -> torch.Tensor:
+    """Pad the last two axes by ``pad`` mirrored about the edge, edge pixel repeated (``d c b a | a b c d``,
+    scipy.ndimage's ``"reflect"``)."""
+    t = torch.cat([t[..., :pad, :].flip(-2), t, t[..., -pad:, :].flip(-2)], dim=-2)
+    return torch.cat([t[..., :pad].flip(-1), t, t[..., -pad:].flip(-1)], dim=-1)
+
+
 def ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-pixel SSIM ``(B, C, H, W)`` (Gaussian window 11, sigma 1.5, reflect padding, data range 1)."""
+    """Per-pixel SSIM ``(B, C, H, W)`` of images in ``[0, 1]``: the map of
+    ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+    data_range=1)`` (Gaussian window of 11 taps, population statistics, scipy's symmetric padding)."""
     c = x.shape[1]
     win = _gaussian_window(x.device, x.dtype).expand(c, 1, -1, -1)
     pad = SSIM_WINDOW // 2
 
     def blur(t):
-        return F.conv2d(F.pad(t, (pad, pad, pad, pad), mode="reflect"), win, groups=c)
+        return F.conv2d(_pad_symmetric(t, pad), win, groups=c)
 
     mx, my = blur(x), blur(y)
     sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
@@ -43,7 +52,8 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """SSIM per image: the SSIM map averaged over channels and over ``mask``'s pixels (or all)."""
+    """SSIM per image: the SSIM map averaged over channels and over ``mask``'s pixels (or all of them;
+    scikit-image's mean leaves out a 5-pixel border, which on 32x32 crops would drop half the pixels)."""
     m = ssim_map(x, y).mean(1, keepdim=True)
     if mask is None:
         return m.flatten(1).mean(1)

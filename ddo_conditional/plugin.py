@@ -33,5 +33,7 @@ def register_losses(register):
 def register_commands(register):
     register("reconstruct", (commands.add_reconstruct_parser, commands.run_reconstruct,
                              "reconstruct images from their fixed sparse context and score them"))
+    register("calibrate", (commands.add_calibrate_parser, commands.run_calibrate,
+                           "fit the spread calibration of a conditional model and store it beside the checkpoint"))
     register("demo", (commands.add_demo_parser, commands.run_demo,
                       "train a conditional model on natural-patches, reconstruct the test split, report"))

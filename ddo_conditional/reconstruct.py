@@ -26,6 +26,30 @@ def _impose(z: torch.Tensor, s: float, observed: torch.Tensor, mask: torch.Tenso
     return mask * noisy + (1 - mask) * z
 
 
+def _network_device(gen_sde) -> torch.device:
+    return next(gen_sde.network.parameters()).device
+
+
+def _sample_group(gen_sde, shape, kwargs: dict, num_steps: int, sampler, generator, observed, deblur: bool, bar):
+    """One group of samples ``shape = (B k, C, H, W)`` from prior noise; ``observed``: ``(context image,
+    observation mask)`` tiled to the group, for data consistency, or ``None``."""
+    device = _network_device(gen_sde)
+    x0_model = gen_sde.parameterization in ("x0", "v")
+    v = coordinate_grid(shape[0], shape[-2], shape[-1], device)
+    z = gen_sde.prior_sample(shape, generator=generator, device=device)
+    ts = timesteps(num_steps)
+    for t, s in zip(ts[:-1], ts[1:]):
+        if s <= 0 and deblur and x0_model:
+            z = gen_sde.x0(z, t, v, **kwargs)
+        else:
+            z = sampler(gen_sde, z, t, s, v, generator, **kwargs)
+            z = _deblur(gen_sde, z) if s <= 0 and deblur else z
+        if observed is not None and s > 0:
+            z = _impose(z, s, *observed, generator)
+        bar.update(1)
+    return z if observed is None else observed[1] * observed[0] + (1 - observed[1]) * z
+
+
 @torch.no_grad()
 def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples: int = 8, generator=None,
                 sampler=denoise_step, data_consistency: bool = False, observation: tuple | None = None,
@@ -38,11 +62,15 @@ def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples
         context: network kwargs for the batch, e.g. ``{"context_image": (B, C, H, W)}``.
         shape: ``(B, C, H, W)``.
         sampler: a step function (:mod:`ddo.sampling`; a registry key is resolved by the caller).
-        data_consistency: re-impose the observed pixels, suitably noised, after every step; needs
+        data_consistency: re-impose the observed pixels, suitably noised, after every step, and
+            exactly on the final reconstruction (observed pixels equal the context); needs
             ``observation = (context_image (B, C, H, W), observation_mask (B, 1, H, W))``.
-        deblur: divide the final ``z_0`` by ``alpha_0`` per DCT mode (floored at ``1e-3``), undoing the
-            residual blur and scaling of ``t = 0``; samplers end at the mean of ``z_0``, which is
-            ``alpha_0 x0`` and so slightly blurred when ``sigma_blur_min > 0``.
+        deblur: end at the clean image, not at the mean of ``z_0`` (``alpha_0 x0``, slightly blurred
+            when ``sigma_blur_min > 0``, where the samplers end). For ``x0`` and ``v`` models the last
+            step returns the network's ``x0`` estimate itself (exact at any resolution, where
+            ``alpha_0`` of high modes falls below float precision); for ``eps`` models the final
+            ``z_0`` is divided by ``alpha_0`` per DCT mode, floored at ``1e-3`` (the division would
+            amplify the network's error in those modes).
         max_rows: the most rows (images x samples) per network call; default ``B``, so the samples
             are drawn one group of ``B`` after another. The result does not depend on it beyond the
             order of random draws. Smaller calls also bound memory (benchmarks/README.md compares
@@ -54,13 +82,11 @@ def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples
     """
     check_step(sampler)
     b = shape[0]
-    device = next(gen_sde.network.parameters()).device
     per_call = max(1, (max_rows or b) // b)  # samples per network call
     if data_consistency and observation is None:
         raise ValueError("data consistency needs observation=(context_image, observation_mask)")
-    ts = timesteps(num_steps)
     groups = [min(per_call, num_samples - i) for i in range(0, num_samples, per_call)]
-    bar = progress_bar(total=len(groups) * (len(ts) - 1), desc="reconstruct", enabled=progress, leave=False)
+    bar = progress_bar(total=len(groups) * num_steps, desc="reconstruct", enabled=progress, leave=False)
     out = []
     for k in groups:
         def tile(x, k=k):
@@ -70,17 +96,9 @@ def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples
         network = getattr(gen_sde.network, "module", gen_sde.network)  # DistributedDataParallel
         if cache and isinstance(network, ConditionalNetwork):
             kwargs = network.cache_context(**kwargs)
-        if data_consistency:
-            observed, mask = (tile(o.to(device)) for o in observation)
-        big = (b * k,) + tuple(shape[1:])
-        v = coordinate_grid(big[0], big[-2], big[-1], device)
-        z = gen_sde.prior_sample(big, generator=generator, device=device)
-        for t, s in zip(ts[:-1], ts[1:]):
-            z = sampler(gen_sde, z, t, s, v, generator, **kwargs)
-            if data_consistency and s > 0:
-                z = _impose(z, s, observed, mask, generator)
-            bar.update(1)
-        out.append(_deblur(gen_sde, z) if deblur else z)
+        observed = tuple(tile(o.to(_network_device(gen_sde))) for o in observation) if data_consistency else None
+        out.append(_sample_group(gen_sde, (b * k,) + tuple(shape[1:]), kwargs, num_steps, sampler, generator,
+                                 observed, deblur, bar))
     bar.close()
     z = torch.cat(out)
     samples = z.reshape((num_samples,) + tuple(shape))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference" / "ddo_schedule_reference.json"
+REFERENCE = REPO / "tests" / "data" / "ddo_schedule_reference.json"  # values of the reference implementation
 
 
 @pytest.fixture(autouse=True)

@@ -76,7 +76,8 @@ def test_image_folder_converts_grayscale_and_refuses_bad_files(tmp_path, image_f
         load_image_folder(empty, 16)
 
 
-def test_natural_patches_split_by_photograph(capsys):
+def test_natural_patches_split_by_photograph(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("DDO_CACHE_DIR", str(tmp_path))  # its own cache: the first load builds and says so
     train, test = load_natural_patches("train", 16), load_natural_patches("test", 16)
     assert set(train.sources) == set(TRAIN_PHOTOS) and set(test.sources) == set(TEST_PHOTOS)
     assert not set(train.sources) & set(test.sources)

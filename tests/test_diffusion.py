@@ -89,4 +89,24 @@ def test_diffuse_marginal_statistics():
     z, eps, mean, sigma = fd.diffuse(x, torch.full((4000,), 0.5))
     assert abs(z.mean().item() - 0.5 * 0.70710678) < 0.02
     assert abs(z.std().item() - 0.70710678) < 0.02
-    torch.testing.assert_close(z, mean + sigma * eps)
+
+
+def test_blurred_marginal_has_the_blurred_mean_and_the_noise_fields_mode_variances():
+    """Over many draws of z_t: the mean is IDCT(alpha_t(k) DCT(x)) with alpha_t(k) from the closed-form
+    schedule, and per DCT mode the variance is sigma_t^2 times the noise field's own mode variance."""
+    from ddo import schedules
+    from ddo.dct import dct2, idct2, mode_eigenvalues
+
+    noise = GaussianRandomField(2.0, 0.2)
+    fd = BlurringDiffusion(noise=noise)
+    n, t = 20000, 0.4
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 8, 8, generator=g, dtype=torch.float64)
+    z = fd.diffuse(x.expand(n, -1, -1, -1), torch.full((n,), t, dtype=torch.float64), generator=g)[0]
+    tt = torch.tensor([t], dtype=torch.float64)
+    a, s = schedules.alpha_sigma(tt)
+    alpha_k = a * torch.exp(-mode_eigenvalues((8, 8), dtype=torch.float64) * fd.dissipation.tau(tt))
+    torch.testing.assert_close(z.mean(0, keepdim=True), idct2(alpha_k * dct2(x)), atol=0.025, rtol=0)
+    var_k = dct2(z - z.mean(0, keepdim=True)).var(0)[0]
+    want = s**2 * noise.sample_dct((n, 1, 8, 8), generator=g, dtype=torch.float64).var(0)[0]
+    torch.testing.assert_close(var_k, want, rtol=0.05, atol=1e-4)

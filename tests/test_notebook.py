@@ -1,11 +1,13 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "conditional_sparse_reconstruction.ipynb"
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_a_tiny_configuration(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert "TINY = True" in nb.cells[1].source

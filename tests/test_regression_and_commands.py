@@ -1,6 +1,7 @@
 """Unconditional DDO is unchanged by the plugin; the plugin's commands run end to end."""
 import json
 
+import pytest
 import torch
 
 from ddo.cli import main
@@ -55,15 +56,16 @@ def test_reconstruct_refuses_unconditional_checkpoint_and_bad_ratios(tmp_path, i
                  "--out", str(out)]) == 2
     assert "not a sparse-conditional model" in capsys.readouterr().err
     assert main(tiny_train_args(tmp_path / "s", image_folder, "--iterations", "1", "--conditioning", "sparse-lift")) == 0
-    assert main(["reconstruct", "--checkpoint", str(tmp_path / "s" / "checkpoint.pt"), "--images", str(image_folder),
-                 "--calibrate-spread", "4", "--out", str(out)]) == 2
-    assert "--calibrate-spread fits on the train split of a --dataset" in capsys.readouterr().err
+    assert main(["calibrate", "--checkpoint", str(run / "checkpoint.pt"), "--dataset", "image-folder",
+                 "--data-root", str(image_folder)]) == 2
+    assert "not a sparse-conditional model" in capsys.readouterr().err
     assert main(tiny_train_args(tmp_path / "c", image_folder, "--iterations", "1", "--conditioning", "sparse-lift",
                                 "--context-ratio", "0.7", "--query-ratio", "0.5")) == 2
     assert "context + query <= 1" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--minutes", "0.05", "--out", str(out), "--limit", "4", "--steps", "2",

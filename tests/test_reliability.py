@@ -23,6 +23,7 @@ def _steps_logged(run):
     return json.loads(lines[-1])["step"] if lines else 0
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_loses_at_most_the_steps_since_the_checkpoint(tmp_path, image_folder):
     run = tmp_path / "run"
     args = tiny_train_args(run, image_folder, "--iterations", "100000", "--ckpt-every", "5")
@@ -52,6 +53,7 @@ def _free_port():
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
+@pytest.mark.slow
 def test_two_processes_equal_one_process_with_two_shards(tmp_path, image_folder):
     common = ["--iterations", "3", "--batch-size", "8", "--ckpt-every", "2"]
     single = tmp_path / "single"

@@ -37,6 +37,7 @@ def _probe(malloc):
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
 def test_tuned_malloc_serves_large_tensors_from_the_heap_and_keeps_them():
     default, tuned = _probe("default"), _probe("tuned")
@@ -45,9 +46,19 @@ def test_tuned_malloc_serves_large_tensors_from_the_heap_and_keeps_them():
     assert tuned["heap_free_after"] >= 64 * 2**20                              # freed, kept for reuse
 
 
+def test_in_process_main_leaves_the_allocator_alone(monkeypatch, capsys):
+    import ddo.cli
+
+    calls = []
+    monkeypatch.setattr(ddo.cli, "tune_malloc", lambda: calls.append(1))
+    assert main(["plugins"]) == 0 and calls == []
+    assert main(["plugins"], tune_allocator=True) == 0 and calls == [1]
+    capsys.readouterr()
+
+
 def test_unknown_malloc_setting_is_one_line_and_exit_2(monkeypatch, capsys):
     monkeypatch.setenv("DDO_MALLOC", "fast")
-    assert main(["plugins"]) == 2
+    assert main(["plugins"], tune_allocator=True) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "DDO_MALLOC='fast'" in err and "DDO_MALLOC=default" in err
 

@@ -43,6 +43,31 @@ def test_resume_is_bit_exact(tmp_path, image_folder):
     assert_states_equal(a, b)  # weights, EMA, optimizer moments and step count, RNG states
 
 
+def test_ema_update_is_the_weighted_average():
+    from ddo.train import update_ema
+
+    torch.manual_seed(0)
+    model, ema = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    update_ema(ema, model, 0.9)
+    for k, v in ema.state_dict().items():
+        torch.testing.assert_close(v, 0.9 * before[k] + 0.1 * model.state_dict()[k])
+
+
+def test_load_model_returns_the_ema_weights(tmp_path, image_folder):
+    from ddo.plugins import load_host
+    from ddo.train import load_model
+
+    run = tmp_path / "run"
+    assert main(tiny_train_args(run, image_folder, "--iterations", "3", "--ema-decay", "0.5")) == 0
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert any(not torch.equal(ckpt["ema"][k], ckpt["model"][k]) for k in ckpt["model"])
+    for use_ema, key in ((True, "ema"), (False, "model")):
+        gen_sde, _, _ = load_model(run / "checkpoint.pt", load_host(), use_ema=use_ema)
+        state = gen_sde.network.state_dict()
+        assert all(torch.equal(state[k], ckpt[key][k]) for k in state)
+
+
 def test_bf16_training_tracks_fp32_and_keeps_fp32_weights(tmp_path, image_folder):
     fp32, bf16 = tmp_path / "fp32", tmp_path / "bf16"
     assert main(tiny_train_args(fp32, image_folder, "--iterations", "20", "--log-every", "5")) == 0

@@ -31,20 +31,24 @@ def _norm(kind: str | None, channels: int) -> nn.Module:
 
 
 class SpectralLayer(nn.Module):
-    """A spectral convolution, plus a parallel pointwise (1x1) convolution when asked."""
+    """A spectral convolution over ``modes`` rows (half of each sign) and ``modes // 2 + 1`` columns of
+    the real FFT, plus a bias per output channel, plus a parallel pointwise (1x1, no bias)
+    convolution when asked: the reference's ``SpectralConv2d(cin, cout, modes, modes, skip=pointwise)``."""
 
     def __init__(self, cin: int, cout: int, modes: int, pointwise: bool):
         super().__init__()
-        self.spectral = SpectralConv2d(cin, cout, modes, modes)
-        self.pointwise = nn.Conv2d(cin, cout, 1) if pointwise else None
+        self.spectral = SpectralConv2d(cin, cout, modes, modes // 2 + 1)
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.pointwise = nn.Conv2d(cin, cout, 1, bias=False) if pointwise else None
 
     def forward(self, x):
-        y = self.spectral(x)
+        y = self.spectral(x) + self.bias.to(x.dtype)[:, None, None]
         return y if self.pointwise is None else y + self.pointwise(x)
 
 
 class ResBlock(nn.Module):
-    """``norm -> SiLU -> spectral -> + time -> norm -> SiLU -> dropout -> spectral``, plus shortcut."""
+    """``norm -> SiLU -> spectral -> norm, scaled and shifted by the time embedding -> SiLU -> dropout ->
+    spectral``, plus a shortcut (identity, or a 1x1 convolution without bias when the width changes)."""
 
     def __init__(self, cin: int, cout: int, temb_ch: int, modes: int, dropout: float, norm: str | None,
                  pointwise: bool):
@@ -52,16 +56,29 @@ class ResBlock(nn.Module):
         self.norm1, self.norm2 = _norm(norm, cin), _norm(norm, cout)
         self.conv1 = SpectralLayer(cin, cout, modes, pointwise)
         self.conv2 = SpectralLayer(cout, cout, modes, pointwise)
-        self.temb = nn.Linear(temb_ch, cout)
+        self.temb = nn.Linear(temb_ch, 2 * cout)
         self.dropout = nn.Dropout(dropout)
         self.act = nn.SiLU()
-        self.shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+        self.shortcut = nn.Conv2d(cin, cout, 1, bias=False) if cin != cout else nn.Identity()
 
     def forward(self, x, temb):
         h = self.conv1(self.act(self.norm1(x)))
-        h = h + self.temb(self.act(temb))[:, :, None, None]
-        h = self.conv2(self.dropout(self.act(self.norm2(h))))
+        scale, shift = self.temb(self.act(temb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(self.act(h)))
         return self.shortcut(x) + h
+
+
+class Resample(nn.Module):
+    """Fourier resampling to half (down) or to the size of the skip connection (up), followed by a
+    spectral convolution at the coarser level's modes."""
+
+    def __init__(self, channels: int, modes: int, pointwise: bool):
+        super().__init__()
+        self.conv = SpectralLayer(channels, channels, modes, pointwise)
+
+    def forward(self, h, size):
+        return self.conv(fourier_resample(h, size))
 
 
 class LiftedNetwork(nn.Module):
@@ -83,11 +100,17 @@ class LiftedNetwork(nn.Module):
 
 
 class FNOUNet2d(LiftedNetwork):
-    """UNet of spectral residual blocks.
+    """UNet of spectral residual blocks, laid out as the reference's FNO-UNet: a 1x1 lifting
+    convolution, ``num_res_blocks`` :class:`ResBlock` per level on the way down with a
+    :class:`Resample` (Fourier resampling and a spectral convolution) between levels, two blocks in the
+    middle, ``num_res_blocks + 1`` blocks per level on the way up (each fed the matching skip), and a
+    projection ``norm -> SiLU -> 1x1 convolution``. The time embedding is sinusoidal, then
+    ``Linear(ch, 4 ch) -> SiLU -> Linear(4 ch, 4 ch)``; each block scales and shifts its features by it.
 
     Args:
-        modes_height, modes_width: Fourier modes of the spectral convolutions (see
-            :class:`SpectralConv2d`); level ``i`` keeps ``min(modes, base_resolution / 2^i)``.
+        modes_height, modes_width: Fourier modes of the spectral convolutions: at level ``i``,
+            ``m = min(modes, base_resolution / 2^i)`` rows of the 2D real FFT (half of each sign) and
+            ``m // 2 + 1`` columns (:class:`SpectralLayer`), as in the reference.
         in_channels: image channels; ``out_channels`` defaults to the same.
         ch: base width; level ``i`` has ``ch * ch_mult[i]`` channels.
         ch_mult: channel multipliers, one level each; the resolution halves between levels.
@@ -135,7 +158,7 @@ class FNOUNet2d(LiftedNetwork):
                 cur = ch * mult
                 skips.append(cur)
             if level != len(ch_mult) - 1:
-                self.down.append(nn.Identity())  # marks a downsampling point
+                self.down.append(Resample(cur, modes_at(level + 1), use_pointwise_op))
                 skips.append(cur)
         last = len(ch_mult) - 1
         self.mid = nn.ModuleList([block(cur, cur, last), block(cur, cur, last)])
@@ -145,7 +168,7 @@ class FNOUNet2d(LiftedNetwork):
                 self.up.append(block(cur + skips.pop(), ch * mult, level))
                 cur = ch * mult
             if level != 0:
-                self.up.append(nn.Identity())  # marks an upsampling point
+                self.up.append(Resample(cur, modes_at(level), use_pointwise_op))
         self.out_norm = _norm(norm, cur)
         self.out = nn.Conv2d(cur, self.out_channels, 1)
         self.act = nn.SiLU()
@@ -173,16 +196,16 @@ class FNOUNet2d(LiftedNetwork):
         temb = self.temb(sinusoidal_embedding(temp * self.time_scale, self.ch))
         hs = [h]
         for layer in self.down:
-            if isinstance(layer, nn.Identity):
-                h = fourier_resample(h, (h.shape[-2] // 2, h.shape[-1] // 2))
+            if isinstance(layer, Resample):
+                h = layer(h, (h.shape[-2] // 2, h.shape[-1] // 2))
             else:
                 h = layer(h, temb)
             hs.append(h)
         for layer in self.mid:
             h = layer(h, temb)
         for layer in self.up:
-            if isinstance(layer, nn.Identity):
-                h = fourier_resample(h, hs[-1].shape[-2:])
+            if isinstance(layer, Resample):
+                h = layer(h, hs[-1].shape[-2:])
             else:
                 h = layer(torch.cat([h, hs.pop()], dim=1), temb)
         return self.out(self.act(self.out_norm(h)))

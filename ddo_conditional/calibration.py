@@ -1,0 +1,73 @@
+"""A fitted spread recalibration kept with its model: ``<checkpoint>.calibration.json`` beside it.
+
+The file holds the parameters of :func:`~ddo_conditional.evaluate.fit_spread`
+(``std' = sqrt((a std)^2 + (b r)^2 + c^2)``), where and how they were fitted, and the SHA-256 of the
+checkpoint it was fitted for, so a calibration never silently applies to other weights. It is
+written atomically; a file that is unreadable or malformed is refused in one line.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+from ddo.checkpoint import atomic_write
+from ddo.errors import UserError
+
+PARAMETERS = ("spread_scale", "spread_roughness", "spread_floor")
+SUFFIX = ".calibration.json"
+
+
+def calibration_path(checkpoint) -> Path:
+    """The calibration file of ``checkpoint``: ``RUN_DIR/checkpoint.pt.calibration.json``."""
+    return Path(str(checkpoint) + SUFFIX)
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_calibration(checkpoint, fitted: dict, provenance: dict) -> Path:
+    """Write ``fitted`` (the three parameters and how they were fitted) and ``provenance`` beside
+    ``checkpoint``; returns the path."""
+    record = {**fitted, **{k: float(fitted[k]) for k in PARAMETERS}, **provenance,
+              "checkpoint_sha256": file_sha256(checkpoint)}
+    _check(record, "the fitted calibration")
+    path = calibration_path(checkpoint)
+    atomic_write(path, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
+    return path
+
+
+def load_calibration(checkpoint) -> dict | None:
+    """The calibration stored for ``checkpoint``, or ``None`` when there is none. Refused (one line) when
+    the file is malformed or was fitted for other weights."""
+    path = calibration_path(checkpoint)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not a readable calibration ({e}); run `ddo calibrate` again or delete it") from None
+    _check(record, str(path))
+    if record.get("checkpoint_sha256") != file_sha256(checkpoint):
+        raise UserError(f"{path} was fitted for other weights than {checkpoint}; run `ddo calibrate` again "
+                        "or delete it")
+    return record
+
+
+def _check(record, where: str) -> None:
+    if not isinstance(record, dict):
+        raise UserError(f"{where} is malformed: expected a JSON object; run `ddo calibrate` again or delete it")
+    for key in PARAMETERS:
+        value = record.get(key)
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise UserError(f"{where} is malformed: {key} must be a non-negative number, got {value!r}; "
+                            "run `ddo calibrate` again or delete it")
+
+
+__all__ = ["calibration_path", "save_calibration", "load_calibration", "PARAMETERS"]

@@ -21,7 +21,7 @@ from ddo.allocator import tune_malloc
 from ddo.config import resolve
 from ddo.models import coordinate_grid, count_parameters, spectral
 from ddo.plugins import load_host
-from ddo.train import build_model, make_optimizer, set_autocast
+from ddo.train import build_model, make_optimizer, set_autocast, set_inference_dtype
 from ddo_conditional.models import ConditionalNetwork
 
 
@@ -79,7 +79,7 @@ def forward_flops(gen_sde, x, v, kwargs):
 
 
 def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch=None, path="auto", compile=False,
-            train=True):
+            train=True, bf16_sampling=False):
     """Median seconds of a training step (forward + backward + Adam over ``batch`` images, as
     ``batch / micro_batch`` accumulated parts when given: the same gradient) and of a sampling step
     (``denoise_step`` over ``batch`` images, in network calls of ``micro_batch`` rows when given)."""
@@ -128,7 +128,13 @@ def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch
         t_train, all_train = timed(train_step, device, 2, steps) if train else (float("nan"), [])
         t_sample, all_sample = timed(sample_step, device, 2, steps)
         t_uncached = timed(lambda: sample_step(False), device, 1, steps)[0] if cache else t_sample
+        t_bf16 = float("nan")
+        if bf16_sampling:  # as `ddo reconstruct --bf16`, timed in the same process right after fp32
+            set_inference_dtype(net, torch.bfloat16)
+            t_bf16 = timed(sample_step, device, 2, steps)[0]
+            set_inference_dtype(net, torch.bfloat16 if autocast_bf16 else None)
     return {"train_img_per_s": batch / t_train, "sample_img_steps_per_s": batch / t_sample,
+            "sample_img_steps_per_s_bf16": batch / t_bf16,
             "sample_img_steps_per_s_uncached": batch / t_uncached,
             "train_step_s_all": all_train, "sample_step_s_all": all_sample,
             "model_gflops_per_img": flops / 1e9, "parameters": count_parameters(net)}
@@ -192,7 +198,9 @@ def main():
                    "ddo/allocator.py) or left alone")
     p.add_argument("--compare-malloc", action="store_true", help="also measure the same configuration with "
                    "--malloc default, in a child process started by this one (malloc settings are per process)")
-    p.add_argument("--json", default="throughput.json")
+    p.add_argument("--bf16-sampling", action="store_true",
+                   help="also time the sampling step with the network in bf16 (`ddo reconstruct --bf16`)")
+    p.add_argument("--json", default="benchmarks/results/throughput.json")
     a = p.parse_args()
     malloc_tuned = tune_malloc({"DDO_MALLOC": a.malloc})
     device = torch.device(a.device)
@@ -202,7 +210,8 @@ def main():
         return sample_rows_only(config, host, device, a)
     gemm = gemm_gflops(device)
     mb = a.micro_batch if a.micro_batch is not None else (32 if device.type == "cpu" and a.batch_size > 32 else None)
-    r = measure(config, host, device, a.batch_size, a.steps, a.bf16, micro_batch=mb, compile=a.compile)
+    r = measure(config, host, device, a.batch_size, a.steps, a.bf16, micro_batch=mb, compile=a.compile,
+                bf16_sampling=a.bf16_sampling)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before any whole-batch variant
     r["micro_batch"] = mb
     if a.compare:
@@ -251,7 +260,7 @@ def main():
     print(f"{a.preset} + {a.conditioning}, batch {a.batch_size} (micro-batch {mb}), {out['resolution']}x{out['resolution']}, "
           f"{device}, {out['cpu_threads']} threads, torch {torch.__version__}, {r['parameters']:,} parameters")
     print("| metric | value |\n|---|---|")
-    for k in ("train_img_per_s", "sample_img_steps_per_s", "sample_img_steps_per_s_uncached", "peak_rss_mb",
+    for k in ("train_img_per_s", "sample_img_steps_per_s", "sample_img_steps_per_s_bf16", "sample_img_steps_per_s_uncached", "peak_rss_mb",
               "gemm_gflops", "model_gflops_per_img", "train_fraction_of_gemm"):
         print(f"| {k} | {out[k]:.3g} |")
     if "malloc_default" in out:

@@ -91,6 +91,7 @@ def add_train_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--download", action="store_true", default=None,
                    help="fetch the dataset into --data-root first (cifar10; checksum verified)")
     g.add_argument("--resolution", type=positive_int)
+    g.add_argument("--channels", type=positive_int, help="image channels (default 3; 1 for navier-stokes and darcy)")
     g.add_argument("--num-workers", type=nonneg_int)
     _add_model_flags(parser)
     _add_optimisation_flags(parser)
@@ -168,6 +169,8 @@ def add_sample_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", help="denoise, euler-maruyama, ddim, ...; default: the best measured "
                         "sampler for the model's parameterisation (README)")
     parser.add_argument("--seed", type=nonneg_int, default=0)
+    parser.add_argument("--bf16", action="store_true", help="network in bf16 (trunk and spectral mode mixing; "
+                        "transforms and sampler arithmetic in fp32), where the hardware computes bf16 natively")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", required=True, help="PNG file for the grid")
     parser.add_argument("--no-progress", action="store_true")

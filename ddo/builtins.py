@@ -75,9 +75,19 @@ def register_model_wrappers(register):
     register("none", ModelWrapper)
 
 
+def _fields(kind: str):
+    def factory(split="train", resolution=32, download=False, **_):
+        _local(f"{kind} (generated on this machine)", download)
+        return data.load_fields(kind, split, resolution)
+
+    return factory
+
+
 @hookimpl
 def register_datasets(register):
     register("natural-patches", _natural_patches)
+    register("navier-stokes", _fields("navier-stokes"))
+    register("darcy", _fields("darcy"))
     register("cifar10", _cifar10)
     register("image-folder", _image_folder)
 

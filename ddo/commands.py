@@ -12,7 +12,7 @@ from .checkpoint import load_checkpoint
 from .config import resolve
 from .errors import UserError
 from .options import validate
-from .train import CHECKPOINT, load_model, train
+from .train import CHECKPOINT, load_model, set_inference_dtype, train
 from .visual import save_grid
 
 
@@ -63,6 +63,16 @@ def run_train(args: dict) -> int:
     return 0
 
 
+def inference_dtype(bf16: bool, device: torch.device):
+    """``torch.bfloat16`` when asked and the device computes it natively (CUDA, or a CPU with
+    AVX512-BF16 / AMX), else ``None``; asked on a CPU without it: refused (it would be slower)."""
+    if not bf16:
+        return None
+    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise UserError("--bf16: this CPU has no native bf16 arithmetic (AVX512-BF16 or AMX); drop the flag")
+    return torch.bfloat16
+
+
 def sampling_choice(host, config: dict, sampler: str | None, steps: int | None):
     """``(key, step function, steps)``: the given sampler and steps, or the best measured ones for the
     model's parameterisation (:data:`ddo.sampling.DEFAULT_SAMPLING`); the sampler's requirements are
@@ -83,6 +93,7 @@ def run_sample(args: dict) -> int:
         raise UserError(f"{args['checkpoint']} is a conditional model ({config['conditioning']}); it cannot be "
                         "sampled without its inputs (see `ddo plugins` for the commands that provide them)")
     _, step, steps = sampling_choice(host, config, args.get("sampler"), args.get("steps"))
+    set_inference_dtype(gen_sde.network, inference_dtype(bool(args.get("bf16")), device))
     res = args.get("resolution") or config["resolution"]
     g = torch.Generator(device=device).manual_seed(args["seed"])
     x = sampling.sample(gen_sde, (args["num"], config["channels"], res, res), num_steps=steps,

@@ -277,3 +277,78 @@ def load_image_folder(folder, resolution: int = 32) -> ArrayImages:
         rgb = rgb.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
         images.append(np.asarray(rgb.resize((resolution, resolution), Image.LANCZOS)))
     return ArrayImages(np.stack(images), 0, [p.name for p in files])
+
+
+# --- physical fields ---------------------------------------------------------------------------
+class FieldImages(ArrayImages):
+    """Generated fields ``(N, 1, H, W)`` float32, already in the model's units (the field divided by
+    a fixed per-dataset scale, :data:`FIELD_SCALES`); ``field`` describes them for reports."""
+
+    def __init__(self, fields: np.ndarray, index_offset: int, field: dict):
+        super().__init__(fields, index_offset)
+        self.field = field
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": torch.from_numpy(self.images[i]), "index": self.index_offset + int(i)}
+
+
+# fixed scales: model units = field / scale (vorticity: |w| stays below ~0.8 of it; Darcy pressure: u <= ~0.9 of it)
+FIELD_SCALES = {"navier-stokes": 3.0, "darcy": 0.05}
+FIELD_SIZES = {"navier-stokes": (500, 100), "darcy": (1000, 100)}  # (train, test) samples
+FIELD_SEED = 0
+
+
+def _area_downsample(x: np.ndarray, size: int) -> np.ndarray:
+    n = x.shape[-1]
+    if size == n:
+        return x
+    if n % size:
+        raise UserError(f"fields are generated at {n}x{n}; --resolution must divide it, got {size}")
+    f = n // size
+    return x.reshape(*x.shape[:-2], size, f, size, f).mean(axis=(-3, -1))
+
+
+def generate_fields(kind: str, count: int, start: int = 0, native: int = 64, progress: bool = False) -> np.ndarray:
+    """``count`` raw fields ``(count, native, native)`` of ``kind``, indices ``start..``; cached on disk
+    keyed by the kind, the solver's parameters and the index range."""
+    import hashlib
+    import json
+
+    from . import fields
+
+    params = {**(fields.NS_DEFAULTS if kind == "navier-stokes" else fields.DARCY_DEFAULTS), "resolution": native}
+    key = hashlib.sha256(json.dumps([kind, FIELD_SEED, params, start, count], sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "fields" / f"{kind}_{native}_{start}_{count}_{key}.npy"
+    if path.exists():
+        return np.load(path)
+    from .progress import progress_bar
+
+    chunks, chunk = [], 50
+    for lo in progress_bar(range(start, start + count, chunk), desc=f"generate {kind}", enabled=progress):
+        idx = range(lo, min(lo + chunk, start + count))
+        chunks.append(fields.navier_stokes(FIELD_SEED, idx, **params) if kind == "navier-stokes"
+                      else fields.darcy(FIELD_SEED, idx, **params)[0])
+    out = np.concatenate(chunks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, out)
+    os.replace(tmp, path)
+    return out
+
+
+def load_fields(kind: str, split: str, resolution: int = 32, progress: bool = True) -> FieldImages:
+    """The ``navier-stokes`` or ``darcy`` split: train indices ``0..n_train``, test after them (disjoint),
+    generated at 64x64 (at 128x128 for ``resolution`` 128) and area-downsampled to ``resolution``."""
+    if split not in ("train", "test"):
+        raise UserError(f"{kind} has splits 'train' and 'test', not {split!r}")
+    native = 128 if resolution == 128 else 64
+    if native % resolution:
+        raise UserError(f"{kind} is generated at 64x64 (and 128x128); --resolution must be 16, 32, 64 or 128, "
+                        f"got {resolution}")
+    n_train, n_test = FIELD_SIZES[kind]
+    start, count = (0, n_train) if split == "train" else (n_train, n_test)
+    raw = generate_fields(kind, count, start, native, progress and sys.stderr.isatty())
+    images = _area_downsample(raw, resolution)[:, None] / FIELD_SCALES[kind]
+    field = {"name": kind, "scale": FIELD_SCALES[kind], "signed": kind == "navier-stokes",
+             "quantity": "vorticity" if kind == "navier-stokes" else "pressure"}
+    return FieldImages(images.astype(np.float32), start, field)

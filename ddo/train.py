@@ -29,7 +29,7 @@ from .config import LR_SCHEDULES
 from .data import RandomFlip
 from .diffusion import BlurringDiffusion, DenoisingDiffusion, LinearDiffusion
 from .errors import UserError
-from .models import FNOUNet2d, coordinate_grid
+from .models import FNOUNet2d, SpectralConv2d, coordinate_grid
 from .noise import make_noise
 from .options import check_resume, validate
 from .progress import progress_bar
@@ -209,6 +209,9 @@ def _setup(config: dict, host, state: dict | None, device, dist) -> _Run:
     optimizer = make_optimizer(model.parameters(), config["lr"], device)
     base = host.datasets.get(config["dataset"])(split="train", data_root=config["data_root"],
                                                resolution=config["resolution"])
+    if len(base) and base[0]["image"].shape[0] != config["channels"]:
+        raise UserError(f"the dataset {config['dataset']} has {base[0]['image'].shape[0]}-channel images and the run "
+                        f"has --channels {config['channels']}; pass --channels {base[0]['image'].shape[0]}")
     flipped = RandomFlip(base, config["seed"])
     dataset = wrapper.wrap_dataset(flipped, "train")
     steps_per_epoch = len(dataset) // config["batch_size"]
@@ -396,6 +399,17 @@ def set_autocast(network: torch.nn.Module, dtype: torch.dtype | None) -> int:
     for m in nets:
         m.autocast_dtype = dtype
     return len(nets)
+
+
+def set_inference_dtype(network: torch.nn.Module, dtype: torch.dtype | None) -> int:
+    """Inference in ``dtype`` (``torch.bfloat16``) or fp32 (``None``): every FNO-UNet trunk under autocast
+    (:func:`set_autocast`) and every spectral layer's mode mixing in ``dtype``; the forward and inverse
+    transforms, the diffusion's per-mode arithmetic and the wrappers' context terms stay fp32.
+    Returns the number of networks changed."""
+    for m in network.modules():
+        if isinstance(m, SpectralConv2d):
+            m.mix_dtype = dtype
+    return set_autocast(network, dtype)
 
 
 def _accumulate(gen_sde, loss_fn, wrapper, batch, config, step, dist, device) -> torch.Tensor:

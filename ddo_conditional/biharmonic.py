@@ -12,8 +12,8 @@ stencil row sums to 0); for observed pixels ``K`` the solution is
     u = Phi x_K + (mean(Phi x_K) / mean(Phi 1_K)) (1 - Phi 1_K),    Phi = G[:, K] G[K, K]^{-1}
 
 (block inversion of the system whose observed rows are replaced by identity rows; the second term
-undoes the rank-one term added to make ``A`` invertible). Per image this is one ``K x K`` solve and
-one ``N x K`` product, in float64.
+undoes the rank-one term added to make ``A`` invertible). Per batch this is a batched ``K x K``
+solve and one ``N x N`` by ``N x B (C + 1)`` product, in float64.
 """
 from __future__ import annotations
 
@@ -68,7 +68,10 @@ def biharmonic_inpaint(values: torch.Tensor, indices: torch.Tensor, h: int, w: i
     x = values.to(torch.float64)
     gkk = g[idx[:, :, None], idx[:, None, :]]                                  # (B, K, K)
     coef = torch.linalg.solve(gkk, torch.cat([x, x.new_ones(b, k, 1)], -1))     # (B, K, C + 1)
-    phi = torch.bmm(g.T[idx].transpose(1, 2), coef)                            # (B, N, C + 1): G[:, K] coef
+    # G[:, K] coef for every image as one GEMM: the coefficients scattered into an (N, B (C + 1)) matrix
+    w_full = torch.zeros(b, h * w, c + 1, dtype=torch.float64, device=values.device)
+    w_full.scatter_(1, idx[..., None].expand(-1, -1, c + 1), coef)
+    phi = (g @ w_full.transpose(0, 1).reshape(h * w, b * (c + 1))).reshape(h * w, b, c + 1).transpose(0, 1)
     phi_x, phi_1 = phi[..., :c], phi[..., c:]
     u = phi_x + phi_x.mean(1, keepdim=True) / phi_1.mean(1, keepdim=True) * (1 - phi_1)
     u = torch.minimum(torch.maximum(u, x.amin(1, keepdim=True)), x.amax(1, keepdim=True))

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from ddo.arguments import nonneg_int, positive_float, positive_int
 from ddo.checkpoint import atomic_write
-from ddo.commands import resolve_device, sampling_choice
+from ddo.commands import inference_dtype, resolve_device, sampling_choice
 from ddo.config import LR_SCHEDULES, resolve
 from ddo.data import load_image_folder
 from ddo.diffusion import PARAMETERIZATIONS
 from ddo.errors import UserError
 from ddo.models import count_parameters
-from ddo.train import CHECKPOINT, load_model, train
+from ddo.train import CHECKPOINT, load_model, set_inference_dtype, train
 
 from .conditioning import SparseConditioning
 from .datasets import AUGMENTATIONS
@@ -55,6 +55,8 @@ def add_reconstruct_parser(parser) -> None:
 
 def _add_sampling_flags(parser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--bf16", action="store_true", help="network in bf16 (trunk and spectral mode mixing; "
+                        "transforms and sampler arithmetic in fp32), where the hardware computes bf16 natively")
     parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--device")
     parser.add_argument("--no-progress", action="store_true")
@@ -118,6 +120,7 @@ def run_calibrate(args: dict) -> int:
 def _load_conditional(args: dict, host, device):
     """``(gen_sde, wrapper, config)`` of ``--checkpoint``, refused unless it is a sparse-conditional model."""
     gen_sde, wrapper, config = load_model(args["checkpoint"], host, device)
+    set_inference_dtype(gen_sde.network, inference_dtype(bool(args.get("bf16")), device))
     if not isinstance(wrapper, SparseConditioning):
         raise UserError(f"{args['checkpoint']} is not a sparse-conditional model (conditioning "
                         f"{config.get('conditioning')!r}); train one with --conditioning sparse-biharmonic")
@@ -148,6 +151,8 @@ def run_reconstruct(args: dict) -> int:
                       sampler=step, batch_size=args["batch_size"], seed=args["seed"],
                       data_consistency=args["data_consistency"], limit=args.get("limit"), device=device,
                       progress=not args["no_progress"], symmetrize_x0=not args["no_symmetrize_x0"], spread=spread)
+    if getattr(base, "field", None):
+        result["metrics"]["field"] = base.field
     result["metrics"].update(checkpoint=str(args["checkpoint"]), resolution=res, sampler=key,
                              parameterization=config["parameterization"], masks=_masks_used(dataset, args),
                              spread=_spread_note(spread, args))
@@ -241,7 +246,9 @@ def run_demo(args: dict) -> int:
     out = Path(args["out"])
     if (out / CHECKPOINT).exists():
         raise UserError(f"{out} already holds a run; remove it or pass another --out")
-    config = resolve({**{k: args[k] for k in DEMO_KEYS}, "num_sample": 0}, "cpu-small", host)
+    train_split = host.datasets.get(args["dataset"])(split="train", resolution=32)
+    channels = int(train_split[0]["image"].shape[0])
+    config = resolve({**{k: args[k] for k in DEMO_KEYS}, "num_sample": 0, "channels": channels}, "cpu-small", host)
     key, step, _ = sampling_choice(host, config, args["sampler"], args["steps"])
     t0 = time.monotonic()
     print(f"ddo demo: training {args['conditioning']} on {args['dataset']} for {args['minutes']:g} minutes", file=sys.stderr)
@@ -258,6 +265,8 @@ def run_demo(args: dict) -> int:
              parameters=count_parameters(gen_sde.network),
              **{k: config[k] for k in DEMO_KEYS if k not in ("minutes", "seed", "dataset")})
     m["dataset"] = f"{args['dataset']}/test"
+    if getattr(test, "field", None):
+        m["field"] = test.field
     write_outputs(result, out)
     best = best_baseline(m["methods"])
     margin = m["methods"]["ddo-mean"]["psnr_query"] - m["methods"][best]["psnr_query"]

@@ -73,6 +73,7 @@ class FixedSparseMaskDataset(Dataset):
             raise ValueError(f"unknown value range {value_range!r}; known: {', '.join(VALUE_RANGES)}")
         self.dataset, self.value_range = dataset, value_range
         self.context_ratio, self.query_ratio, self.seed, self.pattern = context_ratio, query_ratio, seed, pattern
+        self._masks: dict = {}  # (index, h, w) -> (context, query) int32 indices: computed once per image
         if len(dataset):
             c, h, w = self[0]["image"].shape
             fixed_mask(seed, 0, h, w, context_ratio, query_ratio, pattern)  # validate ratios once, early
@@ -81,8 +82,12 @@ class FixedSparseMaskDataset(Dataset):
         return len(self.dataset)
 
     def mask(self, index: int, h: int, w: int):
-        ctx, qry = fixed_mask(self.seed, index, h, w, self.context_ratio, self.query_ratio, self.pattern)
-        return torch.from_numpy(ctx), torch.from_numpy(qry)
+        key = (index, h, w)
+        if key not in self._masks:
+            ctx, qry = fixed_mask(self.seed, index, h, w, self.context_ratio, self.query_ratio, self.pattern)
+            self._masks[key] = (ctx.astype(np.int32), qry.astype(np.int32))
+        ctx, qry = self._masks[key]
+        return torch.from_numpy(ctx).long(), torch.from_numpy(qry).long()
 
     def __getitem__(self, i: int) -> dict:
         item = as_item(self.dataset[i], i, self.value_range)

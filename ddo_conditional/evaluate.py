@@ -299,14 +299,23 @@ def best_baseline(methods: dict) -> str:
 
 
 def table(metrics: dict) -> str:
-    """A Markdown table of every method, best query PSNR first."""
+    """A Markdown table of every method, best query PSNR first (with the relative L2 errors for fields)."""
     rows = sorted(((k, v) for k, v in metrics["methods"].items() if k != "ddo-mean"),
                   key=lambda kv: -kv[1]["psnr_query"])
-    lines = ["| method | PSNR query (dB) | SSIM query | PSNR full (dB) | SSIM full |", "|---|---|---|---|---|"]
+    field = bool(metrics.get("field"))
+    head = "| method | PSNR query (dB) | SSIM query | PSNR full (dB) | SSIM full |"
+    lines = [head + (" rel. L2 query | rel. L2 full |" if field else ""), "|---|---|---|---|---|" + ("---|---|" if field else "")]
     for name, m in rows:
-        lines.append(f"| {name} | {m['psnr_query']:.2f} | {m['ssim_query']:.4f} | {m['psnr_full']:.2f} | "
-                     f"{m['ssim_full']:.4f} |")
+        line = f"| {name} | {m['psnr_query']:.2f} | {m['ssim_query']:.4f} | {m['psnr_full']:.2f} | {m['ssim_full']:.4f} |"
+        lines.append(line + (f" {m['rel_l2_query']:.4f} | {m['rel_l2_full']:.4f} |" if field else ""))
     return "\n".join(lines)
+
+
+def diverging(images01: torch.Tensor) -> torch.Tensor:
+    """One-channel images in ``[0, 1]`` (0.5 = zero) as RGB: blue below zero, white at zero, red above."""
+    t = (2 * images01[:, :1] - 1).clamp(-1, 1)
+    neg, pos = (-t).clamp_min(0), t.clamp_min(0)
+    return torch.cat([1 - neg, 1 - neg - pos, 1 - pos], dim=1)
 
 
 def write_outputs(result: dict, out_dir) -> None:
@@ -328,6 +337,8 @@ def write_outputs(result: dict, out_dir) -> None:
             atomic_write(out_dir / f"{name}.npy", lambda f, v=value: np.save(f, v.astype(np.float32)))
     atomic_write(out_dir / "metrics.json", lambda f: f.write(json.dumps(result["metrics"], indent=2).encode()))
     fig = result["figure"]
+    if (result["metrics"].get("field") or {}).get("signed") and fig.shape[1] == 1:
+        fig = diverging(fig)
     if fig.shape[-1] < 96:  # small patches: enlarge (nearest) so that pixels stay visible
         fig = torch.nn.functional.interpolate(fig, scale_factor=96 // fig.shape[-1], mode="nearest")
     nrow = min(FIGURE_IMAGES, result["metrics"]["num_images"])

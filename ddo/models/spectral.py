@@ -121,6 +121,9 @@ class SpectralConv2d(nn.Module):
                  dense_max_pixels: int = DENSE_MAX_PIXELS):
         super().__init__()
         self.dense_max_pixels = dense_max_pixels
+        #: dtype of the mode mixing (``torch.bfloat16`` for inference, :func:`ddo.train.set_inference_dtype`),
+        #: or ``None``: fp32. The transforms stay fp32 either way.
+        self.mix_dtype: torch.dtype | None = None
         self.in_channels, self.out_channels = in_channels, out_channels
         self.modes_height, self.modes_width = modes_height, modes_width
         self.half = (modes_height + 1) // 2
@@ -155,7 +158,9 @@ class SpectralConv2d(nn.Module):
         each ``(modes, B, Co)``."""
         b = a.shape[1] // 2
         wt = self._weights(mh, mw)
-        p, q = torch.bmm(a, wt[:, 0]), torch.bmm(a, wt[:, 1])
+        if self.mix_dtype is not None:
+            a, wt = a.to(self.mix_dtype), wt.to(self.mix_dtype)
+        p, q = torch.bmm(a, wt[:, 0]).float(), torch.bmm(a, wt[:, 1]).float()
         return p[:, :b] - q[:, b:], q[:, :b] + p[:, b:]
 
     def _forward_dense(self, x: torch.Tensor, mh: int, mw: int) -> torch.Tensor:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import platform
 import tempfile
 import time
@@ -23,25 +22,14 @@ import numpy as np
 import torch
 
 from ddo.config import resolve
-from ddo.data import RandomFlip
+from ddo.data import RandomFlip, write_cifar_like
 from ddo.plugins import load_host
 from ddo.train import EpochItems, StepBatches
 
 
 def write_cifar_folder(root: Path, n_train: int = 50_000, n_test: int = 10_000, seed: int = 0) -> Path:
     """Random uint8 images in the `cifar-10-batches-py` layout (five train batches, one test batch)."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    sizes = [n_train // 5] * 5 + [n_test]
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name, size in zip(names, sizes):
-        data = rng.integers(0, 256, (size, 3072), dtype=np.uint8)
-        with open(folder / name, "wb") as f:
-            pickle.dump({"data": data, "labels": [int(v) for v in rng.integers(0, 10, size)]}, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
-    return folder
+    return write_cifar_like(root, n_train, n_test, seed)
 
 
 def measure(host, key: str, root: Path, device, batch: int, epochs: int, workers: int) -> dict:

@@ -19,6 +19,7 @@ import torch
 from ddo import data, fields
 from ddo.plugins import load_host
 from ddo.train import load_model
+from ddo_conditional.commands import dihedral_invariant
 from ddo_conditional.evaluate import evaluate
 
 CASES = [("random", 0.10, 1), ("random", 0.03, 1), ("grid", 0.10, 1), ("grid", 0.03, 1), ("random", 0.10, 2),
@@ -48,7 +49,7 @@ def cases(a) -> dict:
         test = host.datasets.get(cfg["dataset"])(split="test", resolution=res)
         ds = wrapper.mask_dataset(test, pattern=pattern, context_ratio=ratio)
         m = evaluate(gen, wrapper, ds, num_samples=a.num_samples, steps=a.steps, sampler=host.samplers.get("ddim"),
-                     limit=a.limit, progress=False)["metrics"]
+                     limit=a.limit, progress=False, symmetrize_x0=dihedral_invariant(test))["metrics"]
         rows[f"{pattern} {ratio:.0%}@{res}"] = {
             "methods": {k: {kk: v[kk] for kk in ("psnr_query", "ssim_query", "rel_l2_query", "rel_l2_full")}
                         for k, v in m["methods"].items()}, "seconds": round(time.time() - t0, 1)}

@@ -225,6 +225,23 @@ def _read_cifar_batch(path: Path) -> np.ndarray:
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
 
+def write_cifar_like(root, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Write random uint8 images in the ``cifar-10-batches-py`` layout under ``root`` (five train
+    batches of ``n_train / 5`` images, a test batch of ``n_test``, ``batches.meta``): a stand-in for
+    CIFAR-10 that :func:`load_cifar10` and torchvision read, for tests and benchmarks without a download."""
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name, size in zip(names, [n_train // 5] * 5 + [n_test]):
+        data = rng.integers(0, 256, (size, 3072), dtype=np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": [int(v) for v in rng.integers(0, 10, size)]}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+    return folder
+
+
 def load_cifar10(split: str, data_root=None, resolution: int = 32, download: bool = False) -> ArrayImages:
     """CIFAR-10 ``train`` (indices 0..49,999) or ``test`` (50,000..59,999) from a local folder
     (fetched first with ``download=True``: :func:`download_cifar10`)."""
@@ -292,8 +309,8 @@ class FieldImages(ArrayImages):
         return {"image": torch.from_numpy(self.images[i]), "index": self.index_offset + int(i)}
 
 
-# fixed scales: model units = field / scale (vorticity: |w| stays below ~0.8 of it; Darcy pressure: u <= ~0.9 of it)
-FIELD_SCALES = {"navier-stokes": 3.0, "darcy": 0.05}
+# fixed scales, model units = field / scale, chosen so that the generated fields stay inside [-1, 1] (README)
+FIELD_SCALES = {"navier-stokes": 1.5, "darcy": 0.016}
 FIELD_SIZES = {"navier-stokes": (500, 100), "darcy": (1000, 100)}  # (train, test) samples
 FIELD_SEED = 0
 
@@ -349,6 +366,9 @@ def load_fields(kind: str, split: str, resolution: int = 32, progress: bool = Tr
     start, count = (0, n_train) if split == "train" else (n_train, n_test)
     raw = generate_fields(kind, count, start, native, progress and sys.stderr.isatty())
     images = _area_downsample(raw, resolution)[:, None] / FIELD_SCALES[kind]
+    # the forcing sin/cos 2pi(x + y) singles out a diagonal: Navier-Stokes fields have no rotation or
+    # reflection symmetry; Darcy's square domain, source and isotropic coefficient field have all 8
     field = {"name": kind, "scale": FIELD_SCALES[kind], "signed": kind == "navier-stokes",
-             "quantity": "vorticity" if kind == "navier-stokes" else "pressure"}
+             "quantity": "vorticity" if kind == "navier-stokes" else "pressure",
+             "dihedral_invariant": kind == "darcy"}
     return FieldImages(images.astype(np.float32), start, field)

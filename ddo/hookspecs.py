@@ -59,7 +59,11 @@ def register_datasets(register):
 @hookspec
 def register_losses(register):
     """Register training losses: ``factory() -> loss`` with
-    ``loss(gen_sde, batch, v, model_kwargs) -> dict`` whose ``"loss"`` has shape ``(B,)``."""
+    ``loss(gen_sde, batch, v, model_kwargs) -> dict`` whose ``"loss"`` has shape ``(B,)``.
+
+    A loss asks the denoiser for the estimate it needs (``gen_sde.epsilon`` or ``gen_sde.x0``, any
+    parameterisation) and declares with ``requires`` the parameterisations or conditioning it is
+    meant for."""
 
 
 @hookspec

@@ -42,7 +42,8 @@ def add_reconstruct_parser(parser) -> None:
                         "parameterisation (README): ddim for x0/v models, denoise for eps models")
     parser.add_argument("--data-consistency", action="store_true", help="re-impose observed pixels each step")
     parser.add_argument("--no-symmetrize-x0", action="store_true",
-                        help="one call for ddo-x0 instead of the average over rotations and flips")
+                        help="one call for ddo-x0 instead of the average over rotations and flips (datasets "
+                        "without those symmetries, such as navier-stokes, always use one call)")
     parser.add_argument("--mask-seed", type=nonneg_int, help="default: the checkpoint's mask seed")
     parser.add_argument("--mask-pattern", choices=PATTERNS, help="default: the checkpoint's pattern")
     parser.add_argument("--context-ratio", type=float, help="default: the checkpoint's context ratio")
@@ -141,6 +142,8 @@ def run_reconstruct(args: dict) -> int:
     key, step, args["steps"] = sampling_choice(host, config, args.get("sampler"), args.get("steps"))
     res = args.get("resolution") or config["resolution"]
     if args.get("images"):
+        if args.get("download"):
+            raise UserError("--download fetches a --dataset; it does not apply to --images")
         base = load_image_folder(args["images"], res)
     else:
         base = host.datasets.get(args["dataset"])(split=args["split"], data_root=args.get("data_root"), resolution=res,
@@ -150,7 +153,8 @@ def run_reconstruct(args: dict) -> int:
     result = evaluate(gen_sde, wrapper, dataset, num_samples=args["num_samples"], steps=args["steps"],
                       sampler=step, batch_size=args["batch_size"], seed=args["seed"],
                       data_consistency=args["data_consistency"], limit=args.get("limit"), device=device,
-                      progress=not args["no_progress"], symmetrize_x0=not args["no_symmetrize_x0"], spread=spread)
+                      progress=not args["no_progress"], spread=spread,
+                      symmetrize_x0=not args["no_symmetrize_x0"] and dihedral_invariant(base))
     if getattr(base, "field", None):
         result["metrics"]["field"] = base.field
     result["metrics"].update(checkpoint=str(args["checkpoint"]), resolution=res, sampler=key,
@@ -164,6 +168,12 @@ def run_reconstruct(args: dict) -> int:
         print(coverage_table(result["metrics"]))
     print(f"wrote {Path(args['out']) / 'metrics.json'} and reconstructions.png")
     return 0
+
+
+def dihedral_invariant(dataset) -> bool:
+    """Whether the data's law is invariant to the square's rotations and reflections (so ``ddo-x0`` may
+    average over them): natural images are; a field says so in its ``field`` record."""
+    return bool((getattr(dataset, "field", None) or {}).get("dihedral_invariant", True))
 
 
 def _stored_calibration(args: dict) -> dict | None:
@@ -259,7 +269,8 @@ def run_demo(args: dict) -> int:
     spread = _demo_calibration(gen_sde, wrapper, host, args, config, key, step, device)
     result = evaluate(gen_sde, wrapper, wrapper.wrap_dataset(test, "test"), num_samples=args["num_samples"],
                       steps=args["steps"], sampler=step, seed=args["seed"], limit=args.get("limit"),
-                      device=device, progress=not args["no_progress"], spread=spread)
+                      device=device, progress=not args["no_progress"], spread=spread,
+                      symmetrize_x0=dihedral_invariant(test))
     m = result["metrics"]
     m.update(train_steps=summary["step"], train_seconds=round(train_s, 1), sampler=key,
              parameters=count_parameters(gen_sde.network),
@@ -289,7 +300,7 @@ def _report(m: dict, tbl: str, best: str, margin: float, source: str) -> str:
         f"Sampling: {m['num_samples']} samples x {m['steps']} steps of `{m['sampler']}`.", "",
         tbl, "",
         f"`ddo-mean` is the model's posterior-mean estimate: `ddo-x0` (the network's x0 at t = 1"
-        f"{', averaged over the 8 rotations and flips of the context' if m.get('symmetrize_x0') else ''}) for x0/v "
+        f"{', averaged over the 8 rotations and flips of the context' if m.get('symmetrize_x0') else ', one call'}) for x0/v "
         f"models, the mean of samples otherwise; here `{source}`. Its margin over the best classical baseline "
         f"({best}): {margin:+.2f} dB on query pixels.", "",
     ]

@@ -209,7 +209,7 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 4, steps: int = 20
         result["calibration"] = {**cal.result(), "within_range_expected": (num_samples - 1) / (num_samples + 1)}
     if cal_scaled.n:
         result["calibration_rescaled"] = {**cal_scaled.result(), **spread}
-    return {"metrics": result, "figure": figure, "arrays": arrays.result()}
+    return {"metrics": result, "figure": figure, "arrays": arrays.result(), "figure_std_row": 2 + min(2, num_samples)}
 
 
 class _Arrays:
@@ -338,6 +338,10 @@ def write_outputs(result: dict, out_dir) -> None:
     atomic_write(out_dir / "metrics.json", lambda f: f.write(json.dumps(result["metrics"], indent=2).encode()))
     fig = result["figure"]
     if (result["metrics"].get("field") or {}).get("signed") and fig.shape[1] == 1:
+        k = min(FIGURE_IMAGES, result["metrics"]["num_images"])
+        row = slice(result["figure_std_row"] * k, (result["figure_std_row"] + 1) * k)
+        fig = fig.clone()
+        fig[row] = 0.5 + 0.5 * fig[row]  # the std map from white (0) to red (largest)
         fig = diverging(fig)
     if fig.shape[-1] < 96:  # small patches: enlarge (nearest) so that pixels stay visible
         fig = torch.nn.functional.interpolate(fig, scale_factor=96 // fig.shape[-1], mode="nearest")

@@ -4,7 +4,6 @@ import hashlib
 import http.server
 import io
 import json
-import pickle
 import tarfile
 import threading
 
@@ -13,20 +12,13 @@ import pytest
 import torch
 
 from ddo.cli import main
+from ddo.data import write_cifar_like
 from ddo_conditional import FixedSparseMaskDataset, fixed_mask
 
 
 def write_cifar(root, per_batch=4, seed=0):
     """A CIFAR-10-format folder: five train batches and a test batch of ``per_batch`` images each."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        with open(folder / name, "wb") as f:
-            pickle.dump({"data": data, "labels": [int(v) for v in rng.integers(0, 10, per_batch)]}, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    write_cifar_like(root, 5 * per_batch, per_batch, seed)
     return root
 
 

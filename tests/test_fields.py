@@ -65,3 +65,32 @@ def test_field_datasets_split_disjoint_cached_and_scaled(monkeypatch, tmp_path):
     np.testing.assert_allclose(test.images[:, 0], raw.reshape(3, 32, 2, 32, 2).mean((2, 4)) / data.FIELD_SCALES["darcy"],
                                rtol=1e-6)
     assert len(list((tmp_path / "fields").glob("darcy_*.npy"))) == 2
+
+
+@pytest.mark.slow
+def test_train_and_reconstruct_on_a_generated_field(monkeypatch, tmp_path, capsys):
+    import json
+
+    import ddo.data as data
+    from ddo.cli import main
+
+    monkeypatch.setenv("DDO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(data.FIELD_SIZES, "navier-stokes", (8, 4))
+    args = ["train", "--dataset", "navier-stokes", "--resolution", "16", "--ch", "8", "--ch-mult", "1,2",
+            "--num-res-blocks", "1", "--modes", "4", "--batch-size", "4", "--iterations", "2", "--num-sample", "0",
+            "--conditioning", "sparse-biharmonic", "--parameterization", "x0", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "bad")]) == 2
+    assert "has 1-channel images and the run has --channels 3; pass --channels 1" in capsys.readouterr().err
+    assert main([*args, "--channels", "1", "--out", str(tmp_path / "run")]) == 0
+    out = tmp_path / "rec"
+    assert main(["reconstruct", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--dataset", "navier-stokes",
+                 "--num-samples", "2", "--steps", "2", "--out", str(out), "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_images"] == 4 and m["field"]["quantity"] == "vorticity" and m["field"]["signed"]
+    assert 0 < m["methods"]["biharmonic"]["rel_l2_query"] < 2
+    assert "rel. L2 query" in capsys.readouterr().out
+    from PIL import Image
+
+    with Image.open(out / "reconstructions.png") as im:  # diverging colour map: RGB
+        pixels = np.asarray(im)
+    assert pixels.ndim == 3 and pixels.shape[-1] == 3 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10

@@ -22,6 +22,8 @@ import functools
 import numpy as np
 import torch
 
+from ddo.errors import UserError
+
 MAX_PIXELS = 64 * 64  # G is N x N float64: 134 MB at 64x64
 
 
@@ -55,7 +57,8 @@ def _green(h: int, w: int) -> torch.Tensor:
 def green(h: int, w: int, device=None) -> torch.Tensor:
     """``G = (A + 11^T / N)^{-1}`` of an ``h x w`` grid, float64, on ``device`` (computed once per size)."""
     if h * w > MAX_PIXELS:
-        raise ValueError(f"batched biharmonic inpainting supports grids up to {MAX_PIXELS} pixels, got {h}x{w}")
+        raise UserError(f"batched biharmonic inpainting supports grids up to {MAX_PIXELS} pixels (64x64), got "
+                        f"{h}x{w}; use a smaller --resolution or --conditioning sparse-interp")
     return _green(h, w).to(device)
 
 

@@ -13,7 +13,7 @@ from ddo.arguments import nonneg_int, positive_int
 from ddo.builtins import ModelWrapper
 from ddo.options import Option
 
-from .biharmonic import biharmonic_inpaint
+from .biharmonic import MAX_PIXELS, biharmonic_inpaint
 from .datasets import AUGMENTATIONS, DihedralAugment, FixedSparseMaskDataset, context_tensors
 from .masks import PATTERNS, MaskError, mask_counts
 from .models import (RESIDUAL_SCALES, ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel,
@@ -153,6 +153,12 @@ class BiharmonicInterpConditioning(InterpConditioning):
     no per-item solve."""
 
     needs = ("context_image", "observation_mask", "context_dense")
+
+    def __init__(self, config: dict | None = None):
+        super().__init__(config)
+        res = int(self.options.get("resolution", 32))
+        if res * res > MAX_PIXELS:
+            raise ValueError(f"sparse-biharmonic supports resolutions up to 64, got {res}; use sparse-interp")
 
     def model_kwargs(self, batch: dict, device) -> dict:
         h, w = batch["image"].shape[-2:]

@@ -47,6 +47,7 @@ REFUSED = [
      "network _PlainNet has none"),
     (["--conditioning", "sparse-biharmonic", "--model", "plain"], "sparse-interp adds its inputs at the lifting layer"),
     (["--conditioning", "sparse-wavelet"], "unknown conditioning 'sparse-wavelet'; known: none, sparse-biharmonic"),
+    (["--conditioning", "sparse-biharmonic", "--resolution", "128"], "sparse-biharmonic supports resolutions up to 64"),
 ]
 
 

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import os
 import pickle
 import sys
@@ -18,7 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from . import fields
 from .errors import UserError
+from .progress import progress_bar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -328,18 +332,11 @@ def _area_downsample(x: np.ndarray, size: int) -> np.ndarray:
 def generate_fields(kind: str, count: int, start: int = 0, native: int = 64, progress: bool = False) -> np.ndarray:
     """``count`` raw fields ``(count, native, native)`` of ``kind``, indices ``start..``; cached on disk
     keyed by the kind, the solver's parameters and the index range."""
-    import hashlib
-    import json
-
-    from . import fields
-
     params = {**(fields.NS_DEFAULTS if kind == "navier-stokes" else fields.DARCY_DEFAULTS), "resolution": native}
     key = hashlib.sha256(json.dumps([kind, FIELD_SEED, params, start, count], sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "fields" / f"{kind}_{native}_{start}_{count}_{key}.npy"
     if path.exists():
         return np.load(path)
-    from .progress import progress_bar
-
     chunks, chunk = [], 50
     for lo in progress_bar(range(start, start + count, chunk), desc=f"generate {kind}", enabled=progress):
         idx = range(lo, min(lo + chunk, start + count))
@@ -364,7 +361,7 @@ def load_fields(kind: str, split: str, resolution: int = 32, progress: bool = Tr
                         f"got {resolution}")
     n_train, n_test = FIELD_SIZES[kind]
     start, count = (0, n_train) if split == "train" else (n_train, n_test)
-    raw = generate_fields(kind, count, start, native, progress and sys.stderr.isatty())
+    raw = generate_fields(kind, count, start, native, progress)
     images = _area_downsample(raw, resolution)[:, None] / FIELD_SCALES[kind]
     # the forcing sin/cos 2pi(x + y) singles out a diagonal: Navier-Stokes fields have no rotation or
     # reflection symmetry; Darcy's square domain, source and isotropic coefficient field have all 8

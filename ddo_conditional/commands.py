@@ -8,7 +8,7 @@ from pathlib import Path
 from ddo.arguments import nonneg_int, positive_float, positive_int
 from ddo.checkpoint import atomic_write
 from ddo.commands import inference_dtype, resolve_device, sampling_choice
-from ddo.config import LR_SCHEDULES, resolve
+from ddo.config import DEFAULTS, LR_SCHEDULES, PRESETS, resolve
 from ddo.data import load_image_folder
 from ddo.diffusion import PARAMETERIZATIONS
 from ddo.errors import UserError
@@ -256,7 +256,8 @@ def run_demo(args: dict) -> int:
     out = Path(args["out"])
     if (out / CHECKPOINT).exists():
         raise UserError(f"{out} already holds a run; remove it or pass another --out")
-    train_split = host.datasets.get(args["dataset"])(split="train", resolution=32)
+    train_split = host.datasets.get(args["dataset"])(split="train", resolution=PRESETS["cpu-small"].get(
+        "resolution", DEFAULTS["resolution"]))
     channels = int(train_split[0]["image"].shape[0])
     config = resolve({**{k: args[k] for k in DEMO_KEYS}, "num_sample": 0, "channels": channels}, "cpu-small", host)
     key, step, _ = sampling_choice(host, config, args["sampler"], args["steps"])

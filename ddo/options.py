@@ -65,7 +65,7 @@ class Option:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return flag(self.name)
 
     def applies(self, config: dict) -> bool:
         return self.conditioning is None or config.get("conditioning") in self.conditioning

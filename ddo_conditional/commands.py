@@ -237,11 +237,10 @@ DEMO_KEYS = ("dataset", "conditioning", "loss", "minutes", "parameterization", "
              "lr_schedule", "augment", "seed")
 
 
-def _demo_calibration(gen_sde, wrapper, host, args, config, key, step, device) -> dict | None:
+def _demo_calibration(gen_sde, wrapper, train_split, args, key, step, device) -> dict | None:
     """Fit the spread calibration on training crops and store it with the demo's checkpoint."""
     if args["num_samples"] < 2:
         return None
-    train_split = host.datasets.get(args["dataset"])(split="train", resolution=config["resolution"])
     fitted = fit_calibration(gen_sde, wrapper, train_split, limit=args["calibrate_spread"],
                              num_samples=args["num_samples"], steps=args["steps"], sampler=step, seed=args["seed"],
                              batch_size=32, device=device, progress=not args["no_progress"])
@@ -267,7 +266,7 @@ def run_demo(args: dict) -> int:
     train_s = time.monotonic() - t0
     gen_sde, wrapper, config = load_model(out / CHECKPOINT, host, device)
     test = host.datasets.get(args["dataset"])(split="test", resolution=config["resolution"])
-    spread = _demo_calibration(gen_sde, wrapper, host, args, config, key, step, device)
+    spread = _demo_calibration(gen_sde, wrapper, train_split, args, key, step, device)
     result = evaluate(gen_sde, wrapper, wrapper.wrap_dataset(test, "test"), num_samples=args["num_samples"],
                       steps=args["steps"], sampler=step, seed=args["seed"], limit=args.get("limit"),
                       device=device, progress=not args["no_progress"], spread=spread,

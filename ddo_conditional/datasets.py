@@ -75,8 +75,7 @@ class FixedSparseMaskDataset(Dataset):
         self.context_ratio, self.query_ratio, self.seed, self.pattern = context_ratio, query_ratio, seed, pattern
         self._masks: dict = {}  # (index, h, w) -> (context, query) int32 indices: computed once per image
         if len(dataset):
-            c, h, w = self[0]["image"].shape
-            fixed_mask(seed, 0, h, w, context_ratio, query_ratio, pattern)  # validate ratios once, early
+            self[0]  # validates the ratios against the image size once, early
 
     def __len__(self) -> int:
         return len(self.dataset)

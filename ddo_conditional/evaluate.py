@@ -72,13 +72,12 @@ class _CalibrationSum:
     def __init__(self):
         self.n, self.sums = 0, {}
 
-    def add(self, out, truth, qmask, spread: dict | None = None, ctx: dict | None = None):
+    def add(self, out, truth, qmask, std: torch.Tensor | None = None):
+        """``std``: a recalibrated spread in ``[0, 1]`` units; ``None``: the samples' own (then the
+        sample-based checks are added too)."""
         q = int(qmask.sum().item()) * truth.shape[1]
-        std = out["std"] / 2
-        if spread is not None:
-            std = apply_spread(std, spread, context_roughness(ctx) if ctx is not None else None)
-        cb = calibration((out["mean"] + 1) / 2, std, truth, qmask,
-                         samples=(out["samples"] + 1) / 2 if spread is None else None)
+        cb = calibration((out["mean"] + 1) / 2, out["std"] / 2 if std is None else std, truth, qmask,
+                         samples=(out["samples"] + 1) / 2 if std is None else None)
         for k in CAL_KEYS:
             if k in cb:  # the sample-based checks need the samples, not a rescaled std
                 self.sums[k] = self.sums.get(k, 0.0) + cb[k] * q
@@ -189,14 +188,15 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 4, steps: int = 20
                                     limit=limit, device=device, progress=progress, desc="evaluate"):
         n += r.truth.shape[0]
         preds = _predictions(gen_sde, r, g, one_call, symmetrize_x0, baselines, timing, device)
-        arrays.add(r, preds, spread)
+        std_cal = None if spread is None else apply_spread(r.out["std"] / 2, spread, context_roughness(r.ctx))
+        arrays.add(r, preds, std_cal)
         for m, p in preds.items():
             for k, val in image_metrics(p, r.truth, r.qmask).items():
                 per_image[m].setdefault(k, []).append(val.cpu())
         if num_samples > 1:
             cal.add(r.out, r.truth, r.qmask)
             if spread is not None:
-                cal_scaled.add(r.out, r.truth, r.qmask, spread, r.ctx)
+                cal_scaled.add(r.out, r.truth, r.qmask, std=std_cal)
         if figure is None:
             figure = _figure(r, preds, num_samples)
     result = {
@@ -219,10 +219,10 @@ class _Arrays:
     def __init__(self):
         self.parts = {}
 
-    def add(self, r: Reconstructed, preds: dict, spread: dict | None) -> None:
+    def add(self, r: Reconstructed, preds: dict, std_calibrated: torch.Tensor | None) -> None:
         got = {"mean": preds.get("ddo-x0", preds["ddo-samples-mean"]), "std_raw": r.out["std"] / 2}
-        if spread is not None:
-            got["std"] = apply_spread(got["std_raw"], spread, context_roughness(r.ctx))
+        if std_calibrated is not None:
+            got["std"] = std_calibrated
         for k, v in got.items():
             self.parts.setdefault(k, []).append(v.cpu())
 

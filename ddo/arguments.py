@@ -9,7 +9,7 @@ import argparse
 import math
 import sys
 
-from .config import LR_SCHEDULES
+from .config import CROP_SCALES, LR_SCHEDULES
 from .diffusion import PARAMETERIZATIONS
 from .options import options_of
 
@@ -93,6 +93,9 @@ def add_train_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--resolution", type=positive_int)
     g.add_argument("--channels", type=positive_int, help="image channels (default 3; 1 for navier-stokes and darcy)")
     g.add_argument("--num-workers", type=nonneg_int)
+    g.add_argument("--crop-scales", choices=CROP_SCALES,
+                   help="natural-patches training crops: 'fixed' (three sizes, the default) or 'continuous' "
+                   "(random scales, area-resampled, new crops every epoch)")
     _add_model_flags(parser)
     _add_optimisation_flags(parser)
     host = parser.get_default("_host")

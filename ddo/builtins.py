@@ -51,17 +51,25 @@ def _local(name: str, download: bool) -> None:
         raise UserError(f"--download applies to --dataset cifar10; {name} is read from this machine")
 
 
-def _natural_patches(split="train", resolution=32, download=False, **_):
+def _fixed_crops(name: str, crop_scales: str) -> None:
+    if crop_scales != "fixed":
+        raise UserError(f"--crop-scales {crop_scales} draws crops of natural-patches' photographs; {name} has "
+                        "fixed images (drop the flag)")
+
+
+def _natural_patches(split="train", resolution=32, download=False, crop_scales="fixed", seed=0, **_):
     _local("natural-patches (scikit-image's bundled photographs)", download)
-    return data.load_natural_patches(split, resolution)
+    return data.load_natural_patches(split, resolution, crop_scales=crop_scales, seed=seed)
 
 
-def _cifar10(split="train", data_root=None, resolution=32, download=False, **_):
+def _cifar10(split="train", data_root=None, resolution=32, download=False, crop_scales="fixed", **_):
+    _fixed_crops("cifar10", crop_scales)
     return data.load_cifar10(split, data_root, resolution, download=download)
 
 
-def _image_folder(split="train", data_root=None, resolution=32, download=False, **_):
+def _image_folder(split="train", data_root=None, resolution=32, download=False, crop_scales="fixed", **_):
     _local("image-folder", download)
+    _fixed_crops("image-folder", crop_scales)
     return data.load_image_folder(data_root, resolution)
 
 
@@ -76,8 +84,9 @@ def register_model_wrappers(register):
 
 
 def _fields(kind: str):
-    def factory(split="train", resolution=32, download=False, **_):
+    def factory(split="train", resolution=32, download=False, crop_scales="fixed", **_):
         _local(f"{kind} (generated on this machine)", download)
+        _fixed_crops(kind, crop_scales)
         return data.load_fields(kind, split, resolution)
 
     return factory

@@ -12,6 +12,7 @@ from .options import apply_option_defaults
 DEFAULTS: dict = {
     # data
     "dataset": "natural-patches", "data_root": None, "resolution": 32, "channels": 3, "num_workers": 0,
+    "crop_scales": "fixed",
     # network
     "model": "fno-unet", "ch": 64, "ch_mult": [1, 2, 2], "num_res_blocks": 2, "modes": 16, "use_pos": False,
     "use_pointwise_op": False, "norm": None, "dropout": 0.0,
@@ -27,6 +28,7 @@ DEFAULTS: dict = {
 }
 
 LR_SCHEDULES = ("constant", "cosine")
+CROP_SCALES = ("fixed", "continuous")  # natural-patches training crops (see ddo.data.PhotoCrops)
 
 PRESETS: dict[str, dict] = {
     # the spec's CIFAR-10 configuration

@@ -1,6 +1,7 @@
 """Datasets: real images, offline. Items are ``{"image": (C, H, W) in [-1, 1], "index": int}``.
 
-- ``natural-patches``: crops of the photographs bundled with scikit-image, split by photograph.
+- ``natural-patches``: crops of the photographs bundled with scikit-image, split by photograph into
+  train, validation (``val``) and test.
 - ``cifar10``: a local ``cifar-10-batches-py`` folder; fetched only when asked (``download=True``,
   the ``--download`` flag), with torchvision's download-and-verify helper.
 - ``image-folder``: PNG/JPEG files of a folder, centre-cropped and resized.
@@ -21,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import fields
+from .config import CROP_SCALES
 from .errors import UserError
 from .progress import progress_bar
 
@@ -54,6 +56,8 @@ class RandomFlip(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if isinstance(self.dataset, PhotoCrops):
+            self.dataset.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -66,11 +70,16 @@ class RandomFlip(Dataset):
 
 
 # --- natural-patches ---------------------------------------------------------------------------
+# Split by photograph. The validation photograph is the one every choice is made on; the test
+# photographs are scored once per reported configuration. The stereo pair's right view is the same
+# scene as the left, so it is in no split (in training it would leak the validation scene).
 TEST_PHOTOS = ("chelsea", "coffee")
-TRAIN_PHOTOS = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
-                "motorcycle_left", "motorcycle_right")
-PATCH_SHORT_SIDES = (64, 128, 256)
-NATURAL_PATCHES_VERSION = 1
+VAL_PHOTOS = ("motorcycle_left",)
+TRAIN_PHOTOS = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
+SPLITS = ("train", "val", "test")
+SPLIT_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}  # global indices: masks of one split never
+PATCH_SHORT_SIDES = (64, 128, 256)                                   # depend on another split's length
+NATURAL_PATCHES_VERSION = 2
 
 
 def _photo(name: str) -> np.ndarray:
@@ -103,10 +112,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DDO_CACHE_DIR", Path.home() / ".cache" / "ddo"))
 
 
+def _split_photos(train_photos) -> dict[str, tuple]:
+    return {"train": tuple(train_photos), "val": VAL_PHOTOS, "test": TEST_PHOTOS}
+
+
 def build_natural_patches(size: int = 32, train_photos=TRAIN_PHOTOS) -> dict[str, np.ndarray]:
-    """Deterministic crops: train photos with stride ``size/2``, test photos without overlap."""
+    """Deterministic crops: train and validation photos with stride ``size/2``, test photos without overlap."""
     parts = {}
-    for split, names, stride in (("train", train_photos, size // 2), ("test", TEST_PHOTOS, size)):
+    for split, names in _split_photos(train_photos).items():
+        stride = size if split == "test" else size // 2
         crops, sources = [], []
         for name in names:
             c = _crops(_photo(name), size, stride)
@@ -117,15 +131,22 @@ def build_natural_patches(size: int = 32, train_photos=TRAIN_PHOTOS) -> dict[str
     return parts
 
 
-def load_natural_patches(split: str, size: int = 32, train_photos=TRAIN_PHOTOS) -> ArrayImages:
+def load_natural_patches(split: str, size: int = 32, train_photos=TRAIN_PHOTOS,
+                         crop_scales: str = "fixed", seed: int = 0) -> Dataset:
     """The ``natural-patches`` split, built on first use and cached under :func:`cache_dir`.
 
-    ``train_photos``: names of ``skimage.data`` photographs for the train split (the test split is
-    always :data:`TEST_PHOTOS`); a list other than the default is cached under its own name."""
-    if split not in ("train", "test"):
-        raise UserError(f"natural-patches has splits 'train' and 'test', not {split!r}")
+    ``train_photos``: names of ``skimage.data`` photographs for the train split (validation and test
+    are always :data:`VAL_PHOTOS` and :data:`TEST_PHOTOS`); a list other than the default is cached
+    under its own name. ``crop_scales="continuous"`` (train split only): :class:`PhotoCrops`, as many
+    crops per epoch as the fixed split has, at random scales."""
+    if split not in SPLITS:
+        raise UserError(f"natural-patches has splits {', '.join(SPLITS)}, not {split!r}")
     if size < 8:
         raise UserError(f"natural-patches needs a resolution of at least 8, got {size}")
+    if crop_scales not in CROP_SCALES:
+        raise UserError(f"--crop-scales must be one of {', '.join(CROP_SCALES)}, got {crop_scales!r}")
+    if crop_scales != "fixed" and split != "train":
+        raise UserError(f"--crop-scales {crop_scales} draws training crops; the {split} split is fixed")
     train_photos = tuple(train_photos)
     tag = "" if train_photos == TRAIN_PHOTOS else "_" + "-".join(train_photos)
     path = cache_dir() / f"natural_patches_v{NATURAL_PATCHES_VERSION}{tag}_{size}.npz"
@@ -138,11 +159,54 @@ def load_natural_patches(split: str, size: int = 32, train_photos=TRAIN_PHOTOS) 
         tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
         np.savez(tmp, **parts)
         os.replace(tmp, path)
-        print(f"natural-patches: built {len(parts['train'])} train crops from {len(train_photos)} photos and "
-              f"{len(parts['test'])} test crops from {len(TEST_PHOTOS)} held-out photos ({size}x{size}); "
-              f"cached at {path}", file=sys.stderr)
-    offset = 0 if split == "train" else len(parts["train"])
-    return ArrayImages(parts[split], offset, list(parts[split + "_sources"]))
+        print(f"natural-patches: built {len(parts['train'])} train crops from {len(train_photos)} photos, "
+              f"{len(parts['val'])} validation crops from {', '.join(VAL_PHOTOS)} and {len(parts['test'])} test "
+              f"crops from {', '.join(TEST_PHOTOS)} ({size}x{size}); cached at {path}", file=sys.stderr)
+    if crop_scales == "continuous":
+        return PhotoCrops([_photo(n) for n in train_photos], size, len(parts["train"]), seed)
+    return ArrayImages(parts[split], SPLIT_OFFSETS[split], list(parts[split + "_sources"]))
+
+
+def area_crop(photo, box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """The ``box`` ``(left, top, right, bottom)`` of a PIL image, in its pixel coordinates (fractional
+    allowed), resampled to ``size x size`` by area averaging; ``(size, size, C)`` uint8."""
+    from PIL import Image
+
+    return np.array(photo.resize((size, size), Image.BOX, box=box))
+
+
+class PhotoCrops(Dataset):
+    """Training crops at continuous random scales: item ``i`` of epoch ``e`` is a ``size x size`` crop of
+    a random photograph, taken at a short side drawn log-uniformly over the fixed split's range
+    (:data:`PATCH_SHORT_SIDES`, widened by half an octave each way, never above the photograph's own),
+    at a random position, area-resampled. A pure function of ``(seed, epoch, i)``; :meth:`set_epoch`
+    once per epoch (the trainer's :class:`RandomFlip` forwards it)."""
+
+    def __init__(self, photos: list[np.ndarray], size: int, count: int, seed: int = 0):
+        from PIL import Image
+
+        self.photos = [Image.fromarray(p) for p in photos]
+        self.size, self.count, self.seed, self.epoch = size, count, seed, 0
+        lo, hi = PATCH_SHORT_SIDES[0] / 2 ** 0.5, PATCH_SHORT_SIDES[-1] * 2 ** 0.5
+        self.log_range = (np.log(max(lo, size)), np.log(hi))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.count
+
+    def crop(self, rng: np.random.Generator) -> np.ndarray:
+        photo = self.photos[int(rng.integers(len(self.photos)))]
+        w, h = photo.size
+        short = min(np.exp(rng.uniform(*self.log_range)), min(h, w))
+        side = self.size * min(h, w) / short  # the crop's side in the photograph's pixels
+        x0, y0 = rng.uniform(0, w - side), rng.uniform(0, h - side)
+        return area_crop(photo, (x0, y0, x0 + side, y0 + side), self.size)
+
+    def __getitem__(self, i: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, int(i), 0x5CA1E])
+        return {"image": to_tensor(self.crop(rng)), "index": int(i)}
 
 
 # --- CIFAR-10 ----------------------------------------------------------------------------------

@@ -208,7 +208,8 @@ def _setup(config: dict, host, state: dict | None, device, dist) -> _Run:
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = make_optimizer(model.parameters(), config["lr"], device)
     base = host.datasets.get(config["dataset"])(split="train", data_root=config["data_root"],
-                                               resolution=config["resolution"])
+                                               resolution=config["resolution"],
+                                               crop_scales=config.get("crop_scales", "fixed"), seed=config["seed"])
     if len(base) and base[0]["image"].shape[0] != config["channels"]:
         raise UserError(f"the dataset {config['dataset']} has {base[0]['image'].shape[0]}-channel images and the run "
                         f"has --channels {config['channels']}; pass --channels {base[0]['image'].shape[0]}")

@@ -16,7 +16,7 @@ from ddo.models import count_parameters
 from ddo.train import CHECKPOINT, load_model, set_inference_dtype, train
 
 from .conditioning import SparseConditioning
-from .datasets import AUGMENTATIONS
+from .datasets import augment_list
 from .calibration import load_calibration, save_calibration
 from .evaluate import best_baseline, evaluate, fit_spread_on, table, write_outputs
 from .masks import PATTERNS, MaskError
@@ -219,7 +219,7 @@ def add_demo_parser(parser) -> None:
     parser.add_argument("--refiner-width", type=nonneg_int, default=32)
     parser.add_argument("--residual-scale", choices=RESIDUAL_SCALES, default="context-input")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
-    parser.add_argument("--augment", choices=AUGMENTATIONS, default="none")
+    parser.add_argument("--augment", type=augment_list, default="none", help="none, dihedral, photometric, or both: dihedral,photometric")
     parser.add_argument("--loss", default="x0-mse-relative")
     parser.add_argument("--num-samples", type=positive_int, default=4)
     parser.add_argument("--steps", type=positive_int, default=20)

@@ -14,7 +14,7 @@ from ddo.builtins import ModelWrapper
 from ddo.options import Option
 
 from .biharmonic import MAX_PIXELS, biharmonic_inpaint
-from .datasets import AUGMENTATIONS, DihedralAugment, FixedSparseMaskDataset, context_tensors
+from .datasets import DihedralAugment, FixedSparseMaskDataset, PhotometricAugment, augment_list, context_tensors
 from .masks import PATTERNS, MaskError, mask_counts
 from .models import (RESIDUAL_SCALES, ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel,
                      SparseInterpModel)
@@ -34,9 +34,10 @@ OPTIONS = (
            "data", conditioning=SPARSE_KEYS),
     Option("mask_pattern", str, "random", "where the context lies", "data", choices=PATTERNS,
            conditioning=SPARSE_KEYS),
-    Option("augment", str, "none", "'dihedral': train on each image and its fixed context under a random "
-           "rotation or reflection of the square, moved together", "run", choices=AUGMENTATIONS,
-           conditioning=SPARSE_KEYS),
+    Option("augment", augment_list, "none", "training-time transforms, comma-separated: 'dihedral' (a random "
+           "rotation or reflection of the square, image and fixed context moved together), 'photometric' (a random "
+           "colour map: channel order, hue, saturation, contrast, gamma, brightness; the context read from the "
+           "mapped image)", "run", conditioning=SPARSE_KEYS),
     Option("context_feature_dim", positive_int, 32, "width of the context encoder", "architecture",
            conditioning=("sparse-encoder",)),
     Option("refiner_width", nonneg_int, 0, "width of a local 3x3 refiner beside the spectral trunk (0: none)",
@@ -64,13 +65,11 @@ class SparseConditioning(ModelWrapper):
         cfg = {**DEFAULTS, **{k: v for k, v in self.run_config.items() if v is not None}}
         self.context_ratio, self.query_ratio = float(cfg["context_ratio"]), float(cfg["query_ratio"])
         self.mask_seed, self.mask_pattern = int(cfg["mask_seed"]), cfg["mask_pattern"]
-        self.augment = cfg["augment"]
+        self.augment = augment_list(cfg["augment"])
         self.options = cfg
         self.seed = int(cfg.get("seed", 0))
         self.channels = int(cfg.get("channels", 3))
         self.parameterization = cfg.get("parameterization", "eps")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {self.augment!r}; known: {', '.join(AUGMENTATIONS)}")
         if self.mask_pattern not in PATTERNS:
             raise MaskError(f"unknown mask pattern {self.mask_pattern!r}; known: {', '.join(PATTERNS)}")
         if self.mask_seed < 0:
@@ -91,8 +90,12 @@ class SparseConditioning(ModelWrapper):
 
     def wrap_dataset(self, dataset, split: str):
         masked = self.mask_dataset(dataset)
-        if split == "train" and self.augment == "dihedral":
-            return DihedralAugment(masked, self.seed)
+        if split != "train":
+            return masked
+        if "photometric" in self.augment:
+            masked = PhotometricAugment(masked, self.seed)
+        if "dihedral" in self.augment:
+            masked = DihedralAugment(masked, self.seed)
         return masked
 
     def model_kwargs(self, batch: dict, device) -> dict:

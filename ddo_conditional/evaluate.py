@@ -278,20 +278,31 @@ def posterior_mean_one_call(gen_sde, model_kwargs: dict, shape, generator=None, 
     model trained with an ``x0`` loss at all times this is its estimate of ``E[x | context]``.
 
     ``symmetrize``: average the estimates of the rotated and flipped contexts, each mapped back
-    (:func:`dihedral_transforms`; 8 calls on square images). The posterior mean under a prior that
+    (:func:`dihedral_estimates`; 8 calls on square images). The posterior mean under a prior that
     is invariant to these symmetries is equivariant to them, so the average keeps its target and
-    lowers the network's error; every spatial kwarg is transformed alike.
+    lowers the network's error.
     """
+    if not symmetrize:
+        return _x0_at_one(gen_sde, model_kwargs, shape, generator, 0, False)
+    return dihedral_estimates(gen_sde, model_kwargs, shape, generator).mean(0)
+
+
+def _x0_at_one(gen_sde, model_kwargs: dict, shape, generator, k: int, flip: bool) -> torch.Tensor:
     device = next(gen_sde.network.parameters()).device
     t = torch.ones(shape[0], device=device)
     v = coordinate_grid(shape[0], shape[-2], shape[-1], device)
-    transforms = dihedral_transforms(shape[-2], shape[-1]) if symmetrize else [(0, False)]
-    total = 0
-    for k, flip in transforms:
-        z = gen_sde.prior_sample(shape, generator=generator, device=device)
-        kw = {n: apply_dihedral(val, k, flip) if torch.is_tensor(val) and val.ndim == 4 else val for n, val in model_kwargs.items()}
-        total = total + undo_dihedral(gen_sde.x0(z, t, v, **kw), k, flip)
-    return total / len(transforms)
+    z = gen_sde.prior_sample(shape, generator=generator, device=device)
+    kw = {n: apply_dihedral(val, k, flip) if torch.is_tensor(val) and val.ndim == 4 else val
+          for n, val in model_kwargs.items()}
+    return undo_dihedral(gen_sde.x0(z, t, v, **kw), k, flip)
+
+
+@torch.no_grad()
+def dihedral_estimates(gen_sde, model_kwargs: dict, shape, generator=None) -> torch.Tensor:
+    """The ``t = 1`` estimates ``(G, B, C, H, W)`` of the context under each element of
+    :func:`dihedral_transforms` (every spatial kwarg transformed alike), each mapped back."""
+    return torch.stack([_x0_at_one(gen_sde, model_kwargs, shape, generator, k, flip)
+                        for k, flip in dihedral_transforms(shape[-2], shape[-1])])
 
 
 def best_baseline(methods: dict) -> str:

@@ -553,12 +553,62 @@ def test_dihedral_augment_moves_image_context_and_interpolation_together(size):
 
 def test_dihedral_augment_only_on_the_training_split_and_refuses_unknown_keys():
     from ddo_conditional.conditioning import BiharmonicInterpConditioning
-    from ddo_conditional.datasets import DihedralAugment
+    from ddo_conditional.datasets import DihedralAugment, PhotometricAugment
 
     wrapper = BiharmonicInterpConditioning({"augment": "dihedral", "resolution": 32})
     assert isinstance(wrapper.wrap_dataset(Images(2), "train"), DihedralAugment)
     assert not isinstance(wrapper.wrap_dataset(Images(2), "test"), DihedralAugment)
     assert wrapper.augment == "dihedral"
     assert not isinstance(BiharmonicInterpConditioning({}).wrap_dataset(Images(2), "train"), DihedralAugment)
-    with pytest.raises(ValueError, match="unknown augmentation 'rot45'; known: none, dihedral"):
+    both = BiharmonicInterpConditioning({"augment": "photometric, dihedral", "resolution": 32})
+    assert both.augment == "dihedral,photometric"  # canonical order, whatever was typed
+    train = both.wrap_dataset(Images(2), "train")
+    assert isinstance(train, DihedralAugment) and isinstance(train.dataset, PhotometricAugment)
+    assert isinstance(both.wrap_dataset(Images(2), "test"), FixedSparseMaskDataset)
+    with pytest.raises(ValueError, match="unknown augmentation rot45; known: none, dihedral, photometric"):
         BiharmonicInterpConditioning({"augment": "rot45"})
+
+
+def test_photometric_augment_maps_image_and_context_alike():
+    from ddo.data import RandomFlip
+    from ddo_conditional.datasets import PhotometricAugment
+
+    class Mirrored(Images):  # right half = left half: a per-pixel colour map keeps it so
+        def __init__(self):
+            super().__init__(n=8, res=16)
+            self.x[..., 8:] = self.x[..., :8]
+
+    flipped = RandomFlip(Mirrored(), seed=0)
+    plain = FixedSparseMaskDataset(flipped, seed=3)
+    aug = PhotometricAugment(plain, seed=5)
+    assert aug.context_ratio == 0.1 and len(aug) == 8
+    epochs = []
+    for epoch in range(3):
+        flipped.set_epoch(epoch)
+        for i in range(8):
+            a, p = aug[i], plain[i]
+            assert torch.equal(a["image"], aug[i]["image"])  # a pure function of (seed, epoch, index)
+            flat = a["image"].reshape(3, -1)
+            assert torch.equal(flat[:, a["context_indices"]].T, a["context_values"])
+            assert torch.equal(flat[:, a["query_indices"]].T, a["query_values"])
+            assert torch.equal(a["context_indices"], p["context_indices"])  # the fixed mask stays
+            assert torch.equal(a["image"][..., 8:], a["image"][..., :8])
+            assert a["image"].min() >= -1 and a["image"].max() <= 1
+            assert (a["image"] - p["image"]).abs().max() > 0.01
+        epochs.append(aug[0]["image"])
+    assert not torch.equal(epochs[0], epochs[1])
+
+
+def test_photometric_map_hue_rotation_keeps_grey_and_luminance():
+    from ddo_conditional.datasets import photometric_map
+
+    x = torch.rand(3, 50)
+    grey = torch.full((3, 4), 0.4)
+    for seed in range(5):
+        f = photometric_map(np.random.default_rng(seed), 3)
+        y = f(torch.cat([x, grey], 1), torch.tensor(0.4))
+        assert torch.allclose(y[:, 50:], y[:1, 50:].expand(3, -1), atol=1e-6)  # grey stays grey
+    one = photometric_map(np.random.default_rng(0), 1)(x[:1], x[:1].mean())
+    assert one.shape == (1, 50) and one.min() >= 0 and one.max() <= 1
+
+

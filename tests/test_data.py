@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddo.data import (TEST_PHOTOS, TRAIN_PHOTOS, RandomFlip, load_cifar10, load_image_folder,
-                      load_natural_patches)
+from ddo.data import (TEST_PHOTOS, TRAIN_PHOTOS, VAL_PHOTOS, PhotoCrops, RandomFlip, area_crop, load_cifar10,
+                      load_image_folder, load_natural_patches)
 from ddo.errors import UserError
 
 
@@ -78,17 +78,53 @@ def test_image_folder_converts_grayscale_and_refuses_bad_files(tmp_path, image_f
 
 def test_natural_patches_split_by_photograph(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("DDO_CACHE_DIR", str(tmp_path))  # its own cache: the first load builds and says so
-    train, test = load_natural_patches("train", 16), load_natural_patches("test", 16)
+    train, val, test = (load_natural_patches(s, 16) for s in ("train", "val", "test"))
     assert set(train.sources) == set(TRAIN_PHOTOS) and set(test.sources) == set(TEST_PHOTOS)
-    assert not set(train.sources) & set(test.sources)
-    assert test[0]["index"] == len(train)
+    assert set(val.sources) == set(VAL_PHOTOS) == {"motorcycle_left"}
+    photos = [set(d.sources) for d in (train, val, test)]
+    assert not (photos[0] & photos[1] or photos[0] & photos[2] or photos[1] & photos[2])
+    assert "motorcycle_right" not in set().union(*photos)  # the validation scene's other view: nowhere
+    # global indices (and so masks) of a split do not depend on the other splits' lengths
+    assert [d[0]["index"] for d in (train, val, test)] == [0, 1_000_000, 2_000_000]
     err = capsys.readouterr().err
-    assert f"built {len(train)} train crops" in err
+    assert f"built {len(train)} train crops from 5 photos, {len(val)} validation crops" in err
+    fewer = load_natural_patches("test", 16, train_photos=TRAIN_PHOTOS[:2])
+    assert [fewer[i]["index"] for i in (0, 5)] == [test[i]["index"] for i in (0, 5)]
+    capsys.readouterr()
     again = load_natural_patches("test", 16)  # cached: identical and silent
     np.testing.assert_array_equal(again.images, test.images)
     assert capsys.readouterr().err == ""
     x = train[0]["image"]
     assert x.min() >= -1 and x.max() <= 1
+    with pytest.raises(UserError, match="natural-patches has splits train, val, test, not 'valid'"):
+        load_natural_patches("valid", 16)
+
+
+def test_continuous_crop_scales_are_a_pure_function_of_seed_epoch_index(monkeypatch, tmp_path):
+    monkeypatch.setenv("DDO_CACHE_DIR", str(tmp_path))
+    crops = load_natural_patches("train", 16, crop_scales="continuous", seed=3)
+    assert isinstance(crops, PhotoCrops) and len(crops) == len(load_natural_patches("train", 16))
+    first = [crops[i]["image"] for i in range(6)]
+    assert first[0].shape == (3, 16, 16) and first[0].min() >= -1 and first[0].max() <= 1
+    assert all(crops[i]["index"] == i for i in range(6))
+    same = load_natural_patches("train", 16, crop_scales="continuous", seed=3)
+    assert all(torch.equal(same[i]["image"], first[i]) for i in range(6))
+    flips = RandomFlip(crops, 0)
+    flips.set_epoch(1)  # the trainer's per-epoch call reaches the crops
+    assert crops.epoch == 1 and not any(torch.equal(crops[i]["image"], first[i]) for i in range(6))
+    other_seed = load_natural_patches("train", 16, crop_scales="continuous", seed=4)
+    assert not torch.equal(other_seed[0]["image"], first[0])
+    with pytest.raises(UserError, match="--crop-scales continuous draws training crops; the test split is fixed"):
+        load_natural_patches("test", 16, crop_scales="continuous")
+
+
+def test_area_crop_averages_blocks():
+    from PIL import Image
+
+    photo = np.random.default_rng(0).integers(0, 256, (40, 48, 3)).astype(np.uint8)
+    out = area_crop(Image.fromarray(photo), (8, 4, 40, 36), 8)  # 32 x 32 pixels -> 8 x 8: 4 x 4 blocks
+    blocks = photo[4:36, 8:40].astype(float).reshape(8, 4, 8, 4, 3).mean((1, 3))
+    assert out.shape == (8, 8, 3) and np.abs(out - blocks).max() <= 1.0  # PIL rounds in fixed point
 
 
 def test_flips_are_a_pure_function_of_seed_epoch_index(image_folder):

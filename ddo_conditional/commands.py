@@ -15,8 +15,9 @@ from ddo.errors import UserError
 from ddo.models import count_parameters
 from ddo.train import CHECKPOINT, load_model, set_inference_dtype, train
 
-from .conditioning import SparseConditioning
+from .conditioning import PointConditioning, SparseConditioning
 from .datasets import augment_list
+from .scattered import run_points
 from .calibration import load_calibration, save_calibration
 from .evaluate import best_baseline, evaluate, fit_spread_on, table, write_outputs
 from .masks import PATTERNS, MaskError
@@ -30,6 +31,10 @@ def add_reconstruct_parser(parser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="folder of PNG/JPEG images to reconstruct")
     src.add_argument("--dataset", help="dataset key, e.g. natural-patches or cifar10")
+    src.add_argument("--points", metavar="CSV", help="observations at any coordinates: columns x, y (in [0, 1], or "
+                     "pixels with --extent) and one value column per channel in [0, 1]; needs a point-set model "
+                     "(sparse-setconv, sparse-attention); writes the mean, std and samples at --resolution")
+    parser.add_argument("--extent", metavar="W,H", help="with --points: x and y are pixels of a W x H image")
     parser.add_argument("--split", default="test")
     parser.add_argument("--data-root")
     parser.add_argument("--download", action="store_true", help="fetch the --dataset into --data-root first (cifar10)")
@@ -140,6 +145,9 @@ def run_reconstruct(args: dict) -> int:
     device = resolve_device(args.get("device"))
     gen_sde, wrapper, config = _load_conditional(args, host, device)
     key, step, args["steps"] = sampling_choice(host, config, args.get("sampler"), args.get("steps"))
+    _check_point_flags(args, wrapper, config)
+    if args.get("points"):
+        return run_points(args, gen_sde, wrapper, config, step, key, device)
     res = args.get("resolution") or config["resolution"]
     if args.get("images"):
         if args.get("download"):
@@ -168,6 +176,20 @@ def run_reconstruct(args: dict) -> int:
         print(coverage_table(result["metrics"]))
     print(f"wrote {Path(args['out']) / 'metrics.json'} and reconstructions.png")
     return 0
+
+
+def _check_point_flags(args: dict, wrapper, config: dict) -> None:
+    points_model = isinstance(wrapper, PointConditioning)
+    if args.get("points") and not points_model:
+        raise UserError(f"--points needs a point-set model (--conditioning sparse-setconv or sparse-attention); "
+                        f"{args['checkpoint']} has --conditioning {config.get('conditioning')}")
+    if args.get("extent") and not args.get("points"):
+        raise UserError("--extent gives the pixel size of a --points CSV; pass --points too or drop it")
+    if args.get("points") and args.get("data_consistency"):
+        raise UserError("--data-consistency re-imposes observed grid pixels; a --points CSV has none")
+    if points_model and args.get("data_consistency") and wrapper.coords == "jitter":
+        raise UserError("--data-consistency re-imposes observed grid pixels; this model's context points are "
+                        "jittered inside their pixels (--context-coords jitter), so there are none")
 
 
 def dihedral_invariant(dataset) -> bool:

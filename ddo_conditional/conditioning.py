@@ -14,15 +14,18 @@ from ddo.builtins import ModelWrapper
 from ddo.options import Option
 
 from .biharmonic import MAX_PIXELS, biharmonic_inpaint
-from .datasets import DihedralAugment, FixedSparseMaskDataset, PhotometricAugment, augment_list, context_tensors
+from .datasets import POINT_COORDS, DihedralAugment, FixedSparseMaskDataset, PhotometricAugment, augment_list, context_tensors
 from .masks import PATTERNS, MaskError, mask_counts
 from .models import (RESIDUAL_SCALES, ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel,
-                     SparseInterpModel)
+                     PointSetModel, SparseInterpModel)
+from .points import ENCODERS, point_context
 
 log = logging.getLogger("ddo_conditional")
 
-SPARSE_KEYS = ("sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp", "sparse-biharmonic")
+POINT_KEYS = ("sparse-setconv", "sparse-attention")
+SPARSE_KEYS = ("sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp", "sparse-biharmonic") + POINT_KEYS
 INTERP_KEYS = ("sparse-interp", "sparse-biharmonic")
+DENSE_KEYS = ("sparse-biharmonic",) + POINT_KEYS  # those whose kwargs hold a dense interpolation (context_dense)
 X0_OR_V = ("x0", "v")
 
 OPTIONS = (
@@ -46,6 +49,13 @@ OPTIONS = (
            "leave-one-out interpolation error; 'context-input' also feeds the interpolation's detail in those "
            "units", "architecture", choices=RESIDUAL_SCALES, conditioning=INTERP_KEYS,
            requires={"parameterization": X0_OR_V}),
+    Option("context_coords", str, "jitter", "where the context points lie: 'grid' (pixel centres) or 'jitter' "
+           "(a fixed random position inside each context pixel, its value read there by bilinear interpolation)",
+           "data", choices=POINT_COORDS[1:], conditioning=POINT_KEYS),
+    Option("point_feature_dim", positive_int, 32, "width of the point-set encoder's features", "architecture",
+           conditioning=POINT_KEYS),
+    Option("attention_heads", positive_int, 4, "heads of the grid-to-points attention", "architecture",
+           conditioning=("sparse-attention",)),
 )
 DEFAULTS = {o.name: o.default for o in OPTIONS}
 
@@ -170,6 +180,37 @@ class BiharmonicInterpConditioning(InterpConditioning):
         return {**super().model_kwargs(batch, device), "context_dense": dense}
 
 
+class PointConditioning(SparseConditioning):
+    """``sparse-setconv`` / ``sparse-attention``: the context as a point set at any coordinates
+    (``--context-coords``), encoded onto the grid of the image by a set convolution or by attention,
+    with their thin-plate spline as the interpolation an ``x0`` network refines
+    (:class:`PointSetModel`); any resolution."""
+
+    needs = ()
+
+    def __init__(self, config: dict | None = None):
+        super().__init__(config)
+        self.key = self.run_config.get("conditioning", "sparse-setconv")
+        self.coords = self.options["context_coords"]
+
+    def mask_dataset(self, dataset, **overrides) -> FixedSparseMaskDataset:
+        return super().mask_dataset(dataset, coords=self.coords, **overrides)
+
+    def model_kwargs(self, batch: dict, device) -> dict:
+        h, w = batch["image"].shape[-2:]
+        return point_context(*(batch[k].to(device, non_blocking=True) for k in
+                               ("context_coords", "context_point_values", "context_valid")), h, w)
+
+    def build_model(self, make_base):
+        dim = int(self.options["point_feature_dim"])
+        if self.key == "sparse-attention":
+            encoder = ENCODERS[self.key](self.channels, dim, heads=int(self.options["attention_heads"]))
+        else:
+            encoder = ENCODERS[self.key](self.channels, dim, base_resolution=int(self.options.get("resolution", 32)))
+        return PointSetModel(make_base(), encoder, dim, input_dim=self.channels, residual=self.parameterization == "x0")
+
+
 WRAPPERS = {"sparse-encoder": EncoderConditioning, "sparse-concat": ConcatConditioning,
             "sparse-lift": LiftConditioning, "sparse-interp": InterpConditioning,
-            "sparse-biharmonic": BiharmonicInterpConditioning}
+            "sparse-biharmonic": BiharmonicInterpConditioning, "sparse-setconv": PointConditioning,
+            "sparse-attention": PointConditioning}

@@ -9,9 +9,11 @@ from torch.utils.data import Dataset
 
 from .biharmonic import biharmonic_inpaint
 from .masks import PATTERNS, MaskError, fixed_mask
+from .points import bilinear, cell_coords, dihedral_points
 
 
 VALUE_RANGES = ("auto", "0,1", "-1,1")
+POINT_COORDS = ("none", "grid", "jitter")
 
 
 def as_item(item, position: int, value_range: str = "auto") -> dict:
@@ -63,17 +65,25 @@ class FixedSparseMaskDataset(Dataset):
     :func:`~ddo_conditional.masks.fixed_mask` of its global index, so it is the same in every epoch
     and process. Items become dicts with ``image (C, H, W)`` in ``[-1, 1]``, ``index``,
     ``context_indices (K,)``, ``context_values (K, C)``, ``query_indices (Q,)`` and ``query_values (Q, C)``.
+
+    ``coords`` adds the context as a point set (:mod:`ddo_conditional.points`): ``context_coords (K, 2)``,
+    ``context_point_values (K, C)`` and ``context_valid (K,)``. ``"grid"``: the centres of the context
+    pixels (the values are the pixels'); ``"jitter"``: each point moved to a fixed random position
+    inside its pixel's cell (a function of seed and index, like the mask), its value read from the
+    image there by bilinear interpolation.
     """
 
     def __init__(self, dataset, context_ratio: float = 0.1, query_ratio: float = 0.1, seed: int = 42,
-                 pattern: str = "random", value_range: str = "auto"):
+                 pattern: str = "random", value_range: str = "auto", coords: str = "none"):
         if pattern not in PATTERNS:
             raise MaskError(f"unknown mask pattern {pattern!r}; known: {', '.join(PATTERNS)}")
         if seed < 0:
             raise MaskError(f"mask seed must be non-negative, got {seed}")
         if value_range not in VALUE_RANGES:
             raise ValueError(f"unknown value range {value_range!r}; known: {', '.join(VALUE_RANGES)}")
-        self.dataset, self.value_range = dataset, value_range
+        if coords not in POINT_COORDS:
+            raise ValueError(f"unknown context coordinates {coords!r}; known: {', '.join(POINT_COORDS)}")
+        self.dataset, self.value_range, self.coords = dataset, value_range, coords
         self.context_ratio, self.query_ratio, self.seed, self.pattern = context_ratio, query_ratio, seed, pattern
         self._masks: dict = {}  # (index, h, w) -> (context, query) int32 indices: computed once per image
         if len(dataset):
@@ -90,6 +100,13 @@ class FixedSparseMaskDataset(Dataset):
         ctx, qry = self._masks[key]
         return torch.from_numpy(ctx).long(), torch.from_numpy(qry).long()
 
+    def point_coords(self, index: int, h: int, w: int, context: torch.Tensor) -> torch.Tensor:
+        """``(K, 2)`` coordinates of the context points of image ``index`` (see the class docstring)."""
+        offsets = None
+        if self.coords == "jitter":
+            offsets = np.random.default_rng([self.seed, index, h, w, 0x1177]).random((len(context), 2))
+        return torch.from_numpy(cell_coords(context.numpy(), h, w, offsets)).float()
+
     def __getitem__(self, i: int) -> dict:
         item = as_item(self.dataset[i], i, self.value_range)
         image = item["image"]
@@ -98,6 +115,11 @@ class FixedSparseMaskDataset(Dataset):
         flat = image.reshape(c, h * w)
         item.update(context_indices=ctx, context_values=flat[:, ctx].T.contiguous(),
                     query_indices=qry, query_values=flat[:, qry].T.contiguous())
+        if self.coords != "none":
+            coords = self.point_coords(item["index"], h, w, ctx)
+            values = item["context_values"] if self.coords == "grid" else bilinear(image, coords)
+            item.update(context_coords=coords, context_point_values=values,
+                        context_valid=torch.ones(len(ctx), dtype=torch.bool))
         return item
 
 
@@ -219,10 +241,14 @@ class PhotometricAugment(_Wrapper):
         c, h, w = image.shape
         rng = np.random.default_rng([self.seed, epoch_of(self), int(item["index"]), 0xC010])
         x = (image.reshape(c, h * w) + 1) / 2
-        x = photometric_map(rng, c)(x, x.mean()) * 2 - 1
+        colour, anchor = photometric_map(rng, c), x.mean()
+        x = colour(x, anchor) * 2 - 1
         item["image"] = x.reshape(c, h, w)
         for key in ("context", "query"):
             item[key + "_values"] = x[:, item[key + "_indices"]].T.contiguous()
+        if "context_point_values" in item:  # the same map on the points' own values
+            p = (item["context_point_values"].T + 1) / 2
+            item["context_point_values"] = (colour(p, anchor) * 2 - 1).T.contiguous()
         return item
 
 
@@ -282,4 +308,6 @@ class DihedralAugment(_Wrapper):
             item["context_dense"] = apply_dihedral(item["context_dense"], k, flip).contiguous()
         for key in ("context_indices", "query_indices"):
             item[key] = move[item[key]]
+        if "context_coords" in item:
+            item["context_coords"] = dihedral_points(item["context_coords"], k, flip)
         return item

@@ -18,6 +18,7 @@ from ddo.visual import save_grid
 from .baselines import BASELINES, baseline_batch
 from .datasets import apply_dihedral, context_tensors, create_query_mask_batched, dihedral_transforms, undo_dihedral
 from .metrics import calibration, image_metrics
+from .points import dihedral_points
 from .models import NormalizedConvolution
 from .reconstruct import reconstruct
 
@@ -292,9 +293,15 @@ def _x0_at_one(gen_sde, model_kwargs: dict, shape, generator, k: int, flip: bool
     t = torch.ones(shape[0], device=device)
     v = coordinate_grid(shape[0], shape[-2], shape[-1], device)
     z = gen_sde.prior_sample(shape, generator=generator, device=device)
-    kw = {n: apply_dihedral(val, k, flip) if torch.is_tensor(val) and val.ndim == 4 else val
-          for n, val in model_kwargs.items()}
+    kw = {n: _moved(n, val, k, flip) for n, val in model_kwargs.items()}
     return undo_dihedral(gen_sde.x0(z, t, v, **kw), k, flip)
+
+
+def _moved(name: str, value, k: int, flip: bool):
+    """A network kwarg under :func:`apply_dihedral`: images are moved, point coordinates too."""
+    if name == "context_coords":
+        return dihedral_points(value, k, flip)
+    return apply_dihedral(value, k, flip) if torch.is_tensor(value) and value.ndim == 4 else value
 
 
 @torch.no_grad()

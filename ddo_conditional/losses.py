@@ -61,7 +61,7 @@ def x0_mse_mixed_loss():
 def x0_mse_relative_loss(floor: float = 1e-4, t1_fraction: float = 0.5):
     """:func:`x0_mse_mixed_loss` whose ``t = 1`` terms are weighted per image by
     ``1 / (MSE of the biharmonic inpainting + floor)`` (normalised to mean 1 over those terms).
-    Needs ``context_dense`` (``--conditioning sparse-biharmonic``).
+    Needs ``context_dense`` (``--conditioning sparse-biharmonic``, or a point-set key: their thin-plate spline).
 
     Why: the score is the mean over images of per-image query PSNR, ``-10 log10 MSE_i``, and
     ``log MSE_i - log MSE_i^bih ~ (MSE_i - MSE_i^bih) / MSE_i^bih``: an error costs more on an image
@@ -77,7 +77,7 @@ def x0_mse_relative_loss(floor: float = 1e-4, t1_fraction: float = 0.5):
         dense = model_kwargs.get("context_dense")
         if dense is None:
             raise ValueError("loss x0-mse-relative weighs images by the error of their biharmonic inpainting "
-                             "(context_dense); use it with --conditioning sparse-biharmonic")
+                             "(context_dense); use it with --conditioning sparse-biharmonic, sparse-setconv or sparse-attention")
         return 1.0 / (((dense - x) ** 2).flatten(1).mean(1) + floor)
 
     return x0_mse_loss(t1_fraction=t1_fraction, t1_weights=weights)

@@ -262,3 +262,61 @@ class SparseInterpModel(ConditionalNetwork):
         if s is not None:
             out = out * s
         return out + dense if self.residual else out
+
+
+class PointSetModel(ConditionalNetwork):
+    """``sparse-setconv`` / ``sparse-attention``: a context of points at any coordinates.
+
+    The points (``context_coords (B, K, 2)``, ``context_point_values (B, K, C)``, ``context_valid (B, K)``;
+    :mod:`ddo_conditional.points`) are turned into features on the grid of ``x``, whatever its size:
+    their thin-plate spline ``dense`` (``context_dense`` when the caller computed it), the per-image
+    scale ``s = sqrt(r^2 + floor^2)`` from the spline's leave-one-out error ``r`` (``context_scale``),
+    and the ``encoder``'s features. ``[dense, features, log s, detail / s]`` enter the lifting layer
+    through a 1x1 convolution (zero at initialisation). ``residual=True`` (an ``x0`` network): the
+    output is ``dense + s * trunk``, a residual over the spline in units of its own error, as
+    :class:`SparseInterpModel` does over a grid interpolation.
+    """
+
+    def __init__(self, base_model: LiftedNetwork, encoder: nn.Module, feature_dim: int, input_dim: int = 3,
+                 scale_floor: float = 0.01, residual: bool = False):
+        super().__init__()
+        _needs_lifted(base_model, "a point-set conditioning")
+        self.base_model, self.encoder = base_model, encoder
+        self.scale_floor, self.residual = float(scale_floor), residual
+        self.context_lift = nn.Conv2d(2 * input_dim + feature_dim + 1, base_model.lift_width, 1)
+        nn.init.zeros_(self.context_lift.weight)
+        nn.init.zeros_(self.context_lift.bias)
+        if residual:
+            nn.init.zeros_(base_model.out.weight)  # start as the spline itself
+            nn.init.zeros_(base_model.out.bias)
+
+    def cache_context(self, **kwargs) -> dict:
+        """The kwargs with ``context_lifted`` (and ``context_dense``, ``context_scale``) added, at the
+        resolution of ``kwargs['context_dense']``; needs the dense spline to know the grid."""
+        if kwargs.get("context_coords") is None or kwargs.get("context_dense") is None:
+            return kwargs
+        h, w = kwargs["context_dense"].shape[-2:]
+        return {**kwargs, "context_lifted": self._lifted(h, w, **kwargs)}
+
+    def _lifted(self, h, w, context_coords, context_point_values, context_valid, context_dense, context_scale,
+                **_) -> torch.Tensor:
+        feats = self.encoder(context_coords, context_point_values, context_valid, h, w)
+        s = context_scale.view(-1, 1, 1, 1)
+        detail = 8 * torch.tanh((context_dense - context_dense.mean((2, 3), keepdim=True)) / s / 8)
+        return self.context_lift(torch.cat([context_dense, feats, s.log().expand(-1, 1, h, w), detail], 1))
+
+    def forward(self, x, temp, v=None, context_coords=None, context_point_values=None, context_valid=None,
+                context_dense=None, context_scale=None, context_lifted=None, **kwargs):
+        if context_coords is None:
+            return self.base_model(x, temp, v, **kwargs)
+        if context_dense is None or context_scale is None:
+            raise ValueError("a point-set network needs context_dense and context_scale (ddo_conditional.conditioning."
+                             "point_kwargs computes them)")
+        h, w = x.shape[-2:]
+        if context_lifted is None:
+            context_lifted = self._lifted(h, w, context_coords, context_point_values, context_valid, context_dense,
+                                          context_scale)
+        out = self.base_model.trunk(self.base_model.lift_input(x, v) + context_lifted, temp)
+        if not self.residual:
+            return out
+        return context_dense + out * context_scale.view(-1, 1, 1, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ddo import hookimpl
 
 from . import commands
-from .conditioning import OPTIONS, SPARSE_KEYS, WRAPPERS, X0_OR_V
+from .conditioning import DENSE_KEYS, OPTIONS, SPARSE_KEYS, WRAPPERS, X0_OR_V
 from .losses import query_dsm_loss, x0_mse_loss, x0_mse_mixed_loss, x0_mse_relative_loss
 
 
@@ -26,7 +26,7 @@ def register_losses(register):
     register("x0-mse", x0_mse_loss, requires={"parameterization": X0_OR_V})
     register("x0-mse-mixed", x0_mse_mixed_loss, requires={"parameterization": X0_OR_V})
     register("x0-mse-relative", x0_mse_relative_loss,
-             requires={"parameterization": X0_OR_V, "conditioning": ("sparse-biharmonic",)})
+             requires={"parameterization": X0_OR_V, "conditioning": DENSE_KEYS})
 
 
 @hookimpl

@@ -35,7 +35,8 @@ REFUSED = [
     (["--conditioning", "sparse-biharmonic", "--loss", "x0-mse-relative", "--parameterization", "x0",
       "--mask-seed", "1"], None),  # a valid combination, for contrast
     (["--conditioning", "sparse-interp", "--parameterization", "x0", "--loss", "x0-mse-relative"],
-     "loss x0-mse-relative needs --conditioning sparse-biharmonic; this run has --conditioning sparse-interp"),
+     "loss x0-mse-relative needs --conditioning sparse-biharmonic, sparse-setconv or sparse-attention; this run has "
+     "--conditioning sparse-interp"),
     (["--conditioning", "sparse-interp", "--residual-scale", "context"],
      "--residual-scale context needs --parameterization x0 or v; this run has --parameterization eps"),
     (["--conditioning", "sparse-encoder", "--refiner-width", "4"],

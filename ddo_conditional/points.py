@@ -1,0 +1,200 @@
+"""Point-set contexts: observations at any coordinates of the unit square, not only grid pixels.
+
+A point set is ``coords (B, K, 2)`` in ``[0, 1]^2`` (``x`` along columns, ``y`` along rows; pixel
+``(row, col)`` of an ``H x W`` grid has its centre at ``((col + 0.5) / W, (row + 0.5) / H)``),
+``values (B, K, C)`` and ``valid (B, K)`` (``False`` marks padding, so sets of different sizes share
+a batch). Everything here is a function of the set, evaluated on whatever grid is asked for.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EXACT = "donot_use_mm_for_euclid_dist"  # cdist by differences: the matmul form loses small distances
+
+
+def grid_points(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Centres of the pixels of an ``h x w`` grid, ``(h * w, 2)`` as ``(x, y)``, row-major."""
+    ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) / w
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)
+
+
+def cell_coords(indices: np.ndarray, h: int, w: int, offsets: np.ndarray | None = None) -> np.ndarray:
+    """Coordinates ``(K, 2)`` of points in the cells of flat pixel ``indices``: at ``offsets (K, 2)`` in
+    ``[0, 1)`` inside each cell (``None``: the centres)."""
+    rows, cols = np.divmod(np.asarray(indices), w)
+    off = np.full((len(rows), 2), 0.5) if offsets is None else offsets
+    return np.stack([(cols + off[:, 0]) / w, (rows + off[:, 1]) / h], -1)
+
+
+def bilinear(image: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Values ``(K, C)`` of ``image (C, H, W)`` at ``coords (K, 2)``, bilinear between pixel centres,
+    the edge pixels held beyond the outermost centres."""
+    grid = (coords * 2 - 1).view(1, 1, -1, 2).to(image.dtype)  # grid_sample's [-1, 1] with align_corners=False
+    out = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0, :, 0].T.contiguous()
+
+
+def dihedral_points(coords: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """Where :func:`~ddo_conditional.datasets.apply_dihedral` ``(k, flip)`` moves points of a square
+    grid: ``k`` quarter turns (``torch.rot90`` over rows then columns), then a flip of the columns."""
+    x, y = coords[..., 0], coords[..., 1]
+    for _ in range(k % 4):
+        x, y = y, 1 - x
+    if flip:
+        x = 1 - x
+    return torch.stack([x, y], -1)
+
+
+# --- thin-plate spline -------------------------------------------------------------------------
+def _tps_kernel(d2: torch.Tensor) -> torch.Tensor:
+    """``r^2 log r`` of squared distances (0 at 0)."""
+    return 0.5 * d2 * torch.log(d2.clamp_min(1e-30))
+
+
+def _affine(coords: torch.Tensor) -> torch.Tensor:
+    return torch.cat([torch.ones_like(coords[..., :1]), coords], -1)
+
+
+def tps_system(coords: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The inverse ``(B, K + 3, K + 3)`` (float64) of the thin-plate spline's interpolation system
+    ``[[A, P], [P^T, 0]]`` with ``A_kl = phi(|x_k - x_l|)`` and ``P = [1, x, y]``; padded points are
+    given an identity row and no affine row, so their coefficient is 0 whatever their value."""
+    c = coords.double()
+    m = valid.double()
+    b, k = m.shape
+    a = _tps_kernel(torch.cdist(c, c, compute_mode=EXACT) ** 2) * m[:, :, None] * m[:, None, :]
+    a = a + torch.diag_embed(1 - m)
+    p = _affine(c) * m[..., None]
+    top = torch.cat([a, p], 2)
+    bottom = torch.cat([p.transpose(1, 2), c.new_zeros(b, 3, 3)], 2)
+    return torch.linalg.inv(torch.cat([top, bottom], 1))
+
+
+def tps_fit(coords: torch.Tensor, values: torch.Tensor, valid: torch.Tensor):
+    """Coefficients ``(B, K + 3, C)`` of the thin-plate spline through the points (float64) and its
+    leave-one-out residuals ``(B, K, C)`` (Rippa's formula: ``coef_k / (M^-1)_kk``)."""
+    inv = tps_system(coords, valid)
+    k = coords.shape[1]
+    rhs = torch.cat([values.double() * valid[..., None].double(), values.new_zeros(values.shape[0], 3, values.shape[2]).double()], 1)
+    coef = inv @ rhs
+    diag = torch.diagonal(inv, dim1=1, dim2=2)[:, :k, None]
+    loo = coef[:, :k] / diag * valid[..., None].double()
+    return coef, loo
+
+
+def tps_eval(coef: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """The spline of :func:`tps_fit` at ``targets (T, 2)``: ``(B, T, C)`` in ``coef``'s dtype (chunks
+    of ``chunk`` targets bound the memory)."""
+    k = coords.shape[1]
+    parts = []
+    c = coords.to(coef.dtype)
+    for start in range(0, targets.shape[0], chunk):
+        t = targets[start:start + chunk].to(coef.dtype)
+        kern = _tps_kernel(torch.cdist(t.expand(c.shape[0], -1, -1), c, compute_mode=EXACT) ** 2)
+        parts.append(kern @ coef[:, :k] + _affine(t) @ coef[:, k:])
+    return torch.cat(parts, 1)
+
+
+def point_context(coords: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, h: int, w: int,
+                  scale_floor: float = 0.01) -> dict:
+    """The network kwargs of a point set on an ``h x w`` grid: the points, their thin-plate spline
+    ``context_dense (B, C, h, w)`` and ``context_scale (B,) = sqrt(r^2 + floor^2)``, ``r`` the
+    spline's leave-one-out RMS error."""
+    dense, loo = tps_grid(coords, values, valid, h, w)
+    return {"context_coords": coords, "context_point_values": values, "context_valid": valid,
+            "context_dense": dense, "context_scale": (loo * loo + scale_floor ** 2).sqrt()}
+
+
+def tps_grid(coords: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, h: int, w: int):
+    """Thin-plate spline of the points on an ``h x w`` grid, ``(B, C, h, w)`` in ``values``' dtype,
+    and the root mean square of its leave-one-out error over the valid points, ``(B,)``."""
+    coef, loo = tps_fit(coords, values, valid)
+    dense = tps_eval(coef, coords, grid_points(h, w, coords.device, torch.float64))
+    b, c = values.shape[0], values.shape[2]
+    count = (valid.double().sum(1) * c).clamp_min(1.0)
+    loo_rms = ((loo ** 2).flatten(1).sum(1) / count).sqrt()
+    return dense.transpose(1, 2).reshape(b, c, h, w).to(values.dtype), loo_rms.to(values.dtype)
+
+
+# --- encoders: a point set -> features on any grid ---------------------------------------------
+def setconv_grid(coords: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, h: int, w: int,
+                 length_scales: torch.Tensor) -> torch.Tensor:
+    """ConvCNP's set convolution onto an ``h x w`` grid: per length scale ``l`` (unit-square units), a
+    density channel ``d(g) = sum_k exp(-|g - x_k|^2 / 2 l^2)`` and the normalised values
+    ``sum_k exp(...) y_k / (d + 1e-6)``; ``(B, S (1 + C), h, w)``, scale by scale."""
+    g = grid_points(h, w, coords.device, coords.dtype)
+    d2 = torch.cdist(g.expand(coords.shape[0], -1, -1), coords, compute_mode=EXACT) ** 2  # (B, HW, K)
+    m = valid.to(coords.dtype)[:, None, :]
+    b = values.shape[0]
+    out = []
+    for scale in length_scales:
+        wts = torch.exp(-d2 / (2 * scale * scale)) * m
+        density = wts.sum(2, keepdim=True)
+        out += [density, (wts @ values) / (density + 1e-6)]
+    return torch.cat(out, 2).transpose(1, 2).reshape(b, -1, h, w)
+
+
+class SetConvEncoder(nn.Module):
+    """:func:`setconv_grid` at learnable length scales (initialised at half, one and two cells of a
+    ``base_resolution`` grid), then a pointwise MLP to ``dim`` channels: no kernel is sized in
+    pixels, so the features mean the same at any resolution."""
+
+    def __init__(self, channels: int, dim: int = 32, base_resolution: int = 32):
+        super().__init__()
+        self.log_scales = nn.Parameter(torch.log(torch.tensor([0.5, 1.0, 2.0]) / base_resolution))
+        width = len(self.log_scales) * (1 + channels)
+        self.mlp = nn.Sequential(nn.Conv2d(width, dim, 1), nn.SiLU(), nn.Conv2d(dim, dim, 1))
+
+    def forward(self, coords, values, valid, h: int, w: int) -> torch.Tensor:
+        return self.mlp(setconv_grid(coords, values, valid, h, w, self.log_scales.exp()))
+
+
+def fourier_features(coords: torch.Tensor, bands: int = 6) -> torch.Tensor:
+    """``(..., 4 bands)``: sines and cosines of ``2 pi 2^i`` times each coordinate, ``i < bands``."""
+    freqs = (2.0 ** torch.arange(bands, device=coords.device, dtype=coords.dtype)) * (2 * math.pi)
+    ang = (coords[..., None] * freqs).flatten(-2)
+    return torch.cat([ang.sin(), ang.cos()], -1)
+
+
+class AttentionEncoder(nn.Module):
+    """Cross-attention from every grid point (queries: Fourier features of its coordinates) to the
+    context points (keys and values: Fourier features of their coordinates with their values),
+    ``heads`` heads through ``scaled_dot_product_attention``, padded points masked out; then a
+    pointwise MLP. Cost ``O(H W K dim)``; ``(B, dim, h, w)``."""
+
+    def __init__(self, channels: int, dim: int = 64, heads: int = 4, bands: int = 6):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        self.heads, self.bands = heads, bands
+        f = 4 * bands
+        self.query = nn.Linear(f, dim)
+        self.key = nn.Linear(f + channels, dim)
+        self.value = nn.Linear(f + channels, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, coords, values, valid, h: int, w: int) -> torch.Tensor:
+        b = coords.shape[0]
+        g = grid_points(h, w, coords.device, coords.dtype)
+        q = self.query(fourier_features(g, self.bands)).expand(b, -1, -1)
+        kv_in = torch.cat([fourier_features(coords, self.bands), values], -1)
+        k, v = self.key(kv_in), self.value(kv_in)
+
+        def split(t):
+            return t.view(b, t.shape[1], self.heads, -1).transpose(1, 2)
+
+        mask = valid[:, None, None, :]
+        att = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
+        att = att.transpose(1, 2).reshape(b, h * w, -1)
+        out = att + self.mlp(att)
+        return out.transpose(1, 2).reshape(b, -1, h, w)
+
+
+ENCODERS = {"sparse-setconv": SetConvEncoder, "sparse-attention": AttentionEncoder}

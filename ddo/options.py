@@ -71,6 +71,12 @@ class Option:
         return self.conditioning is None or config.get("conditioning") in self.conditioning
 
 
+def one_of(values) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    values = [str(v) for v in values]
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " or " + values[-1]
+
+
 def flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
@@ -87,7 +93,7 @@ def apply_option_defaults(config: dict, given: dict, host) -> dict:
         if opt.applies(out):
             out.setdefault(opt.name, opt.default)
         elif given.get(opt.name) is not None:
-            raise UserError(f"{opt.flag} applies to --conditioning {' or '.join(opt.conditioning)}; "
+            raise UserError(f"{opt.flag} applies to --conditioning {one_of(opt.conditioning)}; "
                             f"this run has --conditioning {out.get('conditioning')}")
         else:
             out.pop(opt.name, None)
@@ -97,7 +103,7 @@ def apply_option_defaults(config: dict, given: dict, host) -> dict:
 def _allowed(what: str, requires: dict, config: dict) -> None:
     for key, allowed in requires.items():
         if config.get(key) not in allowed:
-            raise UserError(f"{what} needs {flag(key)} {' or '.join(map(str, allowed))}; "
+            raise UserError(f"{what} needs {flag(key)} {one_of(allowed)}; "
                             f"this run has {flag(key)} {config.get(key)}")
 
 

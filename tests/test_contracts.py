@@ -43,11 +43,11 @@ REFUSED = [
      "--refiner-width applies to --conditioning sparse-interp or sparse-biharmonic; this run has --conditioning "
      "sparse-encoder"),
     (["--mask-seed", "3"], "--mask-seed applies to --conditioning sparse-encoder"),
-    (["--loss", "query-dsm"], "loss query-dsm needs --conditioning sparse-encoder or"),
+    (["--loss", "query-dsm"], "loss query-dsm needs --conditioning sparse-encoder, sparse-concat"),
     (["--conditioning", "sparse-lift", "--model", "plain"], "sparse-lift adds its inputs at the lifting layer; the "
      "network _PlainNet has none"),
     (["--conditioning", "sparse-biharmonic", "--model", "plain"], "sparse-interp adds its inputs at the lifting layer"),
-    (["--conditioning", "sparse-wavelet"], "unknown conditioning 'sparse-wavelet'; known: none, sparse-biharmonic"),
+    (["--conditioning", "sparse-wavelet"], "unknown conditioning 'sparse-wavelet'; known: none, sparse-attention, sparse-biharmonic"),
     (["--conditioning", "sparse-biharmonic", "--resolution", "128"], "sparse-biharmonic supports resolutions up to 64"),
     (["--crop-scales", "continuous"], "--crop-scales continuous draws crops of natural-patches' photographs; "
      "image-folder has fixed images (drop the flag)"),

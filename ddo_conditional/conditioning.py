@@ -194,7 +194,7 @@ class PointConditioning(SparseConditioning):
         self.coords = self.options["context_coords"]
 
     def mask_dataset(self, dataset, **overrides) -> FixedSparseMaskDataset:
-        return super().mask_dataset(dataset, coords=self.coords, **overrides)
+        return super().mask_dataset(dataset, **{"coords": self.coords, **overrides})
 
     def model_kwargs(self, batch: dict, device) -> dict:
         h, w = batch["image"].shape[-2:]

@@ -15,6 +15,8 @@ from pathlib import Path
 from ddo.checkpoint import atomic_write
 from ddo.errors import UserError
 
+from .shrinkage import FEATURES
+
 PARAMETERS = ("spread_scale", "spread_roughness", "spread_floor")
 SUFFIX = ".calibration.json"
 
@@ -63,6 +65,11 @@ def load_calibration(checkpoint) -> dict | None:
 def _check(record, where: str) -> None:
     if not isinstance(record, dict):
         raise UserError(f"{where} is malformed: expected a JSON object; run `ddo calibrate` again or delete it")
+    sh = record.get("shrinkage")
+    if sh is not None and not (isinstance(sh, dict) and sh.get("feature") in FEATURES and all(
+            isinstance(sh.get(k), (int, float)) and math.isfinite(sh[k]) for k in ("a", "b", "center"))):
+        raise UserError(f"{where} is malformed: its shrinkage needs a known feature and finite a, b, center; "
+                        "run `ddo calibrate` again or delete it")
     for key in PARAMETERS:
         value = record.get(key)
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:

@@ -19,7 +19,7 @@ from .conditioning import PointConditioning, SparseConditioning
 from .datasets import augment_list
 from .scattered import run_points
 from .calibration import load_calibration, save_calibration
-from .evaluate import best_baseline, evaluate, fit_spread_on, table, write_outputs
+from .evaluate import best_baseline, evaluate, fit_shrinkage_on, fit_spread_on, table, write_outputs
 from .masks import PATTERNS, MaskError
 from .models import RESIDUAL_SCALES
 
@@ -68,12 +68,19 @@ def _add_sampling_flags(parser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+SHRINKAGE_LIMIT = 512  # validation images the shrinkage is fitted on (one symmetrised x0 estimate each)
+
+
 def add_calibrate_parser(parser) -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--dataset", help="dataset key; default: the checkpoint's training dataset")
     parser.add_argument("--data-root", help="default: the checkpoint's")
-    parser.add_argument("--split", default="train", help="split to fit on (never the test split); default train")
-    parser.add_argument("--limit", type=positive_int, default=64, help="images to fit on (default 64)")
+    parser.add_argument("--split", default="train", help="split to fit on (never the test split); default train. On a "
+                        "split other than train (a validation split, images the model never saw) the shrinkage of "
+                        "an x0 model's correction toward its interpolation is fitted too")
+    parser.add_argument("--limit", type=positive_int, default=64, help="images to fit the spread on (default 64)")
+    parser.add_argument("--shrinkage-limit", type=positive_int, default=SHRINKAGE_LIMIT,
+                        help=f"images to fit the shrinkage on (default {SHRINKAGE_LIMIT})")
     parser.add_argument("--num-samples", type=positive_int, default=4)
     parser.add_argument("--steps", type=positive_int, help="default: as `ddo reconstruct`")
     parser.add_argument("--sampler", help="default: as `ddo reconstruct`")
@@ -89,17 +96,25 @@ def _mask_dataset(wrapper, base, args):
 
 
 def fit_calibration(gen_sde, wrapper, base, *, limit: int, num_samples: int, steps: int, sampler, seed: int,
-                    batch_size: int, device, progress: bool) -> dict:
+                    batch_size: int, device, progress: bool, held_out: bool = False,
+                    shrinkage_limit: int = SHRINKAGE_LIMIT) -> dict:
     """The spread recalibration fitted on the first ``limit`` images of ``base`` under masks of the
-    model's mask seed + 1 (so not the masks it was trained or is scored on)."""
+    model's mask seed + 1 (so not the masks it was trained or is scored on). ``held_out`` (``base``
+    is a validation split, images the model never saw): also the shrinkage of its ``x0`` estimate
+    toward the interpolation it refines (:mod:`~ddo_conditional.shrinkage`), for ``x0``/``v`` models
+    whose kwargs hold that interpolation; on training images it would learn the model's over-fit."""
     if num_samples < 2:
         raise UserError("a spread calibration needs --num-samples 2 or more")
     masked = wrapper.mask_dataset(base, seed=wrapper.mask_seed + 1)
     fitted = fit_spread_on(gen_sde, wrapper, masked, num_samples=num_samples, steps=steps, sampler=sampler,
                            limit=limit, batch_size=batch_size, seed=seed + 1, device=device, progress=progress)
-    return {**fitted, "fitted_images": min(limit, len(masked)), "fitted_mask_seed": wrapper.mask_seed + 1,
-            "fitted_samples": num_samples, "fitted_steps": steps,
-            "fit": "Gaussian maximum likelihood on query entries"}
+    record = {**fitted, "fitted_images": min(limit, len(masked)), "fitted_mask_seed": wrapper.mask_seed + 1,
+              "fitted_samples": num_samples, "fitted_steps": steps,
+              "fit": "Gaussian maximum likelihood on query entries"}
+    if held_out and wrapper.dense_in_kwargs and gen_sde.parameterization in ("x0", "v"):
+        record["shrinkage"] = fit_shrinkage_on(gen_sde, wrapper, masked, limit=shrinkage_limit, batch_size=batch_size,
+                                               seed=seed + 1, device=device, progress=progress)
+    return record
 
 
 def run_calibrate(args: dict) -> int:
@@ -114,12 +129,15 @@ def run_calibrate(args: dict) -> int:
     base = host.datasets.get(dataset)(split=args["split"], data_root=data_root, resolution=config["resolution"])
     fitted = fit_calibration(gen_sde, wrapper, base, limit=args["limit"], num_samples=args["num_samples"],
                              steps=steps, sampler=step, seed=args["seed"], batch_size=args["batch_size"],
-                             device=device, progress=not args["no_progress"])
+                             device=device, progress=not args["no_progress"], held_out=args["split"] != "train",
+                             shrinkage_limit=args["shrinkage_limit"])
     path = save_calibration(args["checkpoint"], fitted, {"fitted_on": f"{dataset}/{args['split']}",
                                                          "fitted_sampler": key})
     print(f"spread calibration: std' = sqrt(({fitted['spread_scale']:.3f} std)^2 + ({fitted['spread_roughness']:.3f} r)^2 "
           f"+ {fitted['spread_floor']:.4f}^2), fitted on {fitted['fitted_images']} images of {dataset}/{args['split']}; "
           f"wrote {path}")
+    if "shrinkage" in fitted:
+        print(f"shrinkage: {shrinkage_line(fitted['shrinkage'])}")
     return 0
 
 
@@ -176,6 +194,12 @@ def run_reconstruct(args: dict) -> int:
         print(coverage_table(result["metrics"]))
     print(f"wrote {Path(args['out']) / 'metrics.json'} and reconstructions.png")
     return 0
+
+
+def shrinkage_line(sh: dict) -> str:
+    rule = f"w = clip({sh['a']:.2f}" + (f" {sh['b']:+.2f} ({sh['feature']} {-sh['center']:+.3f})" if sh["b"] else "") + ", 0, 1)"
+    return (f"ddo-x0 shrunk toward the interpolation by {rule}; on the {sh['fitted_images']} fitting images "
+            f"{sh['gain_db']:+.3f} dB query PSNR over ddo-x0")
 
 
 def _check_point_flags(args: dict, wrapper, config: dict) -> None:
@@ -248,8 +272,12 @@ def add_demo_parser(parser) -> None:
     parser.add_argument("--sampler", default="ddim")
     parser.add_argument("--limit", type=positive_int, help="evaluate the first N test images only")
     parser.add_argument("--calibrate-spread", type=positive_int, default=64, metavar="N",
-                        help="training crops on which the spread calibration is fitted and stored with the model "
+                        help="crops on which the spread calibration is fitted and stored with the model: of the "
+                        "validation split (which also fits the shrinkage) or, without one, of the train split "
                         "(default 64; see `ddo calibrate`)")
+    parser.add_argument("--calibrate-shrinkage", type=positive_int, default=SHRINKAGE_LIMIT, metavar="N",
+                        help=f"validation crops on which the shrinkage of the model's correction is fitted (default "
+                        f"{SHRINKAGE_LIMIT})")
     parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--device")
     parser.add_argument("--no-progress", action="store_true")
@@ -259,16 +287,28 @@ DEMO_KEYS = ("dataset", "conditioning", "loss", "minutes", "parameterization", "
              "lr_schedule", "augment", "seed")
 
 
-def _demo_calibration(gen_sde, wrapper, train_split, args, key, step, device) -> dict | None:
-    """Fit the spread calibration on training crops and store it with the demo's checkpoint."""
+def _demo_calibration(gen_sde, wrapper, host, args, res, key, step, device) -> dict | None:
+    """Fit the spread calibration (and, on a validation split, the shrinkage) and store it with the
+    demo's checkpoint: on the dataset's validation split when it has one, else on training crops."""
     if args["num_samples"] < 2:
         return None
-    fitted = fit_calibration(gen_sde, wrapper, train_split, limit=args["calibrate_spread"],
-                             num_samples=args["num_samples"], steps=args["steps"], sampler=step, seed=args["seed"],
-                             batch_size=32, device=device, progress=not args["no_progress"])
-    save_calibration(Path(args["out"]) / CHECKPOINT, fitted, {"fitted_on": f"{args['dataset']}/train",
+    split = "val" if _has_split(host, args["dataset"], "val", res) else "train"
+    fitted = fit_calibration(gen_sde, wrapper, host.datasets.get(args["dataset"])(split=split, resolution=res),
+                             limit=args["calibrate_spread"], num_samples=args["num_samples"], steps=args["steps"],
+                             sampler=step, seed=args["seed"], batch_size=32, device=device,
+                             progress=not args["no_progress"], held_out=split == "val",
+                             shrinkage_limit=args["calibrate_shrinkage"])
+    save_calibration(Path(args["out"]) / CHECKPOINT, fitted, {"fitted_on": f"{args['dataset']}/{split}",
                                                                "fitted_sampler": key})
     return load_calibration(Path(args["out"]) / CHECKPOINT)
+
+
+def _has_split(host, dataset: str, split: str, res: int) -> bool:
+    try:
+        host.datasets.get(dataset)(split=split, resolution=res)
+    except UserError:
+        return False
+    return True
 
 
 def run_demo(args: dict) -> int:
@@ -288,7 +328,7 @@ def run_demo(args: dict) -> int:
     train_s = time.monotonic() - t0
     gen_sde, wrapper, config = load_model(out / CHECKPOINT, host, device)
     test = host.datasets.get(args["dataset"])(split="test", resolution=config["resolution"])
-    spread = _demo_calibration(gen_sde, wrapper, train_split, args, key, step, device)
+    spread = _demo_calibration(gen_sde, wrapper, host, args, config["resolution"], key, step, device)
     result = evaluate(gen_sde, wrapper, wrapper.wrap_dataset(test, "test"), num_samples=args["num_samples"],
                       steps=args["steps"], sampler=step, seed=args["seed"], limit=args.get("limit"),
                       device=device, progress=not args["no_progress"], spread=spread,
@@ -323,9 +363,13 @@ def _report(m: dict, tbl: str, best: str, margin: float, source: str) -> str:
         tbl, "",
         f"`ddo-mean` is the model's posterior-mean estimate: `ddo-x0` (the network's x0 at t = 1"
         f"{', averaged over the 8 rotations and flips of the context' if m.get('symmetrize_x0') else ', one call'}) for x0/v "
-        f"models, the mean of samples otherwise; here `{source}`. Its margin over the best classical baseline "
+        f"models, the mean of samples otherwise, shrunk toward the interpolation when a shrinkage was fitted on the "
+        f"validation split; here `{source}`. Its margin over the best classical baseline "
         f"({best}): {margin:+.2f} dB on query pixels.", "",
     ]
+    fitted = m.get("calibration_rescaled") or {}
+    if fitted.get("shrinkage"):
+        lines += [f"Shrinkage (fitted on {fitted.get('fitted_on')}): {shrinkage_line(fitted['shrinkage'])}.", ""]
     if cal:
         lines += [f"Calibration of the sample spread on query pixels: {cal['within_1std']:.1%} within 1 std, "
                   f"{cal['within_2std']:.1%} within 2 std, Gaussian log-likelihood {cal['gaussian_loglik']:.3f} "

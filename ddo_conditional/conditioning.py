@@ -69,6 +69,7 @@ class SparseConditioning(ModelWrapper):
 
     needs = ("context_image",)
     needs_inputs = True
+    dense_in_kwargs = False  # whether model_kwargs hold the interpolation the network refines (context_dense)
 
     def __init__(self, config: dict | None = None):
         super().__init__(config)
@@ -166,6 +167,7 @@ class BiharmonicInterpConditioning(InterpConditioning):
     no per-item solve."""
 
     needs = ("context_image", "observation_mask", "context_dense")
+    dense_in_kwargs = True
 
     def __init__(self, config: dict | None = None):
         super().__init__(config)
@@ -187,6 +189,7 @@ class PointConditioning(SparseConditioning):
     (:class:`PointSetModel`); any resolution."""
 
     needs = ()
+    dense_in_kwargs = True
 
     def __init__(self, config: dict | None = None):
         super().__init__(config)

@@ -21,8 +21,10 @@ from .metrics import calibration, image_metrics
 from .points import dihedral_points
 from .models import NormalizedConvolution
 from .reconstruct import reconstruct
+from .shrinkage import features, fit_shrinkage, shrink
 
-MODEL_METHODS = ("ddo-mean", "ddo-samples-mean", "ddo-x0", "ddo-sample")
+MODEL_METHODS = ("ddo-mean", "ddo-samples-mean", "ddo-x0", "ddo-x0-shrunk", "ddo-sample")
+MEAN_SOURCES = ("ddo-x0-shrunk", "ddo-x0", "ddo-samples-mean")  # ddo-mean: the first the evaluation has
 FIGURE_IMAGES = 8
 
 
@@ -161,6 +163,32 @@ def fit_spread_on(gen_sde, wrapper, dataset, *, num_samples: int, steps: int, sa
     return fit_spread(*(torch.cat(lst) for lst in parts))
 
 
+@torch.no_grad()
+def fit_shrinkage_on(gen_sde, wrapper, dataset, *, limit: int, batch_size: int = 32, seed: int = 1, device="cpu",
+                     progress: bool = True) -> dict:
+    """:func:`~ddo_conditional.shrinkage.fit_shrinkage` on the first ``limit`` images of ``dataset`` (held
+    out from training: a validation split), from the symmetrised ``ddo-x0`` estimates."""
+    if limit is not None:
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    g = torch.Generator(device=device).manual_seed(seed)
+    parts = {k: [] for k in ("x0", "dense", "truth", "qmask", "spread", "roughness")}
+    bar = progress_bar(total=len(dataset), desc="fit shrinkage", enabled=progress)
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        x = batch["image"].to(device)
+        kwargs = wrapper.model_kwargs(batch, device)
+        x0, spread = x0_estimate(gen_sde, kwargs, x.shape, g, True)
+        got = {"x0": x0, "dense": dense_01(kwargs), "truth": (x + 1) / 2, "spread": spread,
+               "qmask": create_query_mask_batched(batch["query_indices"].to(device), *x.shape[-2:], x.dtype),
+               "roughness": context_roughness(context_tensors(batch, device))}
+        for k, v in got.items():
+            parts[k].append(v)
+        bar.update(x.shape[0])
+    bar.close()
+    t = {k: torch.cat(v) for k, v in parts.items()}
+    return fit_shrinkage(t["x0"], t["dense"], t["truth"], t["qmask"],
+                         features(t["x0"], t["spread"], t["dense"], t["roughness"]))
+
+
 def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 4, steps: int = 20, sampler=ddim_step,
              batch_size: int = 32, seed: int = 0, data_consistency: bool = False, limit: int | None = None,
              device="cpu", progress: bool = True, baselines=BASELINES, symmetrize_x0: bool = True,
@@ -170,16 +198,19 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 4, steps: int = 20
     Rows: ``ddo-samples-mean`` (mean of ``num_samples`` samples), ``ddo-sample`` (the first sample),
     ``ddo-x0`` for ``x0``/``v`` models (:func:`posterior_mean_one_call`; ``symmetrize_x0``: averaged
     over the grid's rotations and flips), every classical baseline, and ``ddo-mean``, the posterior
-    mean the project reports: ``ddo-x0`` when the model has one, else ``ddo-samples-mean`` (a fixed
-    rule, never chosen by the scores). ``spread``: a recalibration of the samples' std fitted
-    elsewhere (:func:`fit_spread_on`); ``metrics.json`` then also holds ``calibration_rescaled``.
+    mean the project reports: ``ddo-x0-shrunk`` when ``spread`` holds a shrinkage
+    (:mod:`~ddo_conditional.shrinkage`, fitted on a validation split), else ``ddo-x0`` when the model
+    has one, else ``ddo-samples-mean`` (a fixed rule, never chosen by the scores). ``spread``: a
+    recalibration of the samples' std fitted elsewhere (:func:`fit_spread_on`); ``metrics.json`` then
+    also holds ``calibration_rescaled``.
 
     Returns ``{"metrics": <metrics.json dict>, "figure": (rows * 8, C, H, W) in [0, 1], "arrays": ...}``,
     the arrays per image in ``[0, 1]`` (:class:`_Arrays`).
     """
     one_call = gen_sde.parameterization in ("x0", "v")
+    shrinkage = (spread or {}).get("shrinkage") if one_call else None
     per_image = {m: {} for m in ("ddo-samples-mean", "ddo-sample") + (("ddo-x0",) if one_call else ())
-                 + tuple(baselines)}
+                 + (("ddo-x0-shrunk",) if shrinkage else ()) + tuple(baselines)}
     cal, cal_scaled = _CalibrationSum(), _CalibrationSum()
     timing = {"model_s": 0.0, "baselines_s": 0.0}
     figure, n, arrays = None, 0, _Arrays()
@@ -188,7 +219,7 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 4, steps: int = 20
                                     sampler=sampler, batch_size=batch_size, data_consistency=data_consistency,
                                     limit=limit, device=device, progress=progress, desc="evaluate"):
         n += r.truth.shape[0]
-        preds = _predictions(gen_sde, r, g, one_call, symmetrize_x0, baselines, timing, device)
+        preds = _predictions(gen_sde, r, g, one_call, symmetrize_x0, baselines, timing, device, shrinkage)
         std_cal = None if spread is None else apply_spread(r.out["std"] / 2, spread, context_roughness(r.ctx))
         arrays.add(r, preds, std_cal)
         for m, p in preds.items():
@@ -221,7 +252,7 @@ class _Arrays:
         self.parts = {}
 
     def add(self, r: Reconstructed, preds: dict, std_calibrated: torch.Tensor | None) -> None:
-        got = {"mean": preds.get("ddo-x0", preds["ddo-samples-mean"]), "std_raw": r.out["std"] / 2}
+        got = {"mean": preds[mean_source(preds)], "std_raw": r.out["std"] / 2}
         if std_calibrated is not None:
             got["std"] = std_calibrated
         for k, v in got.items():
@@ -232,12 +263,18 @@ class _Arrays:
 
 
 def _predictions(gen_sde, r: Reconstructed, g, one_call: bool, symmetrize: bool, baselines, timing: dict,
-                 device) -> dict:
+                 device, shrinkage: dict | None = None) -> dict:
     """Every method's reconstruction of one batch, ``(B, C, H, W)`` in ``[0, 1]``; adds to ``timing``."""
     preds = {"ddo-samples-mean": (r.out["mean"] + 1) / 2, "ddo-sample": (r.out["samples"][0] + 1) / 2}
     if one_call:
         t0 = time.perf_counter()
-        preds["ddo-x0"] = (posterior_mean_one_call(gen_sde, r.kwargs, r.truth.shape, g, symmetrize=symmetrize) + 1) / 2
+        x0, spread = x0_estimate(gen_sde, r.kwargs, r.truth.shape, g, symmetrize)
+        preds["ddo-x0"] = x0
+        if shrinkage:
+            if shrinkage["feature"] == "disagreement" and not symmetrize:
+                raise ValueError("this shrinkage reads the disagreement of the rotated estimates; evaluate with them")
+            dense = dense_01(r.kwargs)
+            preds["ddo-x0-shrunk"] = shrink(x0, dense, features(x0, spread, dense, context_roughness(r.ctx)), shrinkage)
         timing["model_s"] += time.perf_counter() - t0
     timing["model_s"] += r.seconds
     t0 = time.perf_counter()
@@ -247,6 +284,26 @@ def _predictions(gen_sde, r: Reconstructed, g, one_call: bool, symmetrize: bool,
     return preds
 
 
+def x0_estimate(gen_sde, kwargs: dict, shape, g, symmetrize: bool):
+    """``ddo-x0`` in ``[0, 1]`` and the spread of the estimates it averages (zeros for one call)."""
+    if not symmetrize:
+        x0 = (posterior_mean_one_call(gen_sde, kwargs, shape, g) + 1) / 2
+        return x0, torch.zeros_like(x0)
+    est = (dihedral_estimates(gen_sde, kwargs, shape, g) + 1) / 2
+    return est.mean(0), est.std(0)
+
+
+def dense_01(kwargs: dict) -> torch.Tensor:
+    """The interpolation the network refines (``context_dense``), in ``[0, 1]``."""
+    if kwargs.get("context_dense") is None:
+        raise ValueError("a shrinkage toward the interpolation needs a model that refines one (context_dense)")
+    return ((kwargs["context_dense"] + 1) / 2).clamp(0, 1)
+
+
+def mean_source(preds: dict) -> str:
+    return next(m for m in MEAN_SOURCES if m in preds)
+
+
 def _figure(r: Reconstructed, preds: dict, num_samples: int) -> torch.Tensor:
     """Rows of the first batch's first images: context, two samples, posterior mean, std, truth, biharmonic."""
     k, c = min(FIGURE_IMAGES, r.truth.shape[0]), r.truth.shape[1]
@@ -254,7 +311,7 @@ def _figure(r: Reconstructed, preds: dict, num_samples: int) -> torch.Tensor:
     rows = [obs * (r.ctx["context_image"][:k] + 1) / 2 + (1 - obs) * 0.5]
     rows += [(r.out["samples"][i, :k] + 1) / 2 for i in range(min(2, num_samples))]
     std = r.out["std"][:k].mean(1, keepdim=True).expand(-1, c, -1, -1)
-    best = preds.get("ddo-x0", preds["ddo-samples-mean"])
+    best = preds[mean_source(preds)]
     rows += [best[:k], (std / std.max().clamp_min(1e-6)), r.truth[:k]]
     if "biharmonic" in preds:
         rows.append(preds["biharmonic"][:k])
@@ -268,7 +325,7 @@ def _summarise(per_image: dict) -> dict:
         cat = {k: torch.cat(v) for k, v in metrics.items()}
         methods[m] = {k: float(v.mean()) for k, v in cat.items()}
         methods[m]["psnr_query_per_image"] = [round(float(x), 3) for x in cat["psnr_query"]]
-    source = "ddo-x0" if "ddo-x0" in methods else "ddo-samples-mean"
+    source = mean_source(methods)
     methods["ddo-mean"] = {**methods[source], "source": source}
     return methods
 

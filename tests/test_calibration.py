@@ -27,7 +27,11 @@ def test_calibration_round_trip_and_refusals(conditional_run):
     loaded = load_calibration(conditional_run)
     assert {k: loaded[k] for k in fitted} == fitted and loaded["fitted_on"] == "x/train"
     record = json.loads(path.read_text())
-    for bad in ({**record, "spread_scale": "big"}, {**record, "spread_floor": -1.0}, [1, 2]):
+    shrink = {"feature": "roughness", "a": 0.8, "b": 0.1, "center": -3.0}
+    save_calibration(conditional_run, {**fitted, "shrinkage": shrink}, {"fitted_on": "x/val"})
+    assert load_calibration(conditional_run)["shrinkage"] == shrink
+    for bad in ({**record, "spread_scale": "big"}, {**record, "spread_floor": -1.0}, [1, 2],
+                {**record, "shrinkage": {**shrink, "feature": "colour"}}, {**record, "shrinkage": {**shrink, "a": None}}):
         path.write_text(json.dumps(bad))
         with pytest.raises(UserError, match="is malformed"):
             load_calibration(conditional_run)
@@ -82,3 +86,38 @@ def test_reconstruct_without_calibration_says_so(conditional_run, image_folder, 
                  "--num-samples", "2", "--steps", "2", "--out", str(out), "--no-progress"]) == 0
     assert "no stored calibration: run `ddo calibrate`" in capsys.readouterr().out
     assert torch.isfinite(torch.from_numpy(np.load(out / "std.npy"))).all()
+
+
+def _shrinkage_problem(n=60, seed=0):
+    """Images where dense misses the truth by ``e`` and the model overshoots: ``x0 = dense + k (truth - dense)``."""
+    g = torch.Generator().manual_seed(seed)
+    truth = torch.rand(n, 3, 8, 8, generator=g)
+    dense = truth + 0.1 * torch.randn(n, 3, 8, 8, generator=g)
+    qmask = (torch.rand(n, 1, 8, 8, generator=g) < 0.3).float()
+    return truth, dense, qmask
+
+
+def test_shrinkage_recovers_a_planted_global_weight():
+    from ddo_conditional.shrinkage import features, fit_shrinkage, shrink
+
+    truth, dense, qmask = _shrinkage_problem()
+    x0 = dense + 2.0 * (truth - dense)  # the model's correction is twice too large: the best weight is 1/2
+    rough = torch.rand(len(truth)) + 0.1
+    feats = features(x0, torch.zeros_like(x0), dense, rough)
+    fitted = fit_shrinkage(x0, dense, truth, qmask, feats)
+    assert fitted["b"] == 0.0 or fitted["feature"] == "none"
+    assert fitted["a"] == pytest.approx(0.5, abs=0.03) and fitted["gain_db"] > 3
+    torch.testing.assert_close(shrink(x0, dense, feats, fitted), dense + fitted["a"] * (x0 - dense))
+
+
+def test_shrinkage_follows_a_planted_feature():
+    from ddo_conditional.shrinkage import features, fit_shrinkage, weights
+
+    truth, dense, qmask = _shrinkage_problem(n=80)
+    rough = torch.cat([torch.full((40,), 0.01), torch.full((40,), 0.2)])
+    x0 = torch.cat([dense[:40] - (truth[:40] - dense[:40]), truth[40:]])  # harmful on smooth images, exact on rough
+    feats = features(x0, torch.zeros_like(x0), dense, rough)
+    fitted = fit_shrinkage(x0, dense, truth, qmask, feats)
+    assert fitted["feature"] == "roughness" and fitted["b"] > 0
+    w = weights(feats["roughness"], fitted)
+    assert w[:40].max() == 0 and w[40:].min() == 1  # falls back to the interpolation where the model harms

@@ -69,7 +69,8 @@ def test_reconstruct_refuses_unconditional_checkpoint_and_bad_ratios(tmp_path, i
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--minutes", "0.05", "--out", str(out), "--limit", "4", "--steps", "2",
-                 "--num-samples", "2", "--calibrate-spread", "3", "--augment", "dihedral", "--no-progress"]) == 0
+                 "--num-samples", "2", "--calibrate-spread", "3", "--calibrate-shrinkage", "8", "--augment", "dihedral",
+                 "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["num_images"] == 4 and m["dataset"] == "natural-patches/test"
     assert m["augment"] == "dihedral" and m["sampler"] == "ddim"
@@ -77,7 +78,9 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert {k: config[k] for k in ("context_ratio", "query_ratio", "mask_seed", "mask_pattern", "augment")} == {
         "context_ratio": 0.1, "query_ratio": 0.1, "mask_seed": 42, "mask_pattern": "random", "augment": "dihedral"}
     rc = m["calibration_rescaled"]
-    assert rc["fitted_images"] == 3 and rc["fitted_on"] == "natural-patches/train" and rc["spread_scale"] > 0
+    assert rc["fitted_images"] == 3 and rc["fitted_on"] == "natural-patches/val" and rc["spread_scale"] > 0
+    assert rc["shrinkage"]["fitted_images"] == 8 and m["methods"]["ddo-mean"]["source"] == "ddo-x0-shrunk"
+    assert m["methods"]["ddo-mean"]["psnr_query"] == m["methods"]["ddo-x0-shrunk"]["psnr_query"]
     assert rc["spread_floor"] > 0 and 0 <= rc["within_1std"] <= rc["within_2std"] <= 1 and "within_t95" not in rc
     report = (out / "report.md").read_text()
     assert report.startswith("# ddo demo") and f"sqrt(({rc['spread_scale']:.2f} std)^2" in report

@@ -14,6 +14,9 @@ on both grids by every method: `griddata` linear and cubic (nearest outside the 
 image's 10% query pixels of the 32x32 grid; at 64x64 their 4 sub-pixels each). `--pixel`: a
 pixel-context model at 32x32, fed the context pixels themselves (its own on-grid conditioning).
 
+`--write-csv FILE --scene N`: write test scene N's points as a `ddo reconstruct --points` CSV instead
+(and `FILE.truth.png`, the scene at 64x64).
+
 `--throughput KEY [KEY ...]`: training throughput of the demo's configuration per conditioning key
 instead (median of the per-step rates logged after the first 10 steps).
 """
@@ -130,6 +133,21 @@ def throughput(keys: list[str], steps: int) -> dict:
     return rates
 
 
+def write_csv(a) -> int:
+    from ddo.visual import save_grid
+
+    host = load_host()
+    _, wrapper = load_model(a.setconv or a.attention, host, "cpu")[:2]
+    x64, x32 = scenes()
+    pts = point_sets(wrapper, x32, x64)
+    c, v = pts["coords"][a.scene].numpy(), ((pts["values"][a.scene] + 1) / 2).clamp(0, 1).numpy()
+    lines = ["x,y,r,g,b"] + [f"{x:.6f},{y:.6f},{r:.5f},{g:.5f},{b:.5f}" for (x, y), (r, g, b) in zip(c, v)]
+    Path(a.write_csv).write_text("\n".join(lines) + "\n")
+    save_grid(x64[a.scene:a.scene + 1], a.write_csv + ".truth.png", nrow=1)
+    print(f"wrote {len(c)} points of test scene {a.scene} to {a.write_csv}")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--setconv")
@@ -138,7 +156,11 @@ def main() -> int:
     p.add_argument("--throughput", nargs="+", metavar="KEY")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--json")
+    p.add_argument("--write-csv")
+    p.add_argument("--scene", type=int, default=0)
     a = p.parse_args()
+    if a.write_csv:
+        return write_csv(a)
     conditions = {"machine": platform.machine(), "processor": platform.processor(), "threads": torch.get_num_threads()}
     if a.throughput:
         result = {"conditions": {**conditions, "batch": 32, "config": "cpu-small, x0"},

@@ -202,3 +202,19 @@ def test_points_need_a_point_set_model(tmp_path, image_folder, capsys):
     assert main(["reconstruct", "--checkpoint", str(run / "checkpoint.pt"), "--points", str(csv),
                  "--out", str(tmp_path / "o")]) == 2
     assert "--points needs a point-set model (--conditioning sparse-setconv or sparse-attention)" in capsys.readouterr().err
+
+
+def test_augmentations_move_and_map_the_points_with_the_image():
+    from ddo.data import RandomFlip
+    from ddo_conditional.datasets import DihedralAugment, PhotometricAugment
+
+    flipped = RandomFlip(_Images(6, 16, 16), seed=0)
+    plain = FixedSparseMaskDataset(flipped, seed=4, coords="grid")
+    aug = DihedralAugment(PhotometricAugment(plain, seed=1), seed=2)
+    for epoch in range(2):
+        flipped.set_epoch(epoch)
+        for i in range(6):
+            a = aug[i]
+            # grid points: their values are the (moved, colour-mapped) image's pixels at their (moved) positions
+            torch.testing.assert_close(bilinear(a["image"], a["context_coords"]), a["context_point_values"])
+            torch.testing.assert_close(a["context_point_values"], a["context_values"])

@@ -18,6 +18,7 @@ from ddo.train import CHECKPOINT, load_model, set_inference_dtype, train
 from .conditioning import PointConditioning, SparseConditioning
 from .datasets import augment_list
 from .scattered import run_points
+from .shrinkage import MIN_GAIN_DB
 from .calibration import load_calibration, save_calibration
 from .evaluate import best_baseline, evaluate, fit_shrinkage_on, fit_spread_on, table, write_outputs
 from .masks import PATTERNS, MaskError
@@ -197,6 +198,10 @@ def run_reconstruct(args: dict) -> int:
 
 
 def shrinkage_line(sh: dict) -> str:
+    if "rejected" in sh:
+        r = sh["rejected"]
+        return (f"none kept (w = 1): the best rule ({r['feature']}) gained {r['gain_db']:+.3f} dB on the "
+                f"{sh['fitted_images']} fitting images, below {MIN_GAIN_DB} dB")
     rule = f"w = clip({sh['a']:.2f}" + (f" {sh['b']:+.2f} ({sh['feature']} {-sh['center']:+.3f})" if sh["b"] else "") + ", 0, 1)"
     return (f"ddo-x0 shrunk toward the interpolation by {rule}; on the {sh['fitted_images']} fitting images "
             f"{sh['gain_db']:+.3f} dB query PSNR over ddo-x0")
@@ -265,7 +270,9 @@ def add_demo_parser(parser) -> None:
     parser.add_argument("--refiner-width", type=nonneg_int, default=32)
     parser.add_argument("--residual-scale", choices=RESIDUAL_SCALES, default="context-input")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
-    parser.add_argument("--augment", type=augment_list, default="none", help="none, dihedral, photometric, or both: dihedral,photometric")
+    parser.add_argument("--augment", type=augment_list, default="photometric",
+                        help="none, dihedral, photometric (default; chosen on the validation split), or both: "
+                        "dihedral,photometric")
     parser.add_argument("--loss", default="x0-mse-relative")
     parser.add_argument("--num-samples", type=positive_int, default=4)
     parser.add_argument("--steps", type=positive_int, default=20)

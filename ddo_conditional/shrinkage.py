@@ -11,7 +11,9 @@ model's posterior-mean estimate and ``f`` a feature known at test time:
   cannot agree on with itself.
 
 :func:`fit_shrinkage` chooses the feature and ``(a, b)`` by grid search of mean query PSNR on
-held-out images (a validation split), never on the images it is scored on.
+held-out images (a validation split), never on the images it is scored on. A rule that gains less
+than :data:`MIN_GAIN_DB` there is not kept (``w = 1``): a smaller gain is within what one validation
+photograph resolves, and fitted noise costs on other photographs (benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 from .metrics import psnr
 
 FEATURES = ("none", "roughness", "disagreement")
+MIN_GAIN_DB = 0.02
 A_GRID = np.round(np.linspace(0.0, 1.5, 31), 3)
 B_GRID = np.round(np.linspace(-1.0, 1.0, 21), 3)
 
@@ -48,7 +51,8 @@ def shrink(x0: torch.Tensor, dense: torch.Tensor, feats: dict, params: dict) -> 
 def fit_shrinkage(x0, dense, truth, qmask, feats: dict) -> dict:
     """The feature and ``(a, b)`` that maximise the mean query PSNR of :func:`shrink` on these images
     (``[0, 1]`` units), with ``center`` the feature's median there; ``gain_db``: that mean minus the
-    unshrunk estimate's."""
+    unshrunk estimate's. Below :data:`MIN_GAIN_DB` the identity (``feature "none", a = 1``) is
+    returned, with the rejected rule under ``"rejected"``."""
     base = float(psnr(x0, truth, qmask).mean())
     best = {"feature": "none", "a": 1.0, "b": 0.0, "center": 0.0, "mean_psnr": base}
     for name in FEATURES:
@@ -60,4 +64,8 @@ def fit_shrinkage(x0, dense, truth, qmask, feats: dict) -> dict:
                 score = float(psnr(shrink(x0, dense, feats, params), truth, qmask).mean())
                 if score > best["mean_psnr"] + 1e-9:
                     best = {**params, "mean_psnr": score}
-    return {**best, "gain_db": best["mean_psnr"] - base, "fitted_images": int(x0.shape[0])}
+    fitted = {**best, "gain_db": best["mean_psnr"] - base, "fitted_images": int(x0.shape[0])}
+    if fitted["gain_db"] < MIN_GAIN_DB:
+        return {"feature": "none", "a": 1.0, "b": 0.0, "center": 0.0, "mean_psnr": base, "gain_db": 0.0,
+                "fitted_images": fitted["fitted_images"], "rejected": fitted}
+    return fitted

@@ -121,3 +121,15 @@ def test_shrinkage_follows_a_planted_feature():
     assert fitted["feature"] == "roughness" and fitted["b"] > 0
     w = weights(feats["roughness"], fitted)
     assert w[:40].max() == 0 and w[40:].min() == 1  # falls back to the interpolation where the model harms
+
+
+def test_shrinkage_that_gains_too_little_is_not_kept():
+    from ddo_conditional.shrinkage import MIN_GAIN_DB, features, fit_shrinkage, shrink
+
+    truth, dense, qmask = _shrinkage_problem()
+    x0 = truth + 0.001 * (dense - truth)  # nearly exact already: no rule gains MIN_GAIN_DB
+    feats = features(x0, torch.zeros_like(x0), dense, torch.rand(len(truth)) + 0.1)
+    fitted = fit_shrinkage(x0, dense, truth, qmask, feats)
+    assert (fitted["feature"], fitted["a"], fitted["b"]) == ("none", 1.0, 0.0)
+    assert fitted["rejected"]["gain_db"] < MIN_GAIN_DB
+    torch.testing.assert_close(shrink(x0, dense, feats, fitted), x0)

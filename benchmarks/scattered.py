@@ -11,8 +11,9 @@ its cell, its value read from the 64x64 image there (bilinear). The same points 
 on both grids by every method: `griddata` linear and cubic (nearest outside the convex hull),
 `RBFInterpolator` with the thin-plate-spline kernel, and each point-set model's posterior mean
 (`ddo-x0`, averaged over the 8 rotations and flips of the points). Scored on the query cells (the
-image's 10% query pixels of the 32x32 grid; at 64x64 their 4 sub-pixels each). `--pixel`: a
-pixel-context model at 32x32, fed the context pixels themselves (its own on-grid conditioning).
+image's 10% query pixels of the 32x32 grid; at 64x64 their 4 sub-pixels each). At 32x32 the rows
+"(on-grid context)" use the context pixels of the 32x32 image themselves (the pixel pipeline's own
+conditioning): biharmonic inpainting and, with `--pixel`, a pixel-context model.
 
 `--write-csv FILE --scene N`: write test scene N's points as a `ddo reconstruct --points` CSV instead
 (and `FILE.truth.png`, the scene at 64x64).
@@ -39,6 +40,7 @@ from ddo.cli import main as ddo_main
 from ddo.data import ArrayImages, SPLIT_OFFSETS, load_natural_patches
 from ddo.plugins import load_host
 from ddo.train import load_model
+from ddo_conditional.baselines import baseline_batch
 from ddo_conditional.datasets import create_query_mask_batched
 from ddo_conditional.evaluate import posterior_mean_one_call
 from ddo_conditional.metrics import image_metrics
@@ -186,6 +188,8 @@ def evaluate_all(a) -> dict:
         preds = classical(pts, res)
         for key, (gen_sde, _) in models.items():
             preds[key] = point_model(gen_sde, pts, res)
+        if res == 32:  # the pixel pipeline's own context: the context pixels of the 32x32 image
+            preds["biharmonic (on-grid context)"] = baseline_batch((x32 + 1) / 2, pts["context_indices"], "biharmonic")
         if a.pixel and res == 32:
             gen_sde, wrapper = load_model(a.pixel, host, "cpu")[:2]
             preds["pixel-model (on-grid context)"] = pixel_model(gen_sde, wrapper, pts, x32)

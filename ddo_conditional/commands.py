@@ -389,7 +389,8 @@ def _report(m: dict, tbl: str, best: str, margin: float, source: str) -> str:
         if rc:
             lines += [f"Recalibrated spread (sqrt(({rc['spread_scale']:.2f} std)^2 + ({rc.get('spread_roughness', 0):.2f} r)^2 "
                       f"+ {rc['spread_floor']:.4f}^2), r the leave-one-out interpolation error of the context, "
-                      f"fitted by maximum likelihood on {rc['fitted_images']} training crops under other masks): "
+                      f"fitted by maximum likelihood on {rc['fitted_images']} crops of {rc.get('fitted_on', 'the training split')} "
+                      "under other masks): "
                       f"{rc['within_1std']:.1%} within 1 std, {rc['within_2std']:.1%} within 2 std, Gaussian "
                       f"log-likelihood {rc['gaussian_loglik']:.3f} per entry on the test images."]
         lines += [""]

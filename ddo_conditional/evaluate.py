@@ -21,7 +21,7 @@ from .metrics import calibration, image_metrics
 from .points import dihedral_points
 from .models import NormalizedConvolution
 from .reconstruct import reconstruct
-from .shrinkage import features, fit_shrinkage, shrink
+from .shrinkage import features, fit_shrinkage, kept, shrink
 
 MODEL_METHODS = ("ddo-mean", "ddo-samples-mean", "ddo-x0", "ddo-x0-shrunk", "ddo-sample")
 MEAN_SOURCES = ("ddo-x0-shrunk", "ddo-x0", "ddo-samples-mean")  # ddo-mean: the first the evaluation has
@@ -198,7 +198,7 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 4, steps: int = 20
     Rows: ``ddo-samples-mean`` (mean of ``num_samples`` samples), ``ddo-sample`` (the first sample),
     ``ddo-x0`` for ``x0``/``v`` models (:func:`posterior_mean_one_call`; ``symmetrize_x0``: averaged
     over the grid's rotations and flips), every classical baseline, and ``ddo-mean``, the posterior
-    mean the project reports: ``ddo-x0-shrunk`` when ``spread`` holds a shrinkage
+    mean the project reports: ``ddo-x0-shrunk`` when ``spread`` holds a shrinkage that was kept
     (:mod:`~ddo_conditional.shrinkage`, fitted on a validation split), else ``ddo-x0`` when the model
     has one, else ``ddo-samples-mean`` (a fixed rule, never chosen by the scores). ``spread``: a
     recalibration of the samples' std fitted elsewhere (:func:`fit_spread_on`); ``metrics.json`` then
@@ -208,7 +208,7 @@ def evaluate(gen_sde, wrapper, dataset, *, num_samples: int = 4, steps: int = 20
     the arrays per image in ``[0, 1]`` (:class:`_Arrays`).
     """
     one_call = gen_sde.parameterization in ("x0", "v")
-    shrinkage = (spread or {}).get("shrinkage") if one_call else None
+    shrinkage = kept((spread or {}).get("shrinkage")) if one_call else None
     per_image = {m: {} for m in ("ddo-samples-mean", "ddo-sample") + (("ddo-x0",) if one_call else ())
                  + (("ddo-x0-shrunk",) if shrinkage else ()) + tuple(baselines)}
     cal, cal_scaled = _CalibrationSum(), _CalibrationSum()

@@ -38,6 +38,11 @@ def features(x0: torch.Tensor, spread: torch.Tensor, dense: torch.Tensor, roughn
             "disagreement": (rms(spread).clamp_min(1e-6) / rms(x0 - dense).clamp_min(1e-6)).log()}
 
 
+def kept(fitted: dict | None) -> dict | None:
+    """The fitted rule when :func:`fit_shrinkage` kept one, else ``None`` (nothing to apply)."""
+    return None if not fitted or "rejected" in fitted else fitted
+
+
 def weights(feature: torch.Tensor, params: dict) -> torch.Tensor:
     """``w = clip(a + b (f - center), 0, 1)``, ``(B,)``."""
     return (params["a"] + params["b"] * (feature - params["center"])).clamp(0.0, 1.0)

@@ -56,8 +56,9 @@ class RandomFlip(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        if isinstance(self.dataset, PhotoCrops):
-            self.dataset.set_epoch(epoch)
+        inner = getattr(self.dataset, "set_epoch", None)  # a dataset that draws per epoch (PhotoCrops)
+        if inner is not None:
+            inner(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -77,8 +78,9 @@ TEST_PHOTOS = ("chelsea", "coffee")
 VAL_PHOTOS = ("motorcycle_left",)
 TRAIN_PHOTOS = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 SPLITS = ("train", "val", "test")
-SPLIT_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}  # global indices: masks of one split never
-PATCH_SHORT_SIDES = (64, 128, 256)                                   # depend on another split's length
+# first global index of each split: a split's masks never depend on another split's length
+SPLIT_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+PATCH_SHORT_SIDES = (64, 128, 256)
 NATURAL_PATCHES_VERSION = 2
 
 

@@ -166,7 +166,7 @@ def run_reconstruct(args: dict) -> int:
     key, step, args["steps"] = sampling_choice(host, config, args.get("sampler"), args.get("steps"))
     _check_point_flags(args, wrapper, config)
     if args.get("points"):
-        return run_points(args, gen_sde, wrapper, config, step, key, device)
+        return run_points(args, gen_sde, config, step, key, device)
     res = args.get("resolution") or config["resolution"]
     if args.get("images"):
         if args.get("download"):
@@ -294,15 +294,15 @@ DEMO_KEYS = ("dataset", "conditioning", "loss", "minutes", "parameterization", "
              "lr_schedule", "augment", "seed")
 
 
-def _demo_calibration(gen_sde, wrapper, host, args, res, key, step, device) -> dict | None:
+def _demo_calibration(gen_sde, wrapper, host, train_split, args, res, key, step, device) -> dict | None:
     """Fit the spread calibration (and, on a validation split, the shrinkage) and store it with the
     demo's checkpoint: on the dataset's validation split when it has one, else on training crops."""
     if args["num_samples"] < 2:
         return None
-    split = "val" if _has_split(host, args["dataset"], "val", res) else "train"
-    fitted = fit_calibration(gen_sde, wrapper, host.datasets.get(args["dataset"])(split=split, resolution=res),
-                             limit=args["calibrate_spread"], num_samples=args["num_samples"], steps=args["steps"],
-                             sampler=step, seed=args["seed"], batch_size=32, device=device,
+    val = _split_or_none(host, args["dataset"], "val", res)
+    split, base = ("train", train_split) if val is None else ("val", val)
+    fitted = fit_calibration(gen_sde, wrapper, base, limit=args["calibrate_spread"], num_samples=args["num_samples"],
+                             steps=args["steps"], sampler=step, seed=args["seed"], batch_size=32, device=device,
                              progress=not args["no_progress"], held_out=split == "val",
                              shrinkage_limit=args["calibrate_shrinkage"])
     save_calibration(Path(args["out"]) / CHECKPOINT, fitted, {"fitted_on": f"{args['dataset']}/{split}",
@@ -310,12 +310,12 @@ def _demo_calibration(gen_sde, wrapper, host, args, res, key, step, device) -> d
     return load_calibration(Path(args["out"]) / CHECKPOINT)
 
 
-def _has_split(host, dataset: str, split: str, res: int) -> bool:
+def _split_or_none(host, dataset: str, split: str, res: int):
+    """The dataset's ``split``, or ``None`` when it has no such split."""
     try:
-        host.datasets.get(dataset)(split=split, resolution=res)
+        return host.datasets.get(dataset)(split=split, resolution=res)
     except UserError:
-        return False
-    return True
+        return None
 
 
 def run_demo(args: dict) -> int:
@@ -335,7 +335,7 @@ def run_demo(args: dict) -> int:
     train_s = time.monotonic() - t0
     gen_sde, wrapper, config = load_model(out / CHECKPOINT, host, device)
     test = host.datasets.get(args["dataset"])(split="test", resolution=config["resolution"])
-    spread = _demo_calibration(gen_sde, wrapper, host, args, config["resolution"], key, step, device)
+    spread = _demo_calibration(gen_sde, wrapper, host, train_split, args, config["resolution"], key, step, device)
     result = evaluate(gen_sde, wrapper, wrapper.wrap_dataset(test, "test"), num_samples=args["num_samples"],
                       steps=args["steps"], sampler=step, seed=args["seed"], limit=args.get("limit"),
                       device=device, progress=not args["no_progress"], spread=spread,

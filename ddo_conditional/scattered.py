@@ -96,7 +96,7 @@ def points_image(coords: np.ndarray, values: np.ndarray, res: int) -> torch.Tens
     return canvas
 
 
-def run_points(args: dict, gen_sde, wrapper, config: dict, step, key: str, device) -> int:
+def run_points(args: dict, gen_sde, config: dict, step, key: str, device) -> int:
     """Reconstruct the ``--points`` CSV at ``--resolution`` and write mean, std and samples."""
     extent = parse_extent(args["extent"]) if args.get("extent") else None
     coords, values = read_points(args["points"], int(config["channels"]), extent)

@@ -403,14 +403,17 @@ def set_autocast(network: torch.nn.Module, dtype: torch.dtype | None) -> int:
 
 
 def set_inference_dtype(network: torch.nn.Module, dtype: torch.dtype | None) -> int:
-    """Inference in ``dtype`` (``torch.bfloat16``) or fp32 (``None``): every FNO-UNet trunk under autocast
-    (:func:`set_autocast`) and every spectral layer's mode mixing in ``dtype``; the forward and inverse
-    transforms, the diffusion's per-mode arithmetic and the wrappers' context terms stay fp32.
-    Returns the number of networks changed."""
+    """Inference in ``dtype`` (``torch.bfloat16``) or fp32 (``None``): every FNO-UNet trunk computes in
+    ``dtype`` (:meth:`FNOUNet2d.set_inference_dtype`: its parameters cast once, fp32 values kept) and
+    every spectral layer mixes modes in it; the spectral transforms, the diffusion's per-mode
+    arithmetic and the wrappers' layers stay fp32. Returns the number of networks changed."""
     for m in network.modules():
         if isinstance(m, SpectralConv2d):
             m.mix_dtype = dtype
-    return set_autocast(network, dtype)
+    nets = [m for m in network.modules() if isinstance(m, FNOUNet2d)]
+    for m in nets:
+        m.set_inference_dtype(dtype)
+    return len(nets)
 
 
 def _accumulate(gen_sde, loss_fn, wrapper, batch, config, step, dist, device) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import typing
 
 import torch
 from torch import nn
@@ -88,6 +89,61 @@ def dense_dft_matrices(h: int, w: int, mh: int, mw: int, device: torch.device | 
     return fwd.to(device=device, dtype=dtype).contiguous(), inv.to(device=device, dtype=dtype).contiguous()
 
 
+class SeparableDFT(typing.NamedTuple):
+    """The truncated 2-D DFT of :func:`_separable_dft` as five real matrices laid out so that both
+    directions are plain GEMMs on ``(B, C, h, w)`` pixels and mode-major spectra, with no copies
+    (:func:`separable_modes`, :func:`separable_pixels`)."""
+
+    fwt: torch.Tensor    # (2 mw, w): [cos; -sin] over the width, times the forward scale
+    hre: torch.Tensor    # (4 mh, h): [ch; -sh], applied to the width transform's real part
+    him: torch.Tensor    # (4 mh, h): [sh; ch], applied to its imaginary part
+    ire_t: torch.Tensor  # (4 mh, h): [ich^T; -ish^T], real part of the inverse over the height
+    iim_t: torch.Tensor  # (4 mh, h): [ish^T; ich^T], its imaginary part
+    gw: torch.Tensor     # (2 mw, w): the Hermitian inverse over the width
+
+
+@functools.lru_cache(maxsize=64)
+def separable_dft_matrices(h: int, w: int, mh: int, mw: int, device: torch.device | str = "cpu",
+                           dtype: torch.dtype = torch.float32, scale: float = 1.0) -> SeparableDFT:
+    """The matrices of :class:`SeparableDFT` for an ``h x w`` grid and modes ``(mh, mw)``, built once
+    per size, device, dtype and forward scale. Cost per channel: ``4 h w mw + 8 mh h mw`` each way,
+    against ``8 mh mw h w`` for :func:`dense_dft_matrices`."""
+    m = _separable_dft(h, w, mh, mw)
+    mats = SeparableDFT(
+        fwt=scale * m["fw"].T, hre=torch.cat([m["ch"], -m["sh"]]), him=torch.cat([m["sh"], m["ch"]]),
+        ire_t=torch.cat([m["ich"].T, -m["ish"].T]), iim_t=torch.cat([m["ish"].T, m["ich"].T]), gw=m["gw"])
+    return SeparableDFT(*(t.to(device=device, dtype=dtype).contiguous() for t in mats))
+
+
+def separable_modes(x: torch.Tensor, mats: SeparableDFT) -> torch.Tensor:
+    """``x: (B, C, h, w)`` -> its kept modes ``(2, 2 mh * mw, B, C)``: ``[Re; Im]``, rows then columns.
+
+    Two GEMMs and an accumulating one, each on a view: the width transform ``fwt @ x^T`` comes out as
+    ``([re, im], k, B, C, row)``, whose halves, transposed, are what the height transform multiplies."""
+    b, c, h, w = x.shape
+    n, mw, mh2 = b * c, mats.fwt.shape[0] // 2, mats.hre.shape[0]
+    t1 = torch.mm(mats.fwt, x.reshape(n * h, w).T).view(2, mw * n, h)
+    out = torch.mm(mats.hre, t1[0].T)
+    return out.addmm_(mats.him, t1[1].T).view(2, mh2 // 2 * mw, b, c)
+
+
+def separable_pixels(y: torch.Tensor, h: int, w: int, mats: SeparableDFT,
+                     residual: torch.Tensor | None = None) -> torch.Tensor:
+    """Inverse of :func:`separable_modes` (``irfft2`` of the kept modes, zeros elsewhere):
+    ``y: (2, 2 mh * mw, B, C)`` -> ``(B, C, h, w)``, plus ``residual`` of that shape when given (added by
+    the last GEMM). The height transform writes ``([re, im], k, B, C, row)``, which the width transform
+    reads as one matrix."""
+    _, modes, b, c = y.shape
+    n, mw, mh2 = b * c, mats.gw.shape[0] // 2, mats.ire_t.shape[0]
+    yt = y.reshape(mh2, mw * n).T
+    z = y.new_empty(2, mw * n, h)
+    torch.mm(yt, mats.ire_t, out=z[0])
+    torch.mm(yt, mats.iim_t, out=z[1])
+    if residual is None:
+        return torch.mm(z.view(2 * mw, n * h).T, mats.gw).view(b, c, h, w)
+    return torch.addmm(residual.reshape(n * h, w), z.view(2 * mw, n * h).T, mats.gw).view(b, c, h, w)
+
+
 def _swap_halves(a: torch.Tensor, sign_first: float) -> torch.Tensor:
     """``[P | Q] -> [sign_first * Q | -sign_first * P]`` along the last axis."""
     p, q = a.chunk(2, dim=-1)
@@ -98,6 +154,11 @@ def _swap_halves(a: torch.Tensor, sign_first: float) -> torch.Tensor:
 # ~ modes x pixels per channel, in two large GEMMs and no copies); larger grids use FFTs. Both give
 # the same result to rounding; the crossover was measured on CPU (benchmarks/README.md).
 DENSE_MAX_PIXELS = 16 * 16
+
+# Without autograd (inference) the same choice is made per dtype, from a measurement on CPU
+# (benchmarks/README.md): in fp32 the separable GEMMs already win at 16x16; in bf16 the dense matrices
+# (one large GEMM each way) win up to 16x16, the separable ones at 32x32 and above.
+INFERENCE_DENSE_MAX_PIXELS = {torch.float32: 8 * 8, torch.bfloat16: 16 * 16, torch.float16: 16 * 16}
 
 
 class SpectralConv2d(nn.Module):
@@ -142,15 +203,75 @@ class SpectralConv2d(nn.Module):
             w = torch.cat([w[:mh], w[2 * self.half - mh:]], dim=0)
         return w[:, :mw].reshape(2 * mh * mw, 2, self.in_channels, self.out_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``bias: (C_out,)`` is added to every pixel of the output and ``residual: (B, C_out, H, W)`` to
+        the output, both optional; without autograd at no cost (the bias as the constant mode, the
+        residual by the inverse transform's last GEMM). Without autograd the output has ``mix_dtype``."""
         b, ci, h, w = x.shape
         mh, mw = min(self.half, h // 2), min(self.modes_width, w // 2 + 1)
         # transforms and mode mixing in fp32 even under autocast: a bf16 DFT keeps ~3 significant
         # digits, and the mixing sums over every input channel
         with torch.autocast(x.device.type, enabled=False):
+            if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+                return self._forward_inference(x, mh, mw, bias, residual)
             if h * w <= self.dense_max_pixels:
-                return self._forward_dense(x, mh, mw)
-            return self._forward_fft(x, mh, mw)
+                y = self._forward_dense(x, mh, mw)
+            else:
+                y = self._forward_fft(x, mh, mw)
+        if bias is not None:
+            y = y + bias.to(y.dtype)[:, None, None]
+        return y if residual is None else y + residual
+
+    def _mixing_weight(self, mh: int, mw: int, dtype: torch.dtype) -> torch.Tensor:
+        """The kept modes' weights as ``(modes, C_in, 2 C_out)`` = ``[Wr | Wi]`` in ``dtype``, kept between
+        calls while the parameter is unchanged (inference runs thousands of calls on one set)."""
+        key = (mh, mw, dtype, self.weight.device, self.weight._version, self.weight.data_ptr())
+        cached = self.__dict__.get("_mixing_cache")
+        if cached is None or cached[0] != key:
+            wt = self._weights(mh, mw).detach()                               # (modes, 2, Ci, Co)
+            wcat = wt.permute(0, 2, 1, 3).reshape(wt.shape[0], self.in_channels, 2 * self.out_channels)
+            cached = self.__dict__["_mixing_cache"] = (key, wcat.to(dtype).contiguous())
+        return cached[1]
+
+    def _forward_inference(self, x: torch.Tensor, mh: int, mw: int, bias: torch.Tensor | None,
+                           residual: torch.Tensor | None) -> torch.Tensor:
+        """Inference (no autograd) in ``mix_dtype`` (fp32 when unset), with no copy of the activations:
+        the transforms as GEMMs on views (dense DFT matrices on small grids, :func:`separable_modes` /
+        :func:`separable_pixels` on larger ones; the crossover per dtype in
+        :data:`INFERENCE_DENSE_MAX_PIXELS`), the mixing as one batched GEMM per real and imaginary
+        part, its combinations written straight into the inverse's input, the bias added to the
+        constant mode (``h w`` times it: the sum of the pixels) and ``residual`` accumulated by the
+        inverse's last GEMM."""
+        b, ci, h, w = x.shape
+        co, n = self.out_channels, b * ci
+        dtype = self.mix_dtype or torch.float32
+        x = x.to(dtype)
+        if h * w <= INFERENCE_DENSE_MAX_PIXELS.get(dtype, 0):
+            fwd, inv = dense_dft_matrices(h, w, mh, mw, x.device, dtype)
+            xm = (fwd @ x.reshape(n, h * w).T).view(-1, 2 * b, ci)             # (modes, [re; im] x B, Ci)
+            p = torch.bmm(xm, self._mixing_weight(mh, mw, dtype))            # (modes, 2 B, 2 Co)
+            pr, pi = p[:, :b], p[:, b:]
+            y = x.new_empty(xm.shape[0], 2, b, co)
+            yr, yi = y[:, 0], y[:, 1]
+        else:
+            mats = separable_dft_matrices(h, w, mh, mw, x.device, dtype)
+            xm = separable_modes(x, mats)                                     # ([re, im], modes, B, Ci)
+            wcat = self._mixing_weight(mh, mw, dtype)
+            pr, pi = torch.bmm(xm[0], wcat), torch.bmm(xm[1], wcat)           # (modes, B, 2 Co) each
+            y = x.new_empty(2, xm.shape[1], b, co)
+            yr, yi = y[0], y[1]
+        torch.sub(pr[..., :co], pi[..., co:], out=yr)
+        torch.add(pr[..., co:], pi[..., :co], out=yi)
+        if bias is not None:
+            yr[0].add_(bias.to(dtype), alpha=h * w)
+        if residual is not None:
+            residual = residual.to(dtype)
+        if y.shape[0] != 2:
+            if residual is None:
+                return (y.view(-1, b * co).T @ inv).view(b, co, h, w)
+            return torch.addmm(residual.reshape(b * co, h * w), y.view(-1, b * co).T, inv).view(b, co, h, w)
+        return separable_pixels(y, h, w, mats, residual)
 
     def _mix(self, a: torch.Tensor, mh: int, mw: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Complex mode mixing in real arithmetic. ``a: (modes, 2B, Ci)`` holds ``[Xr; Xi]`` stacked
@@ -158,9 +279,7 @@ class SpectralConv2d(nn.Module):
         each ``(modes, B, Co)``."""
         b = a.shape[1] // 2
         wt = self._weights(mh, mw)
-        if self.mix_dtype is not None:
-            a, wt = a.to(self.mix_dtype), wt.to(self.mix_dtype)
-        p, q = torch.bmm(a, wt[:, 0]).float(), torch.bmm(a, wt[:, 1]).float()
+        p, q = torch.bmm(a, wt[:, 0]), torch.bmm(a, wt[:, 1])
         return p[:, :b] - q[:, b:], q[:, :b] + p[:, b:]
 
     def _forward_dense(self, x: torch.Tensor, mh: int, mw: int) -> torch.Tensor:
@@ -216,6 +335,11 @@ def _fourier_resample(x: torch.Tensor, h2: int, w2: int) -> torch.Tensor:
     m, mw = min(h, h2) // 2, min(w, w2) // 2 + 1
     if torch.compiler.is_compiling():  # inductor traces plain FFTs, not custom autograd Functions
         return _fourier_resample_traceable(x, h2, w2)
+    if not torch.is_grad_enabled():  # inference: GEMMs on views in the input's dtype, the target grid's scale folded in
+        dtype = x.dtype if x.dtype in INFERENCE_DENSE_MAX_PIXELS else torch.float32
+        src = separable_dft_matrices(h, w, m, mw, x.device, dtype, h2 * w2 / (h * w))
+        dst = separable_dft_matrices(h2, w2, m, mw, x.device, dtype)
+        return separable_pixels(separable_modes(x.to(dtype), src), h2, w2, dst).to(x.dtype)
     # rfft2 with norm="forward" is (1 / hw) rfft2; irfft2 with norm="forward" is (h2 w2) irfft2
     xs = _KeptModes.apply(x.float(), m, mw, 1.0 / (h * w))                   # (2m, mw, 2, B, C)
     return _FromModes.apply(xs[:, :, 0], xs[:, :, 1], h2, w2, float(h2 * w2)).to(x.dtype)

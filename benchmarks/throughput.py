@@ -73,7 +73,8 @@ def forward_flops(gen_sde, x, v, kwargs):
     from torch.utils.flop_counter import FlopCounterMode
 
     t = torch.rand(x.shape[0], device=x.device)
-    with FlopCounterMode(display=False) as fc, torch.no_grad(), spectral_path(gen_sde.network, "fft"):
+    # with autograd: the training path, whose transforms are FFTs (the inference path's are GEMMs)
+    with FlopCounterMode(display=False) as fc, torch.enable_grad(), spectral_path(gen_sde.network, "fft"):
         gen_sde.model(x, t, v, **kwargs)
     return fc.get_total_flops()
 
@@ -141,19 +142,61 @@ def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch
 
 
 def sample_rows_only(config, host, device, a) -> int:
-    """Sampling throughput for several rows-per-call settings, measured first thing in a process
-    (allocator state matters on CPU: see benchmarks/README.md)."""
+    """Sampling throughput for several rows-per-call settings, in fp32 and (``--bf16-sampling``) bf16 for
+    each, measured in this process in the order given; with ``--baseline TREE`` also the fp32 figures of
+    that tree's code (an earlier checkout of this package), measured by its own copy of this script in a
+    child process right after, and the ratios."""
     rows = {}
     for n in [int(r) for r in a.sample_rows.split(",")]:
-        r = measure(config, host, device, a.batch_size, a.steps, micro_batch=n, train=False)
+        r = measure(config, host, device, a.batch_size, a.steps, micro_batch=n, train=False,
+                    bf16_sampling=a.bf16_sampling)
         rows[n] = {"sample_img_steps_per_s": r["sample_img_steps_per_s"], "sample_step_s_all": r["sample_step_s_all"]}
-        print(f"{n} rows per call: {r['sample_img_steps_per_s']:.1f} image-steps/s", flush=True)
+        line = f"{n} rows per call: fp32 {r['sample_img_steps_per_s']:.1f}"
+        if a.bf16_sampling:
+            rows[n]["sample_img_steps_per_s_bf16"] = r["sample_img_steps_per_s_bf16"]
+            line += f", bf16 {r['sample_img_steps_per_s_bf16']:.1f}"
+        print(line + " image-steps/s", flush=True)
     out = {"machine": platform.processor() or platform.machine(), "device": str(device),
            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "preset": a.preset,
-           "conditioning": a.conditioning, "batch_size": a.batch_size, "order": a.sample_rows, "rows": rows}
+           "conditioning": a.conditioning, "batch_size": a.batch_size, "steps": a.steps, "order": a.sample_rows,
+           "rows": rows}
+    if a.baseline:
+        out["baseline"] = _baseline_rows(a)
+        out["baseline_tree"] = a.baseline
+        best_base = max(v["sample_img_steps_per_s"] for v in out["baseline"]["rows"].values())
+        best = {"fp32": max(v["sample_img_steps_per_s"] for v in rows.values())}
+        if a.bf16_sampling:
+            best["bf16"] = max(v["sample_img_steps_per_s_bf16"] for v in rows.values())
+        out["best"] = {**best, "baseline_fp32": best_base, **{f"{k}_over_baseline": v / best_base for k, v in best.items()}}
+        print("| rows per call | baseline fp32 | fp32 | bf16 |\n|---|---|---|---|")
+        for n, v in rows.items():
+            base = out["baseline"]["rows"].get(str(n), {}).get("sample_img_steps_per_s", float("nan"))
+            print(f"| {n} | {base:.1f} | {v['sample_img_steps_per_s']:.1f} | {v.get('sample_img_steps_per_s_bf16', float('nan')):.1f} |")
+        print("best of each: " + ", ".join(f"{k} {v:.2f}" for k, v in out["best"].items()))
     with open(a.json, "w") as f:
         json.dump(out, f, indent=2)
     return 0
+
+
+def _baseline_rows(a) -> dict:
+    """``--sample-rows`` of the tree ``a.baseline`` in fp32, run by that tree's own benchmarks/throughput.py
+    with that tree first on the import path."""
+    import os
+    import subprocess
+    import tempfile
+
+    script = os.path.join(a.baseline, "benchmarks", "throughput.py")
+    if not os.path.exists(script):
+        raise SystemExit(f"--baseline {a.baseline}: no benchmarks/throughput.py there; pass a checkout of this package")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "baseline.json")
+        env = {**os.environ, "PYTHONPATH": os.path.abspath(a.baseline)}
+        cmd = [sys.executable, script, "--preset", a.preset, "--conditioning", a.conditioning, "--batch-size",
+               str(a.batch_size), "--steps", str(a.steps), "--device", a.device, "--sample-rows", a.sample_rows,
+               "--json", path]
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+        with open(path) as f:
+            return json.load(f)
 
 
 def _child_with_default_malloc(a) -> dict:
@@ -191,8 +234,10 @@ def main():
     p.add_argument("--compare", action="store_true", help="also time the whole batch at once, with the default "
                    "spectral dispatch and with FFTs only (the previous path), in the same process")
     p.add_argument("--resolutions", default="", help="e.g. 32,64,128: time per image at each")
-    p.add_argument("--sample-rows", default="", help="e.g. 128,32: only time sampling, with this many rows per "
-                   "network call, in this order, in this (fresh) process; nothing else is measured")
+    p.add_argument("--sample-rows", default="", help="e.g. 16,32,64,128: only time sampling, with this many rows "
+                   "per network call, in this order, in this (fresh) process (fp32; with --bf16-sampling also bf16)")
+    p.add_argument("--baseline", metavar="TREE", help="with --sample-rows: also time the same sampling with the code of "
+                   "TREE (a checkout of an earlier commit of this package) in a child process, and report the ratios")
     p.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
                    help="glibc malloc as `ddo` commands set it (tuned: no mmap of large blocks, no trimming; "
                    "ddo/allocator.py) or left alone")

@@ -404,8 +404,8 @@ def set_autocast(network: torch.nn.Module, dtype: torch.dtype | None) -> int:
 
 def set_inference_dtype(network: torch.nn.Module, dtype: torch.dtype | None) -> int:
     """Inference in ``dtype`` (``torch.bfloat16``) or fp32 (``None``): every FNO-UNet trunk computes in
-    ``dtype`` (:meth:`FNOUNet2d.set_inference_dtype`: its parameters cast once, fp32 values kept) and
-    every spectral layer mixes modes in it; the spectral transforms, the diffusion's per-mode
+    ``dtype`` (:meth:`FNOUNet2d.set_inference_dtype`: its parameters cast once, fp32 values kept), its
+    spectral transforms and mode mixing included; the lifting layer, the diffusion's per-mode
     arithmetic and the wrappers' layers stay fp32. Returns the number of networks changed."""
     for m in network.modules():
         if isinstance(m, SpectralConv2d):

@@ -212,10 +212,11 @@ class FNOUNet2d(LiftedNetwork):
         """Run the trunk in ``dtype`` (``torch.bfloat16``) for inference, or in fp32 again (``None``).
 
         The trunk's parameters other than the spectral weights are cast in place once, their fp32
-        values kept aside and put back by ``None`` (exactly); the spectral layers keep fp32 weights,
-        mix modes in ``dtype`` from a cast copy and transform in fp32; the lifting layer and the trunk's
-        output stay fp32. Casting once, instead of autocast's cast of every weight at every call, is
-        what makes bf16 pay on CPU. Not for training: the optimizer would see cast parameters."""
+        values kept aside and put back by ``None`` (exactly); the spectral layers keep fp32 weights and
+        transform and mix modes in ``dtype`` (a cast copy of the weights, kept between calls); the
+        lifting layer and the trunk's output stay fp32. Casting once, instead of autocast's cast of every
+        weight at every call, is what makes bf16 pay on CPU. Not for training: the optimizer would see
+        cast parameters."""
         masters = self.__dict__.setdefault("_fp32_masters", {})
         for name, p in self.named_parameters():
             if name.startswith("lift.") or name.endswith("spectral.weight"):

@@ -182,8 +182,8 @@ class SpectralConv2d(nn.Module):
                  dense_max_pixels: int = DENSE_MAX_PIXELS):
         super().__init__()
         self.dense_max_pixels = dense_max_pixels
-        #: dtype of the mode mixing (``torch.bfloat16`` for inference, :func:`ddo.train.set_inference_dtype`),
-        #: or ``None``: fp32. The transforms stay fp32 either way.
+        #: dtype of the inference path's transforms and mode mixing (``torch.bfloat16``:
+        #: :func:`ddo.train.set_inference_dtype`), or ``None``: fp32. Training always runs in fp32.
         self.mix_dtype: torch.dtype | None = None
         self.in_channels, self.out_channels = in_channels, out_channels
         self.modes_height, self.modes_width = modes_height, modes_width
@@ -207,11 +207,11 @@ class SpectralConv2d(nn.Module):
                 residual: torch.Tensor | None = None) -> torch.Tensor:
         """``bias: (C_out,)`` is added to every pixel of the output and ``residual: (B, C_out, H, W)`` to
         the output, both optional; without autograd at no cost (the bias as the constant mode, the
-        residual by the inverse transform's last GEMM). Without autograd the output has ``mix_dtype``."""
+        residual by the inverse transform's last GEMM)."""
         b, ci, h, w = x.shape
         mh, mw = min(self.half, h // 2), min(self.modes_width, w // 2 + 1)
-        # transforms and mode mixing in fp32 even under autocast: a bf16 DFT keeps ~3 significant
-        # digits, and the mixing sums over every input channel
+        # with autograd (training, also under bf16 autocast) transforms and mode mixing run in fp32; without
+        # it, in mix_dtype, which only inference sets (bf16 there: equivalence in benchmarks/README.md)
         with torch.autocast(x.device.type, enabled=False):
             if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
                 return self._forward_inference(x, mh, mw, bias, residual)
@@ -244,10 +244,11 @@ class SpectralConv2d(nn.Module):
         constant mode (``h w`` times it: the sum of the pixels) and ``residual`` accumulated by the
         inverse's last GEMM."""
         b, ci, h, w = x.shape
-        co, n = self.out_channels, b * ci
+        co, n, out_dtype = self.out_channels, b * ci, x.dtype
         dtype = self.mix_dtype or torch.float32
         x = x.to(dtype)
-        if h * w <= INFERENCE_DENSE_MAX_PIXELS.get(dtype, 0):
+        dense = h * w <= INFERENCE_DENSE_MAX_PIXELS.get(dtype, 0)
+        if dense:
             fwd, inv = dense_dft_matrices(h, w, mh, mw, x.device, dtype)
             xm = (fwd @ x.reshape(n, h * w).T).view(-1, 2 * b, ci)             # (modes, [re; im] x B, Ci)
             p = torch.bmm(xm, self._mixing_weight(mh, mw, dtype))            # (modes, 2 B, 2 Co)
@@ -267,11 +268,13 @@ class SpectralConv2d(nn.Module):
             yr[0].add_(bias.to(dtype), alpha=h * w)
         if residual is not None:
             residual = residual.to(dtype)
-        if y.shape[0] != 2:
+        if dense:
             if residual is None:
-                return (y.view(-1, b * co).T @ inv).view(b, co, h, w)
-            return torch.addmm(residual.reshape(b * co, h * w), y.view(-1, b * co).T, inv).view(b, co, h, w)
-        return separable_pixels(y, h, w, mats, residual)
+                out = y.view(-1, b * co).T @ inv
+            else:
+                out = torch.addmm(residual.reshape(b * co, h * w), y.view(-1, b * co).T, inv)
+            return out.view(b, co, h, w).to(out_dtype)
+        return separable_pixels(y, h, w, mats, residual).to(out_dtype)
 
     def _mix(self, a: torch.Tensor, mh: int, mw: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Complex mode mixing in real arithmetic. ``a: (modes, 2B, Ci)`` holds ``[Xr; Xi]`` stacked

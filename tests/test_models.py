@@ -172,3 +172,87 @@ def test_fourier_resample_matches_plain_reference_with_gradients(src, dst):
     for y in (fourier_resample(x, dst), _fourier_resample_traceable(x, *dst)):
         torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], ref_grad, rtol=1e-4, atol=1e-5)
+
+
+# ---- the inference path (no autograd): GEMM transforms on views, folded bias and residual ----
+
+@pytest.mark.parametrize("h,w", [(8, 8), (15, 21), (32, 32), (33, 32), (64, 40)])
+@pytest.mark.parametrize("mh,mw", [(4, 3), (8, 9)])
+def test_separable_transforms_equal_the_fft_on_the_kept_modes(h, w, mh, mw):
+    from ddo.models.spectral import separable_dft_matrices, separable_modes, separable_pixels
+
+    mh, mw = min(mh, h // 2), min(mw, w // 2 + 1)
+    x = torch.randn(2, 3, h, w, dtype=torch.float64)
+    mats = separable_dft_matrices(h, w, mh, mw, "cpu", torch.float64)
+    got = separable_modes(x, mats)                                      # (2, 2mh * mw, B, C)
+    spec = torch.fft.rfft2(x)
+    kept = torch.cat([spec[:, :, :mh, :mw], spec[:, :, h - mh:, :mw]], dim=2)          # (B, C, 2mh, mw)
+    want = torch.stack([kept.real, kept.imag]).permute(0, 3, 4, 1, 2).reshape(2, 2 * mh * mw, 2, 3)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    full = torch.zeros_like(spec)
+    full[:, :, :mh, :mw], full[:, :, h - mh:, :mw] = spec[:, :, :mh, :mw], spec[:, :, h - mh:, :mw]
+    torch.testing.assert_close(separable_pixels(got, h, w, mats), torch.fft.irfft2(full, s=(h, w)), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (16, 16), (12, 20), (32, 32), (33, 32), (64, 64)])
+@pytest.mark.parametrize("modes", [(4, 3), (9, 8), (16, 16)])
+def test_inference_path_equals_the_autograd_path_with_bias_and_residual(size, modes):
+    layer = SpectralConv2d(3, 4, *modes)
+    x, bias, residual = torch.randn(2, 3, *size), torch.randn(4), torch.randn(2, 4, *size)
+    want = slow_spectral_conv(layer, x) + bias[:, None, None] + residual
+    with torch.enable_grad():
+        torch.testing.assert_close(layer(x, bias, residual), want, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        for got in (layer(x, bias, residual), layer(x) + bias[:, None, None] + residual):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("src,dst", [((32, 32), (16, 16)), ((16, 16), (32, 32)), ((15, 21), (8, 40)), ((33, 32), (64, 17))])
+def test_fourier_resample_inference_path_equals_the_autograd_path(src, dst):
+    x = torch.randn(2, 3, *src)
+    with torch.no_grad():
+        got = fourier_resample(x, dst)
+    torch.testing.assert_close(got, fourier_resample(x.requires_grad_(), dst).detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_conv1x1_without_autograd_is_the_convolution():
+    from ddo.models.fno_unet import Conv1x1
+
+    for bias in (True, False):
+        conv = Conv1x1(6, 5, bias=bias)
+        x = torch.randn(3, 6, 7, 9)
+        want = torch.nn.functional.conv2d(x, conv.weight, conv.bias)
+        with torch.no_grad():
+            torch.testing.assert_close(conv(x), want, rtol=1e-5, atol=1e-6)
+        assert set(conv.state_dict()) == ({"weight", "bias"} if bias else {"weight"})
+
+
+def test_cached_mixing_weights_follow_the_parameter():
+    """The inference path keeps a re-laid-out copy of the weights; an in-place update or a loaded state
+    must be seen by the next call."""
+    layer = SpectralConv2d(3, 4, 8, 5)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        y1 = layer(x)
+        layer.weight.mul_(2.0)
+        torch.testing.assert_close(layer(x), 2 * y1, rtol=1e-5, atol=1e-6)
+        other = SpectralConv2d(3, 4, 8, 5)
+        layer.load_state_dict(other.state_dict())
+        torch.testing.assert_close(layer(x), other(x), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
+@pytest.mark.parametrize("size", [(16, 16), (32, 32)])
+def test_bf16_inference_of_one_spectral_layer_is_within_bf16_rounding(size):
+    """bf16 transforms and mixing (the dense path at 16x16, the separable one at 32x32): the error is that
+    of rounding inputs, weights and matrices to 8 bits of mantissa, ~2^-8 of the output's scale."""
+    torch.manual_seed(0)
+    layer = SpectralConv2d(16, 16, 8, 5)
+    x, bias = torch.randn(4, 16, *size), torch.randn(16)
+    with torch.no_grad():
+        ref = layer(x, bias)
+        layer.mix_dtype = torch.bfloat16
+        out = layer(x.bfloat16(), bias.bfloat16())
+    assert out.dtype == torch.bfloat16
+    err = float((out.float() - ref).norm() / ref.norm())
+    assert 1e-4 < err < 5e-3, err

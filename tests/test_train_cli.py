@@ -43,23 +43,32 @@ def test_resume_is_bit_exact(tmp_path, image_folder):
     assert_states_equal(a, b)  # weights, EMA, optimizer moments and step count, RNG states
 
 
-def test_bf16_inference_agrees_with_fp32_to_a_stated_tolerance():
-    """One network in fp32 and with bf16 trunk and mode mixing: outputs within 3% of their range; the
-    spectral transforms stay fp32 (the output dtype), and switching back restores fp32 exactly."""
+@pytest.mark.parametrize("norm,pointwise", [(None, False), ("group", True)])
+def test_bf16_inference_agrees_with_fp32_to_a_stated_tolerance(norm, pointwise):
+    """One network in fp32 and in bf16 (trunk, spectral transforms and mixing): outputs within 2.5% (L2)
+    and 4% (largest entry) of fp32 (measured at initialisation: 0.3% / 0.5% without norms, 1.9% / 2.2%
+    with GroupNorm and pointwise layers, whose residual stream is rounded at every addition); the
+    trunk's parameters are bf16 meanwhile, the lifting layer's and the spectral weights fp32;
+    switching back restores fp32 exactly."""
     from ddo.models import FNOUNet2d, SpectralConv2d
     from ddo.train import set_inference_dtype
 
     torch.manual_seed(0)
-    net = FNOUNet2d(8, 8, in_channels=3, ch=16, ch_mult=(1, 2), num_res_blocks=1)
+    net = FNOUNet2d(8, 8, in_channels=3, ch=16, ch_mult=(1, 2), num_res_blocks=1, norm=norm, use_pointwise_op=pointwise)
     z, t = torch.randn(4, 3, 32, 32), torch.rand(4)
     with torch.no_grad():
         ref = net(z, t)
         assert set_inference_dtype(net, torch.bfloat16) == 1
         assert all(m.mix_dtype == torch.bfloat16 for m in net.modules() if isinstance(m, SpectralConv2d))
+        dtypes = {n: p.dtype for n, p in net.named_parameters()}
+        assert dtypes["lift.weight"] == torch.float32 and dtypes["out.weight"] == torch.bfloat16
+        assert all(d == torch.float32 for n, d in dtypes.items() if n.endswith("spectral.weight"))
         out = net(z, t)
         assert out.dtype == torch.float32 and not torch.equal(out, ref)
-        assert float((out - ref).abs().max() / ref.abs().max()) < 0.03
+        assert float((out - ref).norm() / ref.norm()) < 0.025
+        assert float((out - ref).abs().max() / ref.abs().max()) < 0.04
         set_inference_dtype(net, None)
+        assert all(p.dtype == torch.float32 for p in net.parameters())
         assert torch.equal(net(z, t), ref)
 
 

@@ -45,7 +45,8 @@ def main() -> int:
     x = torch.rand(a.rows, c, res, res) * 2 - 1
     v = coordinate_grid(a.rows, res, res)
     mask = (torch.rand(a.rows, 1, res, res) < 0.1).float()
-    kwargs = {"context_image": mask * x, "observation_mask": mask}
+    # context_dense (an interpolation, for the wrappers that refine one): any image of the shape times the same
+    kwargs = {"context_image": mask * x, "observation_mask": mask, "context_dense": x.clone()}
     kwargs = {k: kwargs[k] for k in getattr(wrapper, "needs", ("context_image",))}
     with torch.no_grad():
         kwargs = net.cache_context(**kwargs) if hasattr(net, "cache_context") else kwargs

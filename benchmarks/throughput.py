@@ -93,7 +93,8 @@ def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch
     if config["conditioning"] != "none":
         ctx = torch.zeros_like(x)
         mask = (torch.rand(batch, 1, res, res, device=device) < 0.1).float()
-        kwargs = {"context_image": ctx + mask * x, "observation_mask": mask}
+        # context_dense (an interpolation, for the wrappers that refine one): any image of the shape times the same
+        kwargs = {"context_image": ctx + mask * x, "observation_mask": mask, "context_dense": x.clone()}
         kwargs = {k: kwargs[k] for k in getattr(wrapper, "needs", ("context_image",))}
     opt = make_optimizer(net.parameters(), 1e-4, device)  # as `ddo train`
     if autocast_bf16:  # as `ddo train --bf16`: the FNO trunk only, spectral parts in fp32

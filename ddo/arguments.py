@@ -13,6 +13,10 @@ from .config import CROP_SCALES, LR_SCHEDULES
 from .diffusion import PARAMETERIZATIONS
 from .options import options_of
 
+BF16_INFERENCE_HELP = ("network in bf16 (its trunk, spectral transforms and mode mixing; the lifting layer, the "
+                       "conditioning wrapper and the sampler's arithmetic stay fp32), where the hardware computes "
+                       "bf16 natively")
+
 
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line (``ddo train: error: ...``), exit code 2."""
@@ -172,8 +176,7 @@ def add_sample_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", help="denoise, euler-maruyama, ddim, ...; default: the best measured "
                         "sampler for the model's parameterisation (README)")
     parser.add_argument("--seed", type=nonneg_int, default=0)
-    parser.add_argument("--bf16", action="store_true", help="network in bf16 (trunk and spectral mode mixing; "
-                        "transforms and sampler arithmetic in fp32), where the hardware computes bf16 natively")
+    parser.add_argument("--bf16", action="store_true", help=BF16_INFERENCE_HELP)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", required=True, help="PNG file for the grid")
     parser.add_argument("--no-progress", action="store_true")

@@ -63,9 +63,26 @@ def run_train(args: dict) -> int:
     return 0
 
 
-def inference_dtype(bf16: bool, device: torch.device):
-    """``torch.bfloat16`` when asked and the device computes it natively (CUDA, or a CPU with
-    AVX512-BF16 / AMX), else ``None``; asked on a CPU without it: refused (it would be slower)."""
+def bf16_pays(device: torch.device) -> bool:
+    """Whether bf16 inference is the faster path on ``device``: CUDA with bf16, or a CPU with AMX tiles
+    (measured there: benchmarks/README.md). A CPU with AVX512-BF16 but no AMX was not measured with the
+    current inference path, so it keeps fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch._C._cpu._init_amx())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def inference_dtype(bf16, device: torch.device):
+    """``torch.bfloat16`` or ``None`` (fp32) for inference. ``bf16``: ``True`` (asked; refused on a CPU without
+    native bf16 arithmetic, where it would be slower), ``False``, or ``"auto"``: bf16 where it pays
+    (:func:`bf16_pays`)."""
+    if bf16 == "auto":
+        return torch.bfloat16 if bf16_pays(device) else None
     if not bf16:
         return None
     if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():

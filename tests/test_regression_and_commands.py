@@ -86,6 +86,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert rc["spread_floor"] > 0 and 0 <= rc["within_1std"] <= rc["within_2std"] <= 1 and "within_t95" not in rc
     report = (out / "report.md").read_text()
     assert report.startswith("# ddo demo") and f"sqrt(({rc['spread_scale']:.2f} std)^2" in report
+    from ddo.commands import bf16_pays  # the demo evaluates in bf16 where that was measured faster
+
+    assert m["precision"] == ("bf16" if bf16_pays(torch.device("cpu")) else "fp32")
+    assert f"network in {m['precision']}" in report
     assert "vs best classical baseline" in capsys.readouterr().out
     # reconstruct on an x0 model: the best measured sampler and steps, and the checkpoint's masks
     assert main(["reconstruct", "--checkpoint", str(out / "checkpoint.pt"), "--dataset", "natural-patches",
@@ -95,3 +99,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert rec["masks"] == {"context_ratio": 0.1, "query_ratio": 0.1, "mask_seed": 42, "mask_pattern": "random",
                             "from_flags": []}
     assert "all from the checkpoint" in capsys.readouterr().out
+    assert rec["precision"] == "fp32"
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # the same reconstruction with the network in bf16
+        assert main(["reconstruct", "--checkpoint", str(out / "checkpoint.pt"), "--dataset", "natural-patches",
+                     "--limit", "2", "--num-samples", "1", "--out", str(tmp_path / "rec16"), "--no-progress",
+                     "--bf16"]) == 0
+        rec16 = json.loads((tmp_path / "rec16" / "metrics.json").read_text())
+        assert rec16["precision"] == "bf16"
+        for method in ("ddo-x0", "ddo-sample"):
+            assert abs(rec16["methods"][method]["psnr_query"] - rec["methods"][method]["psnr_query"]) < 0.05

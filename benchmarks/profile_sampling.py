@@ -25,6 +25,16 @@ from ddo.plugins import load_host
 from ddo.train import build_model, set_inference_dtype
 
 
+def _code_version() -> str | None:
+    """``git describe`` of the tree the imported package comes from (``-dirty`` with local changes)."""
+    import os
+    import subprocess
+
+    tree = os.path.dirname(os.path.dirname(os.path.abspath(ddo.__file__)))
+    r = subprocess.run(["git", "-C", tree, "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return r.stdout.strip() or None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="seed")
@@ -72,13 +82,13 @@ def main() -> int:
     events.sort(key=lambda e: -e.self_cpu_time_total)
     rows = [{"op": e.key, "self_ms_per_step": e.self_cpu_time_total / 1e3 / a.steps,
              "share": e.self_cpu_time_total / total, "calls_per_step": e.count / a.steps} for e in events[: a.top]]
-    out = {"package": ddo.__file__, "machine": platform.processor() or platform.machine(),
+    out = {"code": _code_version(), "machine": platform.processor() or platform.machine(),
            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "preset": a.preset,
            "conditioning": a.conditioning, "rows": a.rows, "bf16": a.bf16,
            "step_ms_median": 1e3 * statistics.median(times), "img_steps_per_s": a.rows / statistics.median(times),
            "profiled_self_ms_per_step": total / 1e3 / a.steps, "top": rows}
     print(f"{a.preset} + {a.conditioning}, {a.rows} rows, {'bf16' if a.bf16 else 'fp32'}, {out['cpu_threads']} threads: "
-          f"{out['step_ms_median']:.1f} ms per step ({out['img_steps_per_s']:.1f} image-steps/s; package {ddo.__file__})")
+          f"{out['step_ms_median']:.1f} ms per step ({out['img_steps_per_s']:.1f} image-steps/s; code {out['code']})")
     print("| op | ms per step | share | calls per step |\n|---|---|---|---|")
     for r in rows:
         print(f"| `{r['op']}` | {r['self_ms_per_step']:.1f} | {r['share']:.0%} | {r['calls_per_step']:.0f} |")

@@ -163,7 +163,7 @@ def sample_rows_only(config, host, device, a) -> int:
            "rows": rows}
     if a.baseline:
         out["baseline"] = _baseline_rows(a)
-        out["baseline_tree"] = a.baseline
+        out["baseline_commit"] = _commit_of(a.baseline)
         best_base = max(v["sample_img_steps_per_s"] for v in out["baseline"]["rows"].values())
         best = {"fp32": max(v["sample_img_steps_per_s"] for v in rows.values())}
         if a.bf16_sampling:
@@ -177,6 +177,14 @@ def sample_rows_only(config, host, device, a) -> int:
     with open(a.json, "w") as f:
         json.dump(out, f, indent=2)
     return 0
+
+
+def _commit_of(tree: str) -> str | None:
+    """The commit checked out in ``tree`` (recorded instead of the tree's path), or ``None``."""
+    import subprocess
+
+    r = subprocess.run(["git", "-C", tree, "rev-parse", "HEAD"], capture_output=True, text=True)
+    return r.stdout.strip() or None
 
 
 def _baseline_rows(a) -> dict:

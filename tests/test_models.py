@@ -196,15 +196,32 @@ def test_separable_transforms_equal_the_fft_on_the_kept_modes(h, w, mh, mw):
 
 @pytest.mark.parametrize("size", [(8, 8), (16, 16), (12, 20), (32, 32), (33, 32), (64, 64)])
 @pytest.mark.parametrize("modes", [(4, 3), (9, 8), (16, 16)])
-def test_inference_path_equals_the_autograd_path_with_bias_and_residual(size, modes):
+def test_inference_path_equals_the_autograd_path_with_bias_modulation_and_residual(size, modes):
     layer = SpectralConv2d(3, 4, *modes)
     x, bias, residual = torch.randn(2, 3, *size), torch.randn(4), torch.randn(2, 4, *size)
-    want = slow_spectral_conv(layer, x) + bias[:, None, None] + residual
+    scale, shift = torch.randn(2, 4), torch.randn(2, 4)
+    conv = slow_spectral_conv(layer, x) + bias[:, None, None]
+    want = conv * (1 + scale[:, :, None, None]) + shift[:, :, None, None] + residual
     with torch.enable_grad():
-        torch.testing.assert_close(layer(x, bias, residual), want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer(x, bias, residual, (scale, shift)), want, rtol=1e-4, atol=1e-5)
     with torch.no_grad():
-        for got in (layer(x, bias, residual), layer(x) + bias[:, None, None] + residual):
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer(x, bias, residual, (scale, shift)), want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer(x, bias, residual), conv + residual, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer(x) + bias[:, None, None], conv, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm,pointwise", [(None, False), ("group", True), (None, True)])
+def test_fno_unet_inference_path_equals_its_autograd_path(norm, pointwise):
+    """The whole network without autograd (GEMM transforms, folded bias / scale-shift / residual, 1x1
+    GEMMs) against the same network with autograd (FFT and dense paths, plain layers), at two sizes."""
+    torch.manual_seed(0)
+    net = FNOUNet2d(8, 8, 3, ch=8, ch_mult=(1, 2, 2), num_res_blocks=1, use_pos=True, norm=norm,
+                    use_pointwise_op=pointwise)
+    for res in (32, 24):
+        z, t = torch.randn(2, 3, res, res), torch.rand(2)
+        want = net(z, t)
+        with torch.no_grad():
+            torch.testing.assert_close(net(z, t), want.detach(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("src,dst", [((32, 32), (16, 16)), ((16, 16), (32, 32)), ((15, 21), (8, 40)), ((33, 32), (64, 17))])

@@ -60,11 +60,17 @@ class SpectralLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cout))
         self.pointwise = Conv1x1(cin, cout, bias=False) if pointwise else None
 
-    def forward(self, x, residual: torch.Tensor | None = None):
-        """``residual``, when given, is added to the output (by the spectral layer's last GEMM at inference)."""
+    def forward(self, x, residual: torch.Tensor | None = None,
+                modulation: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """``layer(x) * (1 + scale) + shift + residual`` with ``modulation = (scale, shift)``, each ``(B, C_out)``,
+        both optional (without autograd folded into the spectral layer: :meth:`SpectralConv2d.forward`)."""
+        if modulation is not None and self.pointwise is not None:
+            y = self.forward(x)
+            y = y * (1 + modulation[0][:, :, None, None]) + modulation[1][:, :, None, None]
+            return y if residual is None else y + residual
         if self.pointwise is not None:
             residual = self.pointwise(x) if residual is None else residual + self.pointwise(x)
-        return self.spectral(x, self.bias, residual)
+        return self.spectral(x, self.bias, residual, modulation)
 
 
 class ResBlock(nn.Module):
@@ -83,9 +89,11 @@ class ResBlock(nn.Module):
         self.shortcut = Conv1x1(cin, cout, bias=False) if cin != cout else nn.Identity()
 
     def forward(self, x, temb):
-        h = self.conv1(self.act(self.norm1(x)))
-        scale, shift = self.temb(self.act(temb))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
+        scale, shift = self.temb(self.act(temb)).chunk(2, dim=1)             # (B, C_out) each
+        if isinstance(self.norm2, nn.Identity):  # the scale and shift act on conv1's modes
+            h = self.conv1(self.act(self.norm1(x)), modulation=(scale, shift))
+        else:
+            h = self.norm2(self.conv1(self.act(self.norm1(x)))) * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
         return self.conv2(self.dropout(self.act(h)), residual=self.shortcut(x))
 
 

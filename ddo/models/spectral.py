@@ -203,24 +203,27 @@ class SpectralConv2d(nn.Module):
             w = torch.cat([w[:mh], w[2 * self.half - mh:]], dim=0)
         return w[:, :mw].reshape(2 * mh * mw, 2, self.in_channels, self.out_channels)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None,
-                residual: torch.Tensor | None = None) -> torch.Tensor:
-        """``bias: (C_out,)`` is added to every pixel of the output and ``residual: (B, C_out, H, W)`` to
-        the output, both optional; without autograd at no cost (the bias as the constant mode, the
-        residual by the inverse transform's last GEMM)."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, residual: torch.Tensor | None = None,
+                modulation: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``(conv(x) + bias) * (1 + scale) + shift + residual``, each part optional: ``bias: (C_out,)``,
+        ``modulation = (scale, shift)``, each ``(B, C_out)``, ``residual: (B, C_out, H, W)``. Without
+        autograd they cost no pass over the output: bias and shift are added to the constant mode, the
+        scale multiplies the modes, the residual is accumulated by the inverse transform's last GEMM."""
         b, ci, h, w = x.shape
         mh, mw = min(self.half, h // 2), min(self.modes_width, w // 2 + 1)
         # with autograd (training, also under bf16 autocast) transforms and mode mixing run in fp32; without
         # it, in mix_dtype, which only inference sets (bf16 there: equivalence in benchmarks/README.md)
         with torch.autocast(x.device.type, enabled=False):
             if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
-                return self._forward_inference(x, mh, mw, bias, residual)
+                return self._forward_inference(x, mh, mw, bias, residual, modulation)
             if h * w <= self.dense_max_pixels:
                 y = self._forward_dense(x, mh, mw)
             else:
                 y = self._forward_fft(x, mh, mw)
         if bias is not None:
             y = y + bias.to(y.dtype)[:, None, None]
+        if modulation is not None:
+            y = y * (1 + modulation[0][:, :, None, None]) + modulation[1][:, :, None, None]
         return y if residual is None else y + residual
 
     def _mixing_weight(self, mh: int, mw: int, dtype: torch.dtype) -> torch.Tensor:
@@ -235,14 +238,14 @@ class SpectralConv2d(nn.Module):
         return cached[1]
 
     def _forward_inference(self, x: torch.Tensor, mh: int, mw: int, bias: torch.Tensor | None,
-                           residual: torch.Tensor | None) -> torch.Tensor:
+                           residual: torch.Tensor | None, modulation) -> torch.Tensor:
         """Inference (no autograd) in ``mix_dtype`` (fp32 when unset), with no copy of the activations:
         the transforms as GEMMs on views (dense DFT matrices on small grids, :func:`separable_modes` /
         :func:`separable_pixels` on larger ones; the crossover per dtype in
         :data:`INFERENCE_DENSE_MAX_PIXELS`), the mixing as one batched GEMM per real and imaginary
-        part, its combinations written straight into the inverse's input, the bias added to the
-        constant mode (``h w`` times it: the sum of the pixels) and ``residual`` accumulated by the
-        inverse's last GEMM."""
+        part, its combinations written straight into the inverse's input, bias and shift added to the
+        constant mode (``h w`` times them: the sum of the pixels), the modes multiplied by ``1 + scale``
+        and ``residual`` accumulated by the inverse's last GEMM."""
         b, ci, h, w = x.shape
         co, n, out_dtype = self.out_channels, b * ci, x.dtype
         dtype = self.mix_dtype or torch.float32
@@ -266,6 +269,10 @@ class SpectralConv2d(nn.Module):
         torch.add(pr[..., co:], pi[..., :co], out=yi)
         if bias is not None:
             yr[0].add_(bias.to(dtype), alpha=h * w)
+        if modulation is not None:
+            scale, shift = (m.to(dtype) for m in modulation)
+            y.mul_(1 + scale)                                                 # (B, Co) broadcast over the modes
+            yr[0].add_(shift, alpha=h * w)
         if residual is not None:
             residual = residual.to(dtype)
         if dense:

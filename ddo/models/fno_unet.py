@@ -42,6 +42,31 @@ class Conv1x1(nn.Conv2d):
             y += self.bias.to(x.dtype)[:, None]
         return y.view(b, self.out_channels, h, w)
 
+    def forward_parts(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """The convolution of ``torch.cat(parts, dim=1)`` without forming it (no autograd): one batched GEMM
+        per part with its slice of the weights, accumulated."""
+        b, _, h, w = parts[0].shape
+        wt = self.weight.view(1, self.out_channels, self.in_channels).to(parts[0].dtype)
+        y, start = None, 0
+        for part in parts:
+            c = part.shape[1]
+            wp, xp = wt[:, :, start:start + c].expand(b, -1, -1), part.reshape(b, c, h * w)
+            y = torch.bmm(wp, xp) if y is None else y.baddbmm_(wp, xp)
+            start += c
+        if self.bias is not None:
+            y += self.bias.to(y.dtype)[:, None]
+        return y.view(b, self.out_channels, h, w)
+
+
+def _silu_of_concatenation(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``silu(torch.cat(parts, dim=1))``, each part's SiLU written into its channels of the result."""
+    out = parts[0].new_empty(parts[0].shape[0], sum(p.shape[1] for p in parts), *parts[0].shape[2:])
+    start = 0
+    for part in parts:
+        torch.ops.aten.silu.out(part, out=out[:, start:start + part.shape[1]])
+        start += part.shape[1]
+    return out
+
 
 def _norm(kind: str | None, channels: int) -> nn.Module:
     if kind is None:
@@ -89,12 +114,23 @@ class ResBlock(nn.Module):
         self.shortcut = Conv1x1(cin, cout, bias=False) if cin != cout else nn.Identity()
 
     def forward(self, x, temb):
+        """``x``: the input, or a list of inputs the block reads concatenated along channels (the up path's
+        features and skip); without autograd, norm1 and an identity shortcut, the concatenation is
+        never formed (the SiLU writes each part into its channels, the shortcut sums a GEMM per part)."""
         scale, shift = self.temb(self.act(temb)).chunk(2, dim=1)             # (B, C_out) each
+        if isinstance(x, (list, tuple)):
+            if (torch.is_grad_enabled() or torch.compiler.is_compiling() or not isinstance(self.norm1, nn.Identity)
+                    or not isinstance(self.shortcut, Conv1x1)):
+                x = torch.cat(x, dim=1)
+            else:
+                act, short = _silu_of_concatenation(x), self.shortcut.forward_parts(x)
+        if torch.is_tensor(x):
+            act, short = self.act(self.norm1(x)), self.shortcut(x)
         if isinstance(self.norm2, nn.Identity):  # the scale and shift act on conv1's modes
-            h = self.conv1(self.act(self.norm1(x)), modulation=(scale, shift))
+            h = self.conv1(act, modulation=(scale, shift))
         else:
-            h = self.norm2(self.conv1(self.act(self.norm1(x)))) * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
-        return self.conv2(self.dropout(self.act(h)), residual=self.shortcut(x))
+            h = self.norm2(self.conv1(act)) * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        return self.conv2(self.dropout(self.act(h)), residual=short)
 
 
 class Resample(nn.Module):
@@ -263,7 +299,7 @@ class FNOUNet2d(LiftedNetwork):
             if isinstance(layer, Resample):
                 h = layer(h, hs[-1].shape[-2:])
             else:
-                h = layer(torch.cat([h, hs.pop()], dim=1), temb)
+                h = layer([h, hs.pop()], temb)
         return self.out(self.act(self.out_norm(h)))
 
     def forward(self, x: torch.Tensor, temp: torch.Tensor, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:

@@ -72,6 +72,24 @@ def test_bf16_inference_agrees_with_fp32_to_a_stated_tolerance(norm, pointwise):
         assert torch.equal(net(z, t), ref)
 
 
+def test_sampling_inside_bf16_autocast_training_uses_fp32_spectral_inference():
+    """`ddo train --bf16` samples (no autograd) with the trunk under autocast: the inference path then
+    transforms and mixes in fp32 and returns the trunk's dtype; the result stays within autocast's
+    rounding of the autograd path under the same autocast."""
+    from ddo.models import FNOUNet2d
+    from ddo.train import set_autocast
+
+    torch.manual_seed(0)
+    net = FNOUNet2d(8, 8, in_channels=3, ch=16, ch_mult=(1, 2), num_res_blocks=1)
+    set_autocast(net, torch.bfloat16)
+    z, t = torch.randn(2, 3, 32, 32), torch.rand(2)
+    want = net(z, t).detach()
+    with torch.no_grad():
+        got = net(z, t)
+    assert got.dtype == torch.float32
+    assert float((got - want).norm() / want.norm()) < 0.02
+
+
 def test_ema_update_is_the_weighted_average():
     from ddo.train import update_ema
 

@@ -115,8 +115,9 @@ class ResBlock(nn.Module):
 
     def forward(self, x, temb):
         """``x``: the input, or a list of inputs the block reads concatenated along channels (the up path's
-        features and skip); without autograd, norm1 and an identity shortcut, the concatenation is
-        never formed (the SiLU writes each part into its channels, the shortcut sums a GEMM per part)."""
+        features and skip). Without autograd, when norm1 is the identity and the shortcut a 1x1
+        convolution, the concatenation is never formed: the SiLU writes each part into its channels and
+        the shortcut sums one GEMM per part."""
         scale, shift = self.temb(self.act(temb)).chunk(2, dim=1)             # (B, C_out) each
         if isinstance(x, (list, tuple)):
             if (torch.is_grad_enabled() or torch.compiler.is_compiling() or not isinstance(self.norm1, nn.Identity)

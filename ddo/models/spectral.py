@@ -158,7 +158,7 @@ DENSE_MAX_PIXELS = 16 * 16
 # Without autograd (inference) the same choice is made per dtype, from a measurement on CPU
 # (benchmarks/README.md): in fp32 the separable GEMMs already win at 16x16; in bf16 the dense matrices
 # (one large GEMM each way) win up to 16x16, the separable ones at 32x32 and above.
-INFERENCE_DENSE_MAX_PIXELS = {torch.float32: 8 * 8, torch.bfloat16: 16 * 16, torch.float16: 16 * 16}
+INFERENCE_DENSE_MAX_PIXELS = {torch.float32: 8 * 8, torch.bfloat16: 16 * 16}
 
 
 class SpectralConv2d(nn.Module):
@@ -346,7 +346,7 @@ def _fourier_resample(x: torch.Tensor, h2: int, w2: int) -> torch.Tensor:
     if torch.compiler.is_compiling():  # inductor traces plain FFTs, not custom autograd Functions
         return _fourier_resample_traceable(x, h2, w2)
     if not torch.is_grad_enabled():  # inference: GEMMs on views in the input's dtype, the target grid's scale folded in
-        dtype = x.dtype if x.dtype in INFERENCE_DENSE_MAX_PIXELS else torch.float32
+        dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else torch.float32
         src = separable_dft_matrices(h, w, m, mw, x.device, dtype, h2 * w2 / (h * w))
         dst = separable_dft_matrices(h2, w2, m, mw, x.device, dtype)
         return separable_pixels(separable_modes(x.to(dtype), src), h2, w2, dst).to(x.dtype)

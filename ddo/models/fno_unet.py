@@ -24,6 +24,12 @@ def coordinate_grid(batch: int, h: int, w: int, device=None, dtype=torch.float32
     return grid.unsqueeze(0).expand(batch, -1, -1, -1)
 
 
+def _plain_inference(x: torch.Tensor) -> bool:
+    """No autograd, no compilation, no autocast: the case the GEMM formulations below are for (autocast
+    would change their dtypes call by call)."""
+    return not (torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type))
+
+
 class Conv1x1(nn.Conv2d):
     """A 1x1 convolution (parameters and state dict of ``nn.Conv2d(cin, cout, 1)``) that, without autograd,
     runs as one batched GEMM on the ``(B, C, H * W)`` view: faster on CPU than the convolution kernel,
@@ -33,7 +39,7 @@ class Conv1x1(nn.Conv2d):
         super().__init__(cin, cout, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        if not _plain_inference(x):
             return super().forward(x)
         b, _, h, w = x.shape
         wt = self.weight.view(1, self.out_channels, self.in_channels).to(x.dtype)
@@ -120,8 +126,7 @@ class ResBlock(nn.Module):
         the shortcut sums one GEMM per part."""
         scale, shift = self.temb(self.act(temb)).chunk(2, dim=1)             # (B, C_out) each
         if isinstance(x, (list, tuple)):
-            if (torch.is_grad_enabled() or torch.compiler.is_compiling() or not isinstance(self.norm1, nn.Identity)
-                    or not isinstance(self.shortcut, Conv1x1)):
+            if not (_plain_inference(x[0]) and isinstance(self.norm1, nn.Identity) and isinstance(self.shortcut, Conv1x1)):
                 x = torch.cat(x, dim=1)
             else:
                 act, short = _silu_of_concatenation(x), self.shortcut.forward_parts(x)

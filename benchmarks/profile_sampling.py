@@ -26,13 +26,15 @@ from ddo.train import build_model, set_inference_dtype
 
 
 def _code_version() -> str | None:
-    """``git describe`` of the tree the imported package comes from (``-dirty`` with local changes)."""
+    """The commit of the tree the imported package comes from, ``+changes`` when its Python files differ
+    from it (result files written by benchmarks do not count)."""
     import os
     import subprocess
 
     tree = os.path.dirname(os.path.dirname(os.path.abspath(ddo.__file__)))
-    r = subprocess.run(["git", "-C", tree, "describe", "--always", "--dirty"], capture_output=True, text=True)
-    return r.stdout.strip() or None
+    r = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    changed = subprocess.run(["git", "-C", tree, "diff", "--quiet", "HEAD", "--", "*.py"]).returncode != 0
+    return (r.stdout.strip() + ("+changes" if changed else "")) or None
 
 
 def main() -> int:

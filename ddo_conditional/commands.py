@@ -342,6 +342,8 @@ def run_demo(args: dict) -> int:
     out = Path(args["out"])
     if (out / CHECKPOINT).exists():
         raise UserError(f"{out} already holds a run; remove it or pass another --out")
+    # resolved before training: --precision bf16 on a CPU without bf16 is refused now, not after it
+    dtype = inference_dtype({"auto": "auto", "bf16": True, "fp32": False}[args["precision"]], device)
     train_split = host.datasets.get(args["dataset"])(split="train", resolution=PRESETS["cpu-small"].get(
         "resolution", DEFAULTS["resolution"]))
     channels = int(train_split[0]["image"].shape[0])
@@ -352,7 +354,6 @@ def run_demo(args: dict) -> int:
     summary = train(config, host, out, device=device, progress=not args["no_progress"])
     train_s = time.monotonic() - t0
     gen_sde, wrapper, config = load_model(out / CHECKPOINT, host, device)
-    dtype = inference_dtype({"auto": "auto", "bf16": True, "fp32": False}[args["precision"]], device)
     set_inference_dtype(gen_sde.network, dtype)
     test = host.datasets.get(args["dataset"])(split="test", resolution=config["resolution"])
     spread = _demo_calibration(gen_sde, wrapper, host, train_split, args, config["resolution"], key, step, device)

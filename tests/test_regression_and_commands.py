@@ -108,3 +108,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
         assert rec16["precision"] == "bf16"
         for method in ("ddo-x0", "ddo-sample"):
             assert abs(rec16["methods"][method]["psnr_query"] - rec["methods"][method]["psnr_query"]) < 0.05
+
+
+def test_demo_refuses_bf16_without_native_bf16_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    out = tmp_path / "demo"
+    assert main(["demo", "--precision", "bf16", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no native bf16" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -254,3 +254,19 @@ def test_cosine_schedule_decays_the_logged_rate_over_the_iterations(tmp_path, im
     assert _progress(10, 100, started=0.0, deadline=60.0, now=30.0) == pytest.approx(0.5)
     assert _progress(80, 100, started=0.0, deadline=60.0, now=30.0) == pytest.approx(0.8)
     assert _progress(5, math.inf, started=0.0, deadline=math.inf, now=99.0) == 0.0
+
+
+def test_inference_dtype_choices(monkeypatch):
+    """``--bf16`` asks for bf16 (refused on a CPU without native bf16), ``auto`` takes it where it was
+    measured faster (bf16_pays), ``False`` is fp32."""
+    import ddo.commands as commands
+    from ddo.errors import UserError
+
+    cpu = torch.device("cpu")
+    assert commands.inference_dtype(False, cpu) is None
+    for pays in (True, False):
+        monkeypatch.setattr(commands, "bf16_pays", lambda device, pays=pays: pays)
+        assert commands.inference_dtype("auto", cpu) == (torch.bfloat16 if pays else None)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with pytest.raises(UserError, match="no native bf16"):
+        commands.inference_dtype(True, cpu)

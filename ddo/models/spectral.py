@@ -171,9 +171,11 @@ class SpectralConv2d(nn.Module):
     Higher modes are zeroed. The output has the input's size; on a grid too small to hold every
     mode, only those that fit are used.
 
-    ``dense_max_pixels``: grids of at most this many pixels compute the kept modes with dense DFT
-    matrices (:meth:`_forward_dense`), larger ones with FFTs; 0 always uses FFTs. The attribute
-    of the same name may be changed on an instance.
+    ``dense_max_pixels``: with autograd, grids of at most this many pixels compute the kept modes with
+    dense DFT matrices (:meth:`_forward_dense`), larger ones with FFTs; 0 always uses FFTs. The
+    attribute of the same name may be changed on an instance. Without autograd the layer takes
+    :meth:`_forward_inference` (GEMMs on views, in ``mix_dtype``; its crossover is
+    :data:`INFERENCE_DENSE_MAX_PIXELS`).
 
     Shapes: ``x: (B, C_in, H, W) -> (B, C_out, H, W)``.
     """

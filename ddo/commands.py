@@ -77,16 +77,16 @@ def bf16_pays(device: torch.device) -> bool:
         return False
 
 
-def inference_dtype(bf16, device: torch.device):
+def inference_dtype(bf16, device: torch.device, fix: str = "--bf16: {}; drop the flag"):
     """``torch.bfloat16`` or ``None`` (fp32) for inference. ``bf16``: ``True`` (asked; refused on a CPU without
-    native bf16 arithmetic, where it would be slower), ``False``, or ``"auto"``: bf16 where it pays
-    (:func:`bf16_pays`)."""
+    native bf16 arithmetic, where it would be slower, with ``fix`` formatted with the reason), ``False``,
+    or ``"auto"``: bf16 where it pays (:func:`bf16_pays`)."""
     if bf16 == "auto":
         return torch.bfloat16 if bf16_pays(device) else None
     if not bf16:
         return None
     if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        raise UserError("--bf16: this CPU has no native bf16 arithmetic (AVX512-BF16 or AMX); drop the flag")
+        raise UserError(fix.format("this CPU has no native bf16 arithmetic (AVX512-BF16 or AMX)"))
     return torch.bfloat16
 
 

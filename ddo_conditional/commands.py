@@ -343,7 +343,8 @@ def run_demo(args: dict) -> int:
     if (out / CHECKPOINT).exists():
         raise UserError(f"{out} already holds a run; remove it or pass another --out")
     # resolved before training: --precision bf16 on a CPU without bf16 is refused now, not after it
-    dtype = inference_dtype({"auto": "auto", "bf16": True, "fp32": False}[args["precision"]], device)
+    dtype = inference_dtype({"auto": "auto", "bf16": True, "fp32": False}[args["precision"]], device,
+                            fix="--precision bf16: {}; use --precision auto or fp32")
     train_split = host.datasets.get(args["dataset"])(split="train", resolution=PRESETS["cpu-small"].get(
         "resolution", DEFAULTS["resolution"]))
     channels = int(train_split[0]["image"].shape[0])

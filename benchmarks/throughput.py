@@ -241,7 +241,8 @@ def main():
                    "accumulates the same gradient); default 32 on CPU, where larger calls of the seed model "
                    "allocate above glibc's mmap threshold; none on GPU")
     p.add_argument("--compare", action="store_true", help="also time the whole batch at once, with the default "
-                   "spectral dispatch and with FFTs only (the previous path), in the same process")
+                   "spectral dispatch and with FFTs only, in the same process (the dispatch is the training "
+                   "path's; sampling takes the inference path either way)")
     p.add_argument("--resolutions", default="", help="e.g. 32,64,128: time per image at each")
     p.add_argument("--sample-rows", default="", help="e.g. 16,32,64,128: only time sampling, with this many rows "
                    "per network call, in this order, in this (fresh) process (fp32; with --bf16-sampling also bf16)")

@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 
 import torch
 
 from ddo.allocator import tune_malloc
 from ddo.models.spectral import (_FromModes, _KeptModes, dense_dft_matrices, separable_dft_matrices,
                                  separable_modes, separable_pixels)
+from throughput import timed  # this directory is on the path when the script runs
 
 # (grid, mh, mw, channels): the seed model's spectral layers (modes 16 at 32x32, 8 at 16x16, 4 at 8x8)
 TRANSFORMS = [(32, 8, 9, 64), (32, 8, 9, 192), (16, 4, 5, 128), (16, 4, 5, 256), (8, 2, 3, 128), (64, 8, 9, 64)]
@@ -27,15 +26,9 @@ TRANSFORMS = [(32, 8, 9, 64), (32, 8, 9, 192), (16, 4, 5, 128), (16, 4, 5, 256),
 CONVS = [(128, 64, 32), (192, 64, 32), (256, 128, 16)]
 
 
-def timed(fn, repeat: int) -> float:
-    for _ in range(3):
-        fn()
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(out)
+def timed_ms(fn, repeat: int) -> float:
+    """Median milliseconds of ``fn`` after 3 warm-up calls (throughput.py's timer)."""
+    return 1e3 * timed(fn, torch.device("cpu"), 3, repeat)[0]
 
 
 def main() -> int:
@@ -56,16 +49,16 @@ def main() -> int:
                 r = {"kind": "transform", "grid": h, "modes": [mh, mw], "channels": c, "dtype": str(dt)[6:]}
                 if dt == torch.float32:  # the FFT path has no bf16 kernel on CPU
                     xs = _KeptModes.apply(x, mh, mw, 1.0)
-                    r["fft_forward_ms"] = timed(lambda: _KeptModes.apply(x, mh, mw, 1.0), a.repeat)
-                    r["fft_inverse_ms"] = timed(lambda: _FromModes.apply(xs[:, :, 0], xs[:, :, 1], h, h, 1.0), a.repeat)
+                    r["fft_forward_ms"] = timed_ms(lambda: _KeptModes.apply(x, mh, mw, 1.0), a.repeat)
+                    r["fft_inverse_ms"] = timed_ms(lambda: _FromModes.apply(xs[:, :, 0], xs[:, :, 1], h, h, 1.0), a.repeat)
                 fwd, inv = dense_dft_matrices(h, h, mh, mw, "cpu", dt)
                 y = fwd @ x.reshape(n, h * h).T
-                r["dense_forward_ms"] = timed(lambda: fwd @ x.reshape(n, h * h).T, a.repeat)
-                r["dense_inverse_ms"] = timed(lambda: y.T @ inv, a.repeat)
+                r["dense_forward_ms"] = timed_ms(lambda: fwd @ x.reshape(n, h * h).T, a.repeat)
+                r["dense_inverse_ms"] = timed_ms(lambda: y.T @ inv, a.repeat)
                 mats = separable_dft_matrices(h, h, mh, mw, "cpu", dt)
                 ym = separable_modes(x, mats)
-                r["separable_forward_ms"] = timed(lambda: separable_modes(x, mats), a.repeat)
-                r["separable_inverse_ms"] = timed(lambda: separable_pixels(ym, h, h, mats), a.repeat)
+                r["separable_forward_ms"] = timed_ms(lambda: separable_modes(x, mats), a.repeat)
+                r["separable_inverse_ms"] = timed_ms(lambda: separable_pixels(ym, h, h, mats), a.repeat)
                 rows.append(r)
         for ci, co, h in CONVS:
             for dt in dtypes:
@@ -74,10 +67,10 @@ def main() -> int:
                 xc, wc = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
                 wb = w.view(1, co, ci).expand(a.rows, -1, -1)
                 rows.append({"kind": "conv1x1", "channels": [ci, co], "grid": h, "dtype": str(dt)[6:],
-                             "conv_nchw_ms": timed(lambda: torch.nn.functional.conv2d(x, w), a.repeat),
-                             "conv_channels_last_ms": timed(lambda: torch.nn.functional.conv2d(xc, wc), a.repeat),
-                             "to_channels_last_ms": timed(lambda: x.contiguous(memory_format=torch.channels_last), a.repeat),
-                             "bmm_nchw_ms": timed(lambda: torch.bmm(wb, x.view(a.rows, ci, h * h)), a.repeat)})
+                             "conv_nchw_ms": timed_ms(lambda: torch.nn.functional.conv2d(x, w), a.repeat),
+                             "conv_channels_last_ms": timed_ms(lambda: torch.nn.functional.conv2d(xc, wc), a.repeat),
+                             "to_channels_last_ms": timed_ms(lambda: x.contiguous(memory_format=torch.channels_last), a.repeat),
+                             "bmm_nchw_ms": timed_ms(lambda: torch.bmm(wb, x.view(a.rows, ci, h * h)), a.repeat)})
     out = {"machine": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
            "torch": torch.__version__, "rows": a.rows, "repeat": a.repeat, "results": rows}
     print(f"{a.rows} images per call, {out['cpu_threads']} threads, torch {torch.__version__}; median ms")

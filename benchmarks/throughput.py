@@ -134,7 +134,7 @@ def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch
         if bf16_sampling:  # as `ddo reconstruct --bf16`, timed in the same process right after fp32
             set_inference_dtype(net, torch.bfloat16)
             t_bf16 = timed(sample_step, device, 2, steps)[0]
-            set_inference_dtype(net, torch.bfloat16 if autocast_bf16 else None)
+            set_inference_dtype(net, None)  # fp32 weights back; autocast (--bf16) is a separate setting
     return {"train_img_per_s": batch / t_train, "sample_img_steps_per_s": batch / t_sample,
             "sample_img_steps_per_s_bf16": batch / t_bf16,
             "sample_img_steps_per_s_uncached": batch / t_uncached,

@@ -145,11 +145,9 @@ def run_calibrate(args: dict) -> int:
     return 0
 
 
-def _precision(dtype_or_network) -> str:
-    """``"bf16"`` or ``"fp32"``: of an inference dtype, or of the FNO-UNets inside a network."""
-    dtype = dtype_or_network
-    if isinstance(dtype_or_network, torch.nn.Module):
-        dtype = next((m.inference_dtype for m in dtype_or_network.modules() if isinstance(m, FNOUNet2d)), None)
+def _precision(network: torch.nn.Module) -> str:
+    """``"bf16"`` or ``"fp32"``: the inference dtype of the FNO-UNets inside ``network``."""
+    dtype = next((m.inference_dtype for m in network.modules() if isinstance(m, FNOUNet2d)), None)
     return "bf16" if dtype == torch.bfloat16 else "fp32"
 
 
@@ -363,7 +361,7 @@ def run_demo(args: dict) -> int:
                       device=device, progress=not args["no_progress"], spread=spread,
                       symmetrize_x0=dihedral_invariant(test))
     m = result["metrics"]
-    m.update(train_steps=summary["step"], train_seconds=round(train_s, 1), sampler=key, precision=_precision(dtype),
+    m.update(train_steps=summary["step"], train_seconds=round(train_s, 1), sampler=key, precision=_precision(gen_sde.network),
              parameters=count_parameters(gen_sde.network),
              **{k: config[k] for k in DEMO_KEYS if k not in ("minutes", "seed", "dataset")})
     m["dataset"] = f"{args['dataset']}/test"

@@ -39,14 +39,7 @@ class Conv1x1(nn.Conv2d):
         super().__init__(cin, cout, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _plain_inference(x):
-            return super().forward(x)
-        b, _, h, w = x.shape
-        wt = self.weight.view(1, self.out_channels, self.in_channels).to(x.dtype)
-        y = torch.bmm(wt.expand(b, -1, -1), x.reshape(b, -1, h * w))
-        if self.bias is not None:
-            y += self.bias.to(x.dtype)[:, None]
-        return y.view(b, self.out_channels, h, w)
+        return self.forward_parts([x]) if _plain_inference(x) else super().forward(x)
 
     def forward_parts(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """The convolution of ``torch.cat(parts, dim=1)`` without forming it (no autograd): one batched GEMM
@@ -125,12 +118,12 @@ class ResBlock(nn.Module):
         convolution, the concatenation is never formed: the SiLU writes each part into its channels and
         the shortcut sums one GEMM per part."""
         scale, shift = self.temb(self.act(temb)).chunk(2, dim=1)             # (B, C_out) each
-        if isinstance(x, (list, tuple)):
-            if not (_plain_inference(x[0]) and isinstance(self.norm1, nn.Identity) and isinstance(self.shortcut, Conv1x1)):
-                x = torch.cat(x, dim=1)
-            else:
-                act, short = _silu_of_concatenation(x), self.shortcut.forward_parts(x)
-        if torch.is_tensor(x):
+        parts = list(x) if isinstance(x, (list, tuple)) else [x]
+        if (len(parts) > 1 and _plain_inference(parts[0]) and isinstance(self.norm1, nn.Identity)
+                and isinstance(self.shortcut, Conv1x1)):
+            act, short = _silu_of_concatenation(parts), self.shortcut.forward_parts(parts)
+        else:
+            x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
             act, short = self.act(self.norm1(x)), self.shortcut(x)
         if isinstance(self.norm2, nn.Identity):  # the scale and shift act on conv1's modes
             h = self.conv1(act, modulation=(scale, shift))

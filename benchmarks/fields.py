@@ -21,6 +21,7 @@ from ddo.plugins import load_host
 from ddo.train import load_model
 from ddo_conditional.commands import dihedral_invariant
 from ddo_conditional.evaluate import evaluate
+from ddo_conditional.reconstruct import Reconstructor, SamplingPlan
 
 CASES = [("random", 0.10, 1), ("random", 0.03, 1), ("grid", 0.10, 1), ("grid", 0.03, 1), ("random", 0.10, 2),
          ("random", 0.03, 2)]
@@ -48,12 +49,13 @@ def cases(a) -> dict:
         t0 = time.time()
         test = host.datasets.get(cfg["dataset"])(split="test", resolution=res)
         ds = wrapper.mask_dataset(test, pattern=pattern, context_ratio=ratio)
-        m = evaluate(gen, wrapper, ds, num_samples=a.num_samples, steps=a.steps, sampler=host.samplers.get("ddim"),
-                     limit=a.limit, progress=False, symmetrize_x0=dihedral_invariant(test))["metrics"]
+        plan = SamplingPlan(samples=a.num_samples, steps=a.steps, sampler=host.samplers.get("ddim"), sampler_name="ddim",
+                            symmetrize=dihedral_invariant(test))
+        methods = evaluate(Reconstructor(gen, plan), wrapper, ds, limit=a.limit).methods
         rows[f"{pattern} {ratio:.0%}@{res}"] = {
             "methods": {k: {kk: v[kk] for kk in ("psnr_query", "ssim_query", "rel_l2_query", "rel_l2_full")}
-                        for k, v in m["methods"].items()}, "seconds": round(time.time() - t0, 1)}
-        print(pattern, ratio, res, {k: round(v["psnr_query"], 2) for k, v in m["methods"].items()}, flush=True)
+                        for k, v in methods.items()}, "seconds": round(time.time() - t0, 1)}
+        print(pattern, ratio, res, {k: round(v["psnr_query"], 2) for k, v in methods.items()}, flush=True)
     methods = ["ddo-mean", "biharmonic", "linear", "cubic", "nearest"]
     print("| masks, context @ resolution | " + " | ".join(f"{m} PSNR / rel. L2" for m in methods) + " |")
     print("|---" * (len(methods) + 1) + "|")

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The seed model (with the spec's sparse encoder) on one GPU: training and sampling throughput in fp32,
 # bf16 (training: autocast of the FNO trunk; sampling: also the bf16 inference path) and bf16 +
-# torch.compile; sampling per rows per call in fp32 and bf16; the fp32-vs-bf16 loss curves; the
-# conditional data path on the device; and a short
-# conditional train + reconstruct on a generated CIFAR-shaped folder. Writes JSON into $OUT (default
+# torch.compile; sampling per rows per call in fp32 and bf16; the conditional data path on the device;
+# and a short conditional train + reconstruct on a generated CIFAR-shaped folder. Writes JSON into $OUT (default
 # benchmarks/gpu_results), one summary.json, and prints the tables. Needs torch with CUDA installed.
 #
 #     OUT=/tmp/gpu bash benchmarks/gpu.sh
@@ -20,7 +19,6 @@ python3 benchmarks/throughput.py --preset seed --batch-size 128 --device cuda --
 python3 benchmarks/throughput.py --preset seed --batch-size 512 --device cuda --sample-rows 64,128,256,512 \
     --bf16-sampling --json "$OUT/sampling_rows.json"
 python3 benchmarks/data_path.py --device cuda --workers 4 --json "$OUT/data_path.json"
-python3 benchmarks/bf16_loss_curve.py --preset seed --device cuda --iterations 300 --json "$OUT/bf16_loss_curve.json"
 python3 - "$OUT" <<'PY'
 import json, sys, tempfile, time
 from pathlib import Path

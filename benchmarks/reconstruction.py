@@ -18,6 +18,7 @@ from ddo.plugins import load_host
 from ddo.train import load_model
 from ddo_conditional.evaluate import evaluate
 from ddo_conditional.masks import PATTERNS
+from ddo_conditional.reconstruct import Reconstructor, SamplingPlan
 
 
 def main():
@@ -33,18 +34,19 @@ def main():
     host = load_host()
     gen, wrapper, cfg = load_model(a.checkpoint, host)
     cases = [(pattern, cfg["resolution"]) for pattern in PATTERNS] + [("random", 2 * cfg["resolution"])]
+    plan = SamplingPlan(samples=a.num_samples, steps=a.steps, sampler=host.samplers.get(a.sampler), sampler_name=a.sampler,
+                        seed=a.seed)
     rows = {}
     for pattern, res in cases:
         t0 = time.time()
         test = host.datasets.get("natural-patches")(split="test", resolution=res)
         ds = wrapper.mask_dataset(test, pattern=pattern)
-        m = evaluate(gen, wrapper, ds, num_samples=a.num_samples, steps=a.steps, sampler=host.samplers.get(a.sampler), seed=a.seed,
-                     limit=a.limit, progress=False)["metrics"]
+        ev = evaluate(Reconstructor(gen, plan), wrapper, ds, limit=a.limit)
         rows[f"{pattern}@{res}"] = {"methods": {k: {kk: v[kk] for kk in ("psnr_query", "ssim_query", "psnr_full")}
-                                                for k, v in m["methods"].items()},
-                                    "ddo_mean_source": m["methods"]["ddo-mean"]["source"],
-                                    "calibration": m.get("calibration"), "seconds": round(time.time() - t0, 1)}
-        print(pattern, res, {k: round(v["psnr_query"], 2) for k, v in m["methods"].items()}, flush=True)
+                                                for k, v in ev.methods.items()},
+                                    "ddo_mean_source": ev.mean_source,
+                                    "calibration": ev.coverage, "seconds": round(time.time() - t0, 1)}
+        print(pattern, res, {k: round(v["psnr_query"], 2) for k, v in ev.methods.items()}, flush=True)
     out = {"checkpoint": a.checkpoint, "config": {k: cfg.get(k) for k in ("conditioning", "loss", "parameterization",
                                                                              "resolution", "ch", "modes")},
            "parameters": count_parameters(gen.network), "test_images": a.limit, "num_samples": a.num_samples,

@@ -19,6 +19,7 @@ from ddo.models import count_parameters
 from ddo.plugins import load_host
 from ddo.train import load_model
 from ddo_conditional.evaluate import evaluate
+from ddo_conditional.reconstruct import Reconstructor, SamplingPlan
 
 DEFAULT_ROWS = "denoise:250,ddim:50,ddim:20,ddim-x0:50,ddim-x0:20"
 
@@ -39,10 +40,11 @@ def main():
     for spec in a.rows.split(","):
         sampler, steps = spec.split(":")
         t0 = time.time()
-        m = evaluate(gen, wrapper, test, num_samples=a.num_samples, steps=int(steps), sampler=host.samplers.get(sampler), seed=a.seed,
-                     limit=a.limit, progress=False, baselines=("biharmonic",))["metrics"]
-        rows[spec] = {"psnr_query": {k: m["methods"][k]["psnr_query"] for k in ("ddo-samples-mean", "ddo-sample", "biharmonic")},
-                      "calibration": m.get("calibration"), "model_seconds": m["seconds"]["model_s"],
+        plan = SamplingPlan(samples=a.num_samples, steps=int(steps), sampler=host.samplers.get(sampler), sampler_name=sampler,
+                            seed=a.seed)
+        ev = evaluate(Reconstructor(gen, plan), wrapper, test, limit=a.limit, baselines=("biharmonic",))
+        rows[spec] = {"psnr_query": {k: ev.methods[k]["psnr_query"] for k in ("ddo-samples-mean", "ddo-sample", "biharmonic")},
+                      "calibration": ev.coverage, "model_seconds": ev.seconds["model_s"],
                       "seconds": round(time.time() - t0, 1)}
         print(spec, rows[spec], flush=True)
     ref = next(iter(rows))

@@ -42,9 +42,9 @@ from ddo.plugins import load_host
 from ddo.train import load_model
 from ddo_conditional.baselines import baseline_batch
 from ddo_conditional.datasets import create_query_mask_batched
-from ddo_conditional.evaluate import posterior_mean_one_call
 from ddo_conditional.metrics import image_metrics
 from ddo_conditional.points import bilinear, grid_points, point_context
+from ddo_conditional.reconstruct import Reconstructor, SamplingPlan
 
 
 def scenes() -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +56,8 @@ def scenes() -> tuple[torch.Tensor, torch.Tensor]:
 
 def point_sets(wrapper, x32: torch.Tensor, x64: torch.Tensor) -> dict:
     """The context of every image as jittered points (the model's own mask and offsets), values
-    read from the 64x64 image; and the query indices of the 32x32 grid."""
+    read from the 64x64 image; the query indices of the 32x32 grid; and the images' global indices
+    (which, with the seed, fix the models' random draws)."""
     uint8 = ((x32.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
     masked = wrapper.mask_dataset(ArrayImages(uint8, SPLIT_OFFSETS["test"]), coords="jitter")
     items = [masked[i] for i in range(len(masked))]
@@ -65,7 +66,8 @@ def point_sets(wrapper, x32: torch.Tensor, x64: torch.Tensor) -> dict:
     return {"coords": coords, "values": values, "valid": torch.ones(coords.shape[:2], dtype=torch.bool),
             "context_indices": torch.stack([it["context_indices"] for it in items]),
             "context_values": torch.stack([it["context_values"] for it in items]),
-            "query_indices": torch.stack([it["query_indices"] for it in items])}
+            "query_indices": torch.stack([it["query_indices"] for it in items]),
+            "index": [it["index"] for it in items]}
 
 
 def query_mask(query_indices: torch.Tensor, res: int) -> torch.Tensor:
@@ -88,26 +90,31 @@ def classical(pts: dict, res: int) -> dict[str, torch.Tensor]:
             for k, v in out.items()}
 
 
+def estimator(gen_sde, batch: int) -> Reconstructor:
+    """The posterior-mean estimate ``ddo-x0``, averaged over the 8 rotations and flips, seed 0."""
+    return Reconstructor(gen_sde, SamplingPlan(rows=batch, seed=0, symmetrize=True))
+
+
 @torch.no_grad()
 def point_model(gen_sde, pts: dict, res: int, batch: int = 16) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
+    rec = estimator(gen_sde, batch)
     parts = []
     for s in range(0, len(pts["coords"]), batch):
         sl = slice(s, s + batch)
         kw = point_context(pts["coords"][sl], pts["values"][sl], pts["valid"][sl], res, res)
         n = pts["coords"][sl].shape[0]
-        parts.append(posterior_mean_one_call(gen_sde, kw, (n, 3, res, res), g, symmetrize=True))
+        parts.append(rec.posterior_mean(kw, (n, 3, res, res), pts["index"][sl])[0])
     return ((torch.cat(parts) + 1) / 2).clamp(0, 1)
 
 
 @torch.no_grad()
 def pixel_model(gen_sde, wrapper, pts: dict, x32: torch.Tensor, batch: int = 16) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
+    rec = estimator(gen_sde, batch)
     parts = []
     for s in range(0, len(x32), batch):
         sl = slice(s, s + batch)
         b = {"image": x32[sl], "context_indices": pts["context_indices"][sl], "context_values": pts["context_values"][sl]}
-        parts.append(posterior_mean_one_call(gen_sde, wrapper.model_kwargs(b, "cpu"), x32[sl].shape, g, symmetrize=True))
+        parts.append(rec.posterior_mean(wrapper.model_kwargs(b, "cpu"), x32[sl].shape, pts["index"][sl])[0])
     return ((torch.cat(parts) + 1) / 2).clamp(0, 1)
 
 

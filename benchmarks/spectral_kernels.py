@@ -16,8 +16,8 @@ import sys
 import torch
 
 from ddo.allocator import tune_malloc
-from ddo.models.spectral import (_FromModes, _KeptModes, dense_dft_matrices, separable_dft_matrices,
-                                 separable_modes, separable_pixels)
+from ddo.models.spectral import (FromModes, KeptModes, dense_dft_matrices, separable_dft_matrices,
+                                separable_modes, separable_pixels)
 from throughput import timed  # this directory is on the path when the script runs
 
 # (grid, mh, mw, channels): the seed model's spectral layers (modes 16 at 32x32, 8 at 16x16, 4 at 8x8)
@@ -48,9 +48,9 @@ def main() -> int:
                 n = a.rows * c
                 r = {"kind": "transform", "grid": h, "modes": [mh, mw], "channels": c, "dtype": str(dt)[6:]}
                 if dt == torch.float32:  # the FFT path has no bf16 kernel on CPU
-                    xs = _KeptModes.apply(x, mh, mw, 1.0)
-                    r["fft_forward_ms"] = timed_ms(lambda: _KeptModes.apply(x, mh, mw, 1.0), a.repeat)
-                    r["fft_inverse_ms"] = timed_ms(lambda: _FromModes.apply(xs[:, :, 0], xs[:, :, 1], h, h, 1.0), a.repeat)
+                    xs = KeptModes.apply(x, mh, mw, 1.0)
+                    r["fft_forward_ms"] = timed_ms(lambda: KeptModes.apply(x, mh, mw, 1.0), a.repeat)
+                    r["fft_inverse_ms"] = timed_ms(lambda: FromModes.apply(xs[:, :, 0], xs[:, :, 1], h, h, 1.0), a.repeat)
                 fwd, inv = dense_dft_matrices(h, h, mh, mw, "cpu", dt)
                 y = fwd @ x.reshape(n, h * h).T
                 r["dense_forward_ms"] = timed_ms(lambda: fwd @ x.reshape(n, h * h).T, a.repeat)

@@ -1,8 +1,12 @@
 """Training and sampling throughput of a DDO configuration, with the machine's GEMM rate measured in
-the same process. Prints a table and writes JSON.
+the same process. Training steps are those of `ddo train` (`ddo.train.train` on random images);
+sampling steps are `denoise_step` calls as reconstruction makes them. Prints a table and writes JSON.
 
-    python benchmarks/throughput.py --preset seed --batch-size 128 --json throughput.json
-    python benchmarks/throughput.py --preset cpu-small --batch-size 32 --resolutions 32,64,128
+    python benchmarks/throughput.py --preset seed --batch-size 128 --bf16-sampling \
+        --json benchmarks/results/results_throughput_seed_inference.json
+    python benchmarks/throughput.py --preset seed --batch-size 128 --sample-rows 16,32,64,128 --bf16-sampling \
+        --baseline <checkout of an earlier commit> --json benchmarks/results/sampling_seed_rows.json
+    python benchmarks/throughput.py --preset cpu-small --batch-size 32 --resolutions 32,64,128 --json scaling.json
     python benchmarks/throughput.py --preset seed --device cuda --json gpu.json
 """
 from __future__ import annotations
@@ -13,16 +17,22 @@ import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
+from ddo import hookimpl
 from ddo.allocator import tune_malloc
 from ddo.config import resolve
-from ddo.models import coordinate_grid, count_parameters, spectral
+from ddo.diffusion import DenoisingDiffusion
+from ddo.models import coordinate_grid, count_parameters
 from ddo.plugins import load_host
-from ddo.train import build_model, make_optimizer, set_autocast, set_inference_dtype
+from ddo.train import build_model, set_inference_dtype, train as train_run
 from ddo_conditional.models import ConditionalNetwork
+
+RANDOM_IMAGES = "random-images"
 
 
 def _sync(device):
@@ -49,41 +59,66 @@ def gemm_gflops(device, n=2048, dtype=torch.float32):
     return 2 * n**3 / med / 1e9
 
 
-class spectral_path:
-    """Put every spectral layer of ``net`` on FFTs (``"fft"``) or leave its dispatch (``"auto"``), through
-    the layers' ``dense_max_pixels`` attribute."""
+class RandomImages:
+    """Plugin object: the dataset ``random-images``, ``n`` random images of ``channels`` channels in
+    ``[-1, 1]`` at the run's resolution (each a pure function of its index), so that training is timed
+    through ``ddo.train.train`` without reading data from disk."""
 
-    def __init__(self, net, path: str):
-        self.layers = [m for m in net.modules() if isinstance(m, spectral.SpectralConv2d)]
-        self.path, self.saved = path, [m.dense_max_pixels for m in self.layers]
+    def __init__(self, channels: int, n: int):
+        self.channels, self.n = channels, n
 
-    def __enter__(self):
-        if self.path == "fft":
-            for m in self.layers:
-                m.dense_max_pixels = 0
+    @hookimpl
+    def register_datasets(self, register):
+        register(RANDOM_IMAGES, lambda split="train", resolution=32, **_: _Images(self.channels, resolution, self.n))
 
-    def __exit__(self, *exc):
-        for m, saved in zip(self.layers, self.saved):
-            m.dense_max_pixels = saved
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, channels: int, resolution: int, n: int):
+        self.shape, self.n = (channels, resolution, resolution), n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(i)
+        return {"image": torch.rand(self.shape, generator=g) * 2 - 1, "index": i}
 
 
 def forward_flops(gen_sde, x, v, kwargs):
-    """The model's FLOPs (matmuls, convolutions, the spectral mode mixing; transforms not counted:
-    counted on the FFT path, whose FFTs FlopCounterMode ignores)."""
+    """The model's FLOPs with autograd, as training computes them: matmuls, convolutions, the spectral
+    mode mixing, and the transforms of grids up to 16x16 (dense DFT matrices, i.e. matmuls); the FFTs of
+    larger grids are not counted (FlopCounterMode ignores them)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     t = torch.rand(x.shape[0], device=x.device)
-    # with autograd: the training path, whose transforms are FFTs (the inference path's are GEMMs)
-    with FlopCounterMode(display=False) as fc, torch.enable_grad(), spectral_path(gen_sde.network, "fft"):
+    with FlopCounterMode(display=False) as fc, torch.enable_grad():
         gen_sde.model(x, t, v, **kwargs)
     return fc.get_total_flops()
 
 
-def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch=None, path="auto", compile=False,
+def time_training(config, device, batch, steps, micro_batch=None, bf16=False, compile=False) -> list[float]:
+    """Seconds of each of ``steps`` training steps after 2 warm-up steps, as ``ddo train`` runs them
+    (``ddo.train.train``: data loader, ``batch / micro_batch`` accumulated parts as ``--grad-accum``,
+    gradient clipping, Adam, EMA; ``--bf16``, ``--compile``), on random images."""
+    mb = micro_batch or batch
+    if batch % mb:
+        raise SystemExit(f"--micro-batch {mb} does not divide the batch {batch}")
+    host = load_host(extra_plugins=[RandomImages(config["channels"], 2 * batch)])
+    run = {**config, "dataset": RANDOM_IMAGES, "data_root": None, "batch_size": batch, "grad_accum": batch // mb,
+           "bf16": bf16, "compile": compile, "iterations": 2 + steps, "minutes": None, "log_every": 1,
+           "ckpt_every": 3 + steps, "sample_every": None, "num_sample": 0, "num_workers": 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        train_run(run, host, Path(tmp) / "run", device=device, progress=False)
+        logged = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+    return [batch / r["img_per_s"] for r in logged[2:]]
+
+
+def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch=None, compile=False,
             train=True, bf16_sampling=False):
-    """Median seconds of a training step (forward + backward + Adam over ``batch`` images, as
-    ``batch / micro_batch`` accumulated parts when given: the same gradient) and of a sampling step
-    (``denoise_step`` over ``batch`` images, in network calls of ``micro_batch`` rows when given)."""
+    """Median seconds of a training step (:func:`time_training`) and of a sampling step (``denoise_step``
+    over ``batch`` images, in network calls of ``micro_batch`` rows when given)."""
+    all_train = time_training(config, device, batch, steps, micro_batch, autocast_bf16, compile) if train else []
+    t_train = statistics.median(all_train) if all_train else float("nan")
     gen_sde, wrapper = build_model(config, host)
     net = gen_sde.network.to(device)
     res, c = config["resolution"], config["channels"]
@@ -96,27 +131,13 @@ def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch
         # context_dense (an interpolation, for the wrappers that refine one): any image of the shape times the same
         kwargs = {"context_image": ctx + mask * x, "observation_mask": mask, "context_dense": x.clone()}
         kwargs = {k: kwargs[k] for k in getattr(wrapper, "needs", ("context_image",))}
-    opt = make_optimizer(net.parameters(), 1e-4, device)  # as `ddo train`
-    if autocast_bf16:  # as `ddo train --bf16`: the FNO trunk only, spectral parts in fp32
-        set_autocast(net, torch.bfloat16)
     flops = forward_flops(gen_sde, x[:1], v[:1], {k: t[:1] for k, t in kwargs.items()})
     if compile:
-        gen_sde.network = torch.compile(net)
-
-    mb = micro_batch or batch
-    if batch % mb:
-        raise SystemExit(f"--micro-batch {mb} does not divide the batch {batch}")
-    parts = [slice(i, i + mb) for i in range(0, batch, mb)]
-
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        for sl in parts:
-            loss = gen_sde.dsm(x[sl], v[sl], **{k: t[sl] for k, t in kwargs.items()}).mean() * (mb / batch)
-            loss.backward()
-        opt.step()
+        gen_sde = DenoisingDiffusion(gen_sde.forward_diffusion, torch.compile(net), gen_sde.parameterization)
+    parts = [slice(i, i + (micro_batch or batch)) for i in range(0, batch, micro_batch or batch)]
 
     # as reconstruct(): the network's step-invariant context terms computed once per batch
-    cache = gen_sde.network.cache_context if isinstance(gen_sde.network, ConditionalNetwork) else None
+    cache = net.cache_context if isinstance(net, ConditionalNetwork) else None
     with torch.no_grad():
         cached = [cache(**{k: t[sl] for k, t in kwargs.items()}) if cache else {k: t[sl] for k, t in kwargs.items()}
                   for sl in parts]
@@ -126,15 +147,13 @@ def measure(config, host, device, batch, steps, autocast_bf16=False, micro_batch
             for sl, kw in zip(parts, cached):
                 gen_sde.denoise_step(x[sl], 0.5, 250, v[sl], **(kw if use_cache else {k: t[sl] for k, t in kwargs.items()}))
 
-    with spectral_path(gen_sde.network, path):
-        t_train, all_train = timed(train_step, device, 2, steps) if train else (float("nan"), [])
-        t_sample, all_sample = timed(sample_step, device, 2, steps)
-        t_uncached = timed(lambda: sample_step(False), device, 1, steps)[0] if cache else t_sample
-        t_bf16 = float("nan")
-        if bf16_sampling:  # as `ddo reconstruct --bf16`, timed in the same process right after fp32
-            set_inference_dtype(net, torch.bfloat16)
-            t_bf16 = timed(sample_step, device, 2, steps)[0]
-            set_inference_dtype(net, None)  # fp32 weights back; autocast (--bf16) is a separate setting
+    t_sample, all_sample = timed(sample_step, device, 2, steps)
+    t_uncached = timed(lambda: sample_step(False), device, 1, steps)[0] if cache else t_sample
+    t_bf16 = float("nan")
+    if bf16_sampling:  # as `ddo reconstruct --bf16`, timed in the same process right after fp32
+        set_inference_dtype(net, torch.bfloat16)
+        t_bf16 = timed(sample_step, device, 2, steps)[0]
+        set_inference_dtype(net, None)
     return {"train_img_per_s": batch / t_train, "sample_img_steps_per_s": batch / t_sample,
             "sample_img_steps_per_s_bf16": batch / t_bf16,
             "sample_img_steps_per_s_uncached": batch / t_uncached,
@@ -240,9 +259,8 @@ def main():
     p.add_argument("--micro-batch", type=int, help="train and sample the batch in parts of this size (training "
                    "accumulates the same gradient); default 32 on CPU, where larger calls of the seed model "
                    "allocate above glibc's mmap threshold; none on GPU")
-    p.add_argument("--compare", action="store_true", help="also time the whole batch at once, with the default "
-                   "spectral dispatch and with FFTs only, in the same process (the dispatch is the training "
-                   "path's; sampling takes the inference path either way)")
+    p.add_argument("--compare", action="store_true", help="also time the whole batch at once (no micro-batches), "
+                   "in the same process")
     p.add_argument("--resolutions", default="", help="e.g. 32,64,128: time per image at each")
     p.add_argument("--sample-rows", default="", help="e.g. 16,32,64,128: only time sampling, with this many rows "
                    "per network call, in this order, in this (fresh) process (fp32; with --bf16-sampling also bf16)")
@@ -271,11 +289,10 @@ def main():
     r["micro_batch"] = mb
     if a.compare:
         comp = {}
-        for name, path in (("whole_batch", "auto"), ("whole_batch_fft_only", "fft")):
-            rc = measure(config, host, device, a.batch_size, a.steps, a.bf16, path=path)
-            comp[name] = {k: rc[k] for k in ("train_img_per_s", "sample_img_steps_per_s", "train_step_s_all",
-                                             "sample_step_s_all")}
-            comp[name]["peak_rss_mb_so_far"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rc = measure(config, host, device, a.batch_size, a.steps, a.bf16)
+        comp["whole_batch"] = {k: rc[k] for k in ("train_img_per_s", "sample_img_steps_per_s", "train_step_s_all",
+                                                  "sample_step_s_all")}
+        comp["whole_batch"]["peak_rss_mb_so_far"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         r["comparison"] = comp
     train_gflops = 3 * r["model_gflops_per_img"] * r["train_img_per_s"]
     out = {
@@ -284,8 +301,10 @@ def main():
         "conditioning": a.conditioning, "batch_size": a.batch_size, "resolution": config["resolution"],
         "bf16": a.bf16, "compile": a.compile, "malloc_tuned": malloc_tuned, **r, "peak_rss_mb": peak_rss_mb, "gemm_gflops": gemm,
         "train_fraction_of_gemm": train_gflops / gemm,
-        "note": "model FLOPs counted by torch's FlopCounterMode on the FFT path (matmuls, convolutions and "
-                "the spectral mode mixing; transforms not counted); a training step is taken as 3x the forward "
+        "note": "training timed through ddo.train.train on random images (data loader, --grad-accum parts of "
+                "micro_batch images, gradient clipping, Adam, EMA); model FLOPs counted by torch's FlopCounterMode "
+                "with autograd (matmuls, convolutions, the spectral mode mixing and the dense transforms of grids "
+                "up to 16x16; FFTs of larger grids not counted); a training step is taken as 3x the forward "
                 "FLOPs; sampling reuses the network's step-invariant context terms (cache_context, as "
                 "reconstruct does), _uncached recomputes them every step; peak_rss_mb is measured before any whole-batch comparison",
     }

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from ddo.cli import main as ddo_main
 from ddo.plugins import load_host
 from ddo.train import load_model
 from ddo_conditional.baselines import baseline_batch
-from ddo_conditional.datasets import context_tensors, create_query_mask_batched
-from ddo_conditional.evaluate import context_roughness, dihedral_estimates
+from ddo_conditional.batches import batches
 from ddo_conditional.metrics import image_metrics
+from ddo_conditional.reconstruct import Reconstructor, SamplingPlan
 
 DEMO_FLAGS = ["--preset", "cpu-small", "--conditioning", "sparse-biharmonic", "--parameterization", "x0",
               "--refiner-width", "32", "--residual-scale", "context-input", "--loss", "x0-mse-relative",
@@ -51,18 +51,14 @@ def train(out: Path, iterations: int, extra: list[str]) -> None:
 @torch.no_grad()
 def collect(gen_sde, wrapper, dataset, batch_size: int) -> dict[str, np.ndarray]:
     """Per image: the 8 estimates' mean and their disagreement, biharmonic, truth, query mask, roughness."""
-    g = torch.Generator().manual_seed(0)
+    reconstructor = Reconstructor(gen_sde, SamplingPlan(rows=batch_size, seed=0, symmetrize=True))
     keys = ("x0", "spread", "biharmonic", "truth", "qmask", "roughness")
     parts = {k: [] for k in keys}
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        x = batch["image"]
-        truth = (x + 1) / 2
-        est = (dihedral_estimates(gen_sde, wrapper.model_kwargs(batch, "cpu"), x.shape, g) + 1) / 2
-        ctx = context_tensors(batch)
-        got = (est.mean(0), est.std(0), baseline_batch(truth, batch["context_indices"], "biharmonic"), truth,
-               create_query_mask_batched(batch["query_indices"], *x.shape[-2:]), context_roughness(ctx))
+    for b in batches(dataset, wrapper, reconstructor):
+        got = (*b.x0, baseline_batch(b.truth, b.items["context_indices"], "biharmonic"), b.truth, b.query_mask,
+               b.roughness)
         for k, v in zip(keys, got):
-            parts[k].append(v)
+            parts[k].append(v.cpu())
     return {k: torch.cat(v).numpy() for k, v in parts.items()}
 
 

@@ -3,15 +3,17 @@ then calls into the library. Flags are parsed in :mod:`ddo.arguments`."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import torch
 
-from . import sampling
+from . import memory, sampling
 from .checkpoint import load_checkpoint
-from .config import resolve
-from .errors import UserError
-from .options import validate
+from .config import complete, resolve
+from .errors import UserError, check_finite
+from .options import flag, options_of, validate
+from .paths import check_out_dir, check_out_file
 from .train import CHECKPOINT, load_model, set_inference_dtype, train
 from .visual import save_grid
 
@@ -47,13 +49,17 @@ def train_config(args: dict, host) -> dict:
     ckpt = Path(args["out"]) / CHECKPOINT
     if not ckpt.exists():
         raise UserError(f"--resume given but {ckpt} does not exist")
-    return {**load_checkpoint(ckpt)["config"], **flags}
+    return complete({**load_checkpoint(ckpt)["config"], **flags})
 
 
 def run_train(args: dict) -> int:
     host = args["_host"]
+    check_out_dir(args["out"])
     device = resolve_device(args.get("device"))
     config = train_config(args, host)
+    check_resolution(config, int(config["resolution"]))
+    check_run_shape(config)
+    check_training_memory(config, host, device)
     if args.get("download"):
         host.datasets.get(config["dataset"])(split="train", data_root=config["data_root"],
                                              resolution=config["resolution"], download=True)
@@ -61,6 +67,69 @@ def run_train(args: dict) -> int:
                     progress=not args.get("no_progress"))
     print(f"trained {summary['step']} steps; last loss {summary['last_loss']:.4g}; run in {summary['out_dir']}")
     return 0
+
+
+def check_resolution(config: dict, res: int, flag: str = "--resolution") -> None:
+    """Refuse a grid the network cannot run on: an FNO-UNet halves the grid between its levels and
+    needs at least 2x2 pixels on the coarsest, so ``res >= 2^len(ch_mult)``."""
+    if config.get("model", "fno-unet") != "fno-unet":
+        return
+    levels = len(config.get("ch_mult") or [1])
+    if res < 2 ** levels:
+        raise UserError(f"{flag} {res} is too small for a network of {levels} level{'s' if levels > 1 else ''} "
+                        f"(--ch-mult {','.join(map(str, config.get('ch_mult') or [1]))}): use {2 ** levels} or more")
+
+
+def check_run_shape(config: dict) -> None:
+    """Refuse, before anything is built or written, what would fail in the first step: a batch that
+    does not split over the processes and ``--grad-accum``, and FNO-UNet modes that do not halve
+    evenly over its levels."""
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    batch, accum = int(config["batch_size"]), int(config.get("grad_accum") or 1)
+    if batch % world or (batch // world) % accum:
+        raise UserError(f"--batch-size {batch} does not split into {world} process(es) x --grad-accum {accum} "
+                        f"equal shards; use a multiple of {world * accum}")
+    levels = len(config.get("ch_mult") or [1])
+    modes = int(config.get("modes") or 1)
+    if config.get("model", "fno-unet") == "fno-unet" and modes % 2 ** (levels - 1):
+        raise UserError(f"--modes {modes} must be divisible by {2 ** (levels - 1)}: the modes halve at each of the "
+                        f"{levels} levels of --ch-mult {','.join(map(str, config.get('ch_mult') or [1]))}")
+
+
+def check_training_memory(config: dict, host, device: torch.device) -> None:
+    """Refuse a run that cannot fit in memory, before anything is built: a training step (the
+    activations of one shard, ``--batch-size`` over the processes and ``--grad-accum``, at
+    ``--resolution`` with autograd; the weights with their EMA, gradients and optimizer moments, set by
+    ``--ch``, ``--ch-mult``, ``--modes``, ``--num-res-blocks`` and a plugin's integer architecture
+    options, each counted as one dense layer and one feature map of that width), and the preview
+    samples drawn at the end (``--num-sample`` rows in one call)."""
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    accum = max(1, int(config.get("grad_accum") or 1))
+    res, channels = int(config["resolution"]), int(config.get("channels") or 3)
+    widths = {o.name: o.flag for o in options_of(host) if o.kind == "architecture" and o.name in config
+              and isinstance(config[o.name], int) and not isinstance(config[o.name], bool)}
+    sizes = {"ch": "--ch", "modes": "--modes", "num_res_blocks": "--num-res-blocks"}
+
+    def estimate(batch_size: int, resolution: int, **sized) -> float:
+        net = {**config, **{k: v for k, v in sized.items() if k in sizes}}
+        rows = max(1, -(-batch_size // (world * accum)))
+        extra = sum(4.0 * 6 * w * w + memory.network_bytes({"ch": w, "channels": 1}, rows, resolution, training=True)
+                    for k, w in sized.items() if k in widths)
+        return (memory.network_bytes(net, rows, resolution, training=True)
+                + memory.images_bytes(batch_size // world, channels, resolution, copies=4)
+                + 4 * 6 * memory.parameters_at_least(net) + extra)  # weights, EMA, gradients, Adam moments, a copy
+
+    knobs = [memory.Knob("batch_size", "--batch-size", int(config["batch_size"]), hint=" (or raise --grad-accum)"),
+             memory.Knob("resolution", "--resolution", res)]
+    knobs += [memory.Knob(k, f, int(config.get(k) or 1)) for k, f in sizes.items()]
+    knobs += [memory.Knob(k, f, int(config[k])) for k, f in widths.items()]
+    memory.guard(f"a training step of {config['batch_size']} images at {res}x{res}", estimate, knobs, device,
+                 others=("--ch-mult",))
+    if config.get("num_sample"):
+        memory.guard(f"the {config['num_sample']} preview samples at {res}x{res}",
+                     lambda num_sample: (memory.network_bytes(config, num_sample, res)
+                                         + memory.images_bytes(num_sample, channels, res, copies=8)),
+                     [memory.Knob("num_sample", "--num-sample", int(config["num_sample"]))], device)
 
 
 def bf16_pays(device: torch.device) -> bool:
@@ -104,20 +173,41 @@ def run_sample(args: dict) -> int:
     host = args["_host"]
     if not str(args["out"]).lower().endswith(".png"):
         raise UserError(f"--out must name a .png file, got {args['out']}")
+    check_out_file(args["out"], suffix=".png")
     device = resolve_device(args.get("device"))
-    gen_sde, wrapper, config = load_model(args["checkpoint"], host, device)
+    gen_sde, wrapper, config = load_model(args["checkpoint"], host, device, x0_clip=args.get("x0_clip"))
     if wrapper.needs_inputs:
         raise UserError(f"{args['checkpoint']} is a conditional model ({config['conditioning']}); it cannot be "
                         "sampled without its inputs (see `ddo plugins` for the commands that provide them)")
-    _, step, steps = sampling_choice(host, config, args.get("sampler"), args.get("steps"))
-    set_inference_dtype(gen_sde.network, inference_dtype(bool(args.get("bf16")), device))
+    key, step, steps = sampling_choice(host, config, args.get("sampler"), args.get("steps"))
     res = args.get("resolution") or config["resolution"]
+    check_resolution(config, res)
+    check_sampling_memory(config, args["num"], res, device)
+    set_inference_dtype(gen_sde.network, inference_dtype(bool(args.get("bf16")), device))
     g = torch.Generator(device=device).manual_seed(args["seed"])
     x = sampling.sample(gen_sde, (args["num"], config["channels"], res, res), num_steps=steps,
                         sampler=step, generator=g, progress=not args["no_progress"], device=device)
+    fix = ("nothing was written; train the model longer" if config["parameterization"] != "eps" else
+           "nothing was written; train longer, sample with --x0-clip floor, or train with --parameterization x0")
+    check_finite(x, f"the {args['num']} samples at {res}x{res} ({steps} {key} steps, --x0-clip {config['x0_clip']})",
+                 fix)
     save_grid(x.clamp(-1, 1), args["out"], nrow=max(1, int(math.sqrt(args["num"]))))
     print(f"wrote {args['num']} samples at {res}x{res} to {args['out']}")
     return 0
+
+
+def check_sampling_memory(config: dict, num: int, res: int, device: torch.device) -> None:
+    """Refuse ``ddo sample`` requests that cannot fit: every sample is drawn in one network call, so
+    the activations of ``--num`` rows at ``--resolution``, the samples and the sampler's per-mode
+    arithmetic, and the PNG grid."""
+    channels = int(config.get("channels") or 3)
+
+    def estimate(num: int, resolution: int) -> int:
+        return (memory.network_bytes(config, num, resolution)
+                + memory.images_bytes(num, channels, resolution, copies=8))
+
+    memory.guard(f"{num} samples at {res}x{res}", estimate,
+                 [memory.Knob("num", "--num", num), memory.Knob("resolution", "--resolution", res)], device)
 
 
 def run_plugins(args: dict) -> int:
@@ -128,5 +218,7 @@ def run_plugins(args: dict) -> int:
     for kind, registry in host.registries.items():
         print(f"{kind}:")
         for key in registry.keys():
-            print(f"  {key:<24} {registry.provider(key)}")
+            defaults = registry.defaults(key)
+            note = f"  (defaults: {' '.join(f'{flag(k)} {v}' for k, v in defaults.items())})" if defaults else ""
+            print(f"  {key:<24} {registry.provider(key)}{note}")
     return 0

@@ -1,13 +1,16 @@
-"""Training configuration: defaults, presets, and the merge ``defaults < plugin options < preset < flags``.
+"""Training configuration: defaults, presets, and the merge
+``defaults < the conditioning key's declared defaults < plugin options < preset < flags``.
 
 A configuration is a flat ``dict`` of JSON values; it is written to ``RUN_DIR/config.json`` and
 stored in every checkpoint, so a run directory alone is enough to rebuild or resume the run.
-Plugins declare their options through the ``register_options`` hook (:mod:`ddo.options`).
+Plugins declare their options through the ``register_options`` hook (:mod:`ddo.options`), and a
+conditioning key the host options it is best used with (``register(key, factory, defaults=...)``).
 """
 from __future__ import annotations
 
+from .diffusion import resolve_x0_clip
 from .errors import UserError
-from .options import apply_option_defaults
+from .options import apply_option_defaults, component_defaults
 
 DEFAULTS: dict = {
     # data
@@ -21,6 +24,8 @@ DEFAULTS: dict = {
     "gp_type": "independent", "gp_exponent": 2.0, "gp_length_scale": 0.1, "gp_sigma": 1.0,
     "parameterization": "eps", "timestep_sampler": "low_discrepancy", "weight_method": None, "loss": "dsm",
     "conditioning": "none",
+    # how sampler steps bound the x0 estimate; "auto" is resolved per parameterisation (ddo.diffusion.X0_CLIP_AUTO)
+    "x0_clip": "auto",
     # optimisation
     "batch_size": 128, "grad_accum": 1, "bf16": False, "compile": False, "lr": 2e-4, "lr_schedule": "constant", "grad_clip": 1.0, "ema_decay": 0.999, "warmup": 100, "seed": 0,
     "iterations": None, "minutes": None, "ckpt_every": 500, "log_every": 10,
@@ -42,12 +47,29 @@ PRESETS: dict[str, dict] = {
 
 def resolve(flags: dict, preset: str | None = None, host=None) -> dict:
     """Merge defaults, a preset and the flags that were given (not ``None``); with a ``host``, the
-    defaults of the plugin options that apply to the result are filled in too."""
+    values the conditioning key declares (for keys neither the preset nor a flag set:
+    :func:`ddo.options.component_defaults`) and the defaults of the plugin options that apply to the
+    result are filled in too. ``x0_clip="auto"`` is resolved for the parameterisation in effect."""
     config = dict(DEFAULTS)
+    preset_values = {}
     if preset is not None:
         if preset not in PRESETS:
             raise UserError(f"unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
-        config.update(PRESETS[preset])
+        preset_values = PRESETS[preset]
+    config.update(preset_values)
     given = {k: v for k, v in flags.items() if v is not None}
     config.update(given)
-    return config if host is None else apply_option_defaults(config, given, host)
+    if host is not None:
+        config.update(component_defaults(config, set(preset_values) | set(given), host))
+        config = apply_option_defaults(config, given, host)
+    return complete(config)
+
+
+def complete(config: dict) -> dict:
+    """``config`` with the values that depend on others resolved: ``x0_clip`` (``"auto"`` or absent, as
+    in a configuration written before the option existed) for its parameterisation."""
+    try:
+        x0_clip = resolve_x0_clip(config.get("x0_clip"), config.get("parameterization", "eps"))
+    except ValueError as e:
+        raise UserError(f"{e} (--x0-clip)") from None
+    return {**config, "x0_clip": x0_clip}

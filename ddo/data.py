@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -332,11 +333,39 @@ def load_cifar10(split: str, data_root=None, resolution: int = 32, download: boo
 
 
 # --- image folder ------------------------------------------------------------------------------
+def _image_files(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    except OSError as e:
+        raise UserError(f"{folder} cannot be read ({e.strerror}); check its permissions") from None
+
+
+def count_images(folder) -> int:
+    """The number of PNG/JPEG files in ``folder`` (0 when it is not a readable folder): what
+    :func:`load_image_folder` would read, counted without reading them."""
+    try:
+        return len(_image_files(Path(folder))) if folder is not None and Path(folder).is_dir() else 0
+    except UserError:
+        return 0
+
+
+def _rgb(im):
+    """A PIL image as RGB: 16-bit grayscale scaled to 8 bits (a plain conversion would saturate it),
+    everything else (palette, grayscale, CMYK, alpha) through PIL's conversion."""
+    if im.mode.startswith("I;16"):
+        from PIL import Image
+
+        gray = (np.asarray(im, dtype=np.float64) / 257.0).round().clip(0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    return im.convert("RGB")
+
+
 def load_image_folder(folder, resolution: int = 32) -> ArrayImages:
     """Every PNG/JPEG in ``folder`` (sorted by name), centre-cropped to a square and resized.
 
-    Grayscale and palette images are converted to RGB; images smaller than ``resolution`` and
-    files that are not images are refused with a message naming the file.
+    Grayscale, 16-bit, palette and CMYK images are converted to RGB; images smaller than
+    ``resolution``, files that are not images (or are truncated, or whose header claims more pixels
+    than PIL's decompression-bomb limit) are refused with a message naming the file.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -345,21 +374,28 @@ def load_image_folder(folder, resolution: int = 32) -> ArrayImages:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = _image_files(folder)
     if not files:
         raise UserError(f"no PNG or JPEG files in {folder}")
     images = []
     for p in files:
         try:
-            with Image.open(p) as im:
-                im.load()
-                rgb = im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as e:
+            with warnings.catch_warnings():
+                # an image above PIL's warning size but below its hard limit is read as any other
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(p) as im:
+                    w, h = im.size
+                    if min(w, h) < resolution:
+                        raise UserError(f"{p} is {w}x{h}, smaller than the resolution {resolution}; "
+                                        "remove it or lower --resolution")
+                    im.load()
+                    rgb = _rgb(im)
+        except Image.DecompressionBombError:
+            raise UserError(f"{p} claims more pixels than PIL reads safely (a decompression bomb, or a damaged "
+                            "header); remove it from the folder") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise UserError(f"{p} is not a readable image ({type(e).__name__}); remove it from the folder") from None
         w, h = rgb.size
-        if min(w, h) < resolution:
-            raise UserError(f"{p} is {w}x{h}, smaller than the resolution {resolution}; "
-                            "remove it or lower --resolution")
         s = min(w, h)
         rgb = rgb.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
         images.append(np.asarray(rgb.resize((resolution, resolution), Image.LANCZOS)))

@@ -8,6 +8,7 @@ a :class:`~ddo.noise.NoiseField`; ``alpha_t(k) = alpha(t) exp(-(ky^2 + kx^2) tau
 """
 from __future__ import annotations
 
+import math
 
 import torch
 
@@ -18,6 +19,27 @@ from .noise import IndependentNoise, NoiseField
 TIMESTEP_SAMPLERS = ("uniform", "low_discrepancy")
 PARAMETERIZATIONS = ("eps", "x0", "v")
 WEIGHT_METHODS = (None, "min-snr")
+
+# How a sampler step bounds the x0 estimate before it uses it (``DenoisingDiffusion(x0_clip=...)``):
+# "none" (the estimate as the network gives it: the reference's sampler), "clip" (clipped to the data
+# range [-1, 1]: DDPM's clip_denoised), "dynamic" (Imagen's dynamic thresholding), "floor" (an eps
+# network's division by alpha_t floored per mode, softly, at ALPHA_FLOOR * sigma_t) and "floor-clip"
+# (the floor, then the clip). "auto" resolves per parameterisation (X0_CLIP_AUTO), as measured in
+# benchmarks/eps_sampling.py.
+X0_CLIPS = ("none", "clip", "dynamic", "floor", "floor-clip")
+X0_CLIP_AUTO = {"eps": "clip", "x0": "none", "v": "none"}
+ALPHA_FLOOR = 1.0  # in units of sigma_t: the eps error reaches the x0 estimate multiplied by at most 1 / (2 ALPHA_FLOOR)
+DYNAMIC_PERCENTILE = 0.995  # Imagen's
+
+
+def resolve_x0_clip(x0_clip: str | None, parameterization: str) -> str:
+    """The x0 bound in effect: ``x0_clip`` itself, or for ``"auto"`` / ``None`` the measured best for the
+    parameterisation (:data:`X0_CLIP_AUTO`: the clip to the data range for ``eps`` networks, nothing for ``x0`` and ``v``)."""
+    if x0_clip in (None, "auto"):
+        return X0_CLIP_AUTO.get(parameterization, "none")
+    if x0_clip not in X0_CLIPS:
+        raise ValueError(f"unknown x0 clip {x0_clip!r}; known: auto, {', '.join(X0_CLIPS)}")
+    return x0_clip
 
 
 def _as_batch_time(t, batch: int, device, dtype) -> torch.Tensor:
@@ -127,6 +149,15 @@ class DenoisingDiffusion:
     damping it makes the estimate there (the posterior mean) nearly independent of the draw. An ``eps``
     network sees ``z`` unscaled, as in the reference.
 
+    Sampler steps read the network through :meth:`step_prediction`, whose ``x0`` estimate is bounded as
+    ``x0_clip`` says, with the ``eps`` the step uses made consistent with it (``eps = (u - a x0) / s``
+    per mode). Why an ``eps`` network needs it under blurring: its estimate
+    ``x0_hat = (u - s eps_hat) / a`` multiplies the network's error in high modes by ``s / a``, which
+    grows like ``exp(|k|^2 tau(t))``; one step to ``s`` multiplies it by ``a_s / a_t``. ``"floor"``
+    floors the blur factor ``exp(-|k|^2 tau(t))`` of that divisor at :data:`ALPHA_FLOOR` (the VP part
+    ``alpha(t)`` stays exact, as in a diffusion without blurring), so no mode's error is amplified
+    more than ``1 / ALPHA_FLOOR`` beyond what the VP schedule does.
+
     Every method forwards ``**kwargs`` unchanged to the network; this is how conditioning
     information (for example a context image) reaches a wrapped network.
 
@@ -135,17 +166,24 @@ class DenoisingDiffusion:
         model: ``nn.Module`` called as ``model(x, temp, v, **kwargs)`` with ``temp: (B,)`` in ``[0, 1]``.
         parameterization: ``"eps"``, ``"x0"`` or ``"v"``: what the network predicts.
         timestep_sampler: ``"uniform"`` or ``"low_discrepancy"`` (stratified per batch).
-        use_clip: clip the ``x0`` estimate to ``[-1, 1]`` in :meth:`pred` and the ancestral step.
+        use_clip: the same as ``x0_clip="clip"`` (kept for callers that name it).
         weight_method: ``None`` (plain DSM) or ``"min-snr"`` (per-example weight
             ``min(SNR, 5) / SNR`` with ``SNR = exp(lambda(t))``: the ``x0`` error weighted by SNR capped at 5).
         clip_min: floor on divisors ``alpha_t`` when an ``eps`` network's ``x0`` estimate is formed.
+        x0_clip: how sampler steps bound the ``x0`` estimate: ``"auto"`` (default: ``"clip"`` for ``eps``
+            networks, ``"none"`` for ``x0`` and ``v``), ``"none"``, ``"clip"`` (to ``[-1, 1]`` in grid
+            space), ``"dynamic"`` (Imagen: divided by ``max(1, q)``, ``q`` the 99.5th percentile of
+            ``|x0_hat|`` per image, after clipping to ``[-q, q]``) or ``"floor"`` (above; for ``x0`` and
+            ``v`` networks, which divide by no ``alpha_t``, the same as ``"none"``).
     """
 
     def __init__(self, forward_diffusion: BlurringDiffusion, model: torch.nn.Module, parameterization: str = "eps",
                  timestep_sampler: str = "uniform", use_clip: bool = False, weight_method: str | None = None,
-                 clip_min: float = 1e-8):
+                 clip_min: float = 1e-8, x0_clip: str | None = "auto"):
         if parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"unknown parameterization {parameterization!r}; known: {', '.join(PARAMETERIZATIONS)}")
+        x0_clip = "clip" if use_clip and x0_clip in (None, "auto", "none") else x0_clip
+        self.x0_clip = resolve_x0_clip(x0_clip, parameterization)
         if timestep_sampler not in TIMESTEP_SAMPLERS:
             raise ValueError(
                 f"unknown timestep sampler {timestep_sampler!r}; known: {', '.join(TIMESTEP_SAMPLERS)}"
@@ -156,7 +194,6 @@ class DenoisingDiffusion:
         self.network = model
         self.parameterization = parameterization
         self.timestep_sampler = timestep_sampler
-        self.use_clip = use_clip
         self.weight_method = weight_method
         self.clip_min = clip_min
 
@@ -174,6 +211,32 @@ class DenoisingDiffusion:
         log_a, log_s = fd.log_alpha_sigma(s, y.shape[-2:])
         out = fd.to_modes(self.model(y, s, v, **kwargs))
         return Prediction(self.parameterization, fd.to_modes(y), out, log_a, log_s, self.clip_min)
+
+    def step_prediction(self, y: torch.Tensor, s, v: torch.Tensor | None = None, **kwargs) -> "Prediction":
+        """:meth:`predict` as sampler steps use it: the ``x0`` estimate bounded as ``x0_clip`` says and,
+        when it was bounded, read as an ``x0`` prediction, so that the ``eps`` of the step is
+        ``(u - a x0) / s`` per mode, consistent with it. With ``x0_clip="none"``: :meth:`predict` itself."""
+        p = self.predict(y, s, v, **kwargs)
+        floor = self.x0_clip in ("floor", "floor-clip") and self.parameterization == "eps"
+        if self.x0_clip == "none" or (self.x0_clip == "floor" and not floor):
+            return p
+        fd = self.forward_diffusion
+        if floor:  # x0 = a (u - s eps) / (a^2 + (c s)^2): the divisor a + (c s)^2 / a is at least 2 c s
+            log_gain = p.log_a - torch.logaddexp(2 * p.log_a, 2 * (p.log_s + math.log(ALPHA_FLOOR)))
+            # in the log domain and floored at e^-80 (a normal float32): no denormal arithmetic in high modes
+            x0 = (p.u - p.log_s.exp() * p.out) * log_gain.clamp_min(-80.0).exp()
+        else:
+            x0 = p.x0_modes()
+        if self.x0_clip in ("clip", "floor-clip", "dynamic"):
+            x = fd.from_modes(x0)
+            if self.x0_clip == "dynamic":
+                q = torch.quantile(x.abs().flatten(1), DYNAMIC_PERCENTILE, dim=1)
+                q = q.clamp_min(1.0).reshape(-1, *([1] * (x.dim() - 1)))
+                x = torch.maximum(torch.minimum(x, q), -q) / q
+            else:
+                x = x.clamp(-1.0, 1.0)
+            x0 = fd.to_modes(x)
+        return Prediction("x0", p.u, x0, p.log_a, p.log_s, self.clip_min)
 
     def epsilon(self, y: torch.Tensor, s, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """Predicted noise ``eps_hat(y, s)`` in grid space, ``(B, C, H, W)``."""
@@ -194,9 +257,12 @@ class DenoisingDiffusion:
         return -self.epsilon(y, s, v, **kwargs) / log_s.exp()
 
     def pred(self, y: torch.Tensor, s, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """:meth:`x0`, clipped to ``[-1, 1]`` when ``use_clip``."""
-        x0 = self.x0(y, s, v, **kwargs)
-        return x0.clamp(-1.0, 1.0) if self.use_clip else x0
+        """The ``x0`` estimate as sampler steps use it (bounded as ``x0_clip`` says), in grid space."""
+        return self.forward_diffusion.from_modes(self.step_prediction(y, s, v, **kwargs).x0_modes())
+
+    @property
+    def use_clip(self) -> bool:
+        return self.x0_clip == "clip"
 
     # --- training ---------------------------------------------------------------------------
     def sample_timesteps(self, batch: int, device=None, dtype=torch.float32, generator=None) -> torch.Tensor:
@@ -254,18 +320,22 @@ class DenoisingDiffusion:
         b, device, dtype = z_t.shape[0], z_t.device, z_t.dtype
         t, s = _as_batch_time(t, b, device, dtype), _as_batch_time(s, b, device, dtype)
         a_ts, sig_t2, sig_s2, v_ts, log_at, log_as, log_st = self._step_coefficients(t, s, z_t.shape[-2:])
-        p = self.predict(z_t, t, v, **kwargs)
-        u = p.u
-        if self.use_clip:
-            x_term = log_as.exp() * fd.to_modes(fd.from_modes(p.x0_modes()).clamp(-1.0, 1.0))
-        else:
-            x_term = p.scaled_x0_modes(log_as)
-        mean = a_ts * sig_s2 / sig_t2 * u + v_ts / sig_t2 * x_term
+        p = self.step_prediction(z_t, t, v, **kwargs)
+        mean = a_ts * sig_s2 / sig_t2 * p.u + v_ts / sig_t2 * p.scaled_x0_modes(log_as)
         if bool((s <= 1e-9).all()):
             return fd.from_modes(mean)
         std = torch.sqrt(v_ts * sig_s2 / sig_t2)
         noise = fd.noise_modes(z_t.shape, generator=generator, device=device, dtype=dtype)
         return fd.from_modes(mean + std * noise)
+
+    def deblur(self, z_0: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
+        """The clean image from a sampler's end point ``z_0 = alpha_0 x`` (slightly blurred when
+        ``sigma_blur_min > 0``): each DCT mode divided by ``alpha_0``, floored at ``floor`` (the
+        division would amplify an ``eps`` network's error in modes the blur all but removes)."""
+        fd = self.forward_diffusion
+        zero = torch.zeros(z_0.shape[0], device=z_0.device, dtype=z_0.dtype)
+        log_a, _ = fd.log_alpha_sigma(zero, z_0.shape[-2:])
+        return fd.from_modes(fd.to_modes(z_0) / log_a.exp().clamp_min(floor))
 
     def prior_sample(self, shape, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
         """``z_1 = sigma(1) * noise`` (the signal is ``alpha(1) < 0.007`` of the data and dropped)."""
@@ -276,7 +346,7 @@ class DenoisingDiffusion:
 
     def config(self) -> dict:
         return {"parameterization": self.parameterization, "timestep_sampler": self.timestep_sampler,
-                "use_clip": self.use_clip, "weight_method": self.weight_method,
+                "x0_clip": self.x0_clip, "weight_method": self.weight_method,
                 **self.forward_diffusion.config()}
 
 
@@ -315,4 +385,4 @@ class Prediction:
 
 
 __all__ = ["BlurringDiffusion", "LinearDiffusion", "DenoisingDiffusion", "Prediction", "PARAMETERIZATIONS",
-           "TIMESTEP_SAMPLERS"]
+           "TIMESTEP_SAMPLERS", "X0_CLIPS", "X0_CLIP_AUTO", "ALPHA_FLOOR", "resolve_x0_clip"]

@@ -2,11 +2,15 @@
 
 A plugin is a module or object with functions marked ``@ddo.hookimpl`` whose names are hooks
 below. Plugins are found through the ``ddo`` entry-point group of installed packages. Every
-``register_*`` hook receives a ``register(key, factory, requires=None)`` callback: the host owns the
-names, and a key registered twice is an error naming both plugins. ``requires`` declares the
-configuration values a component works with, ``{config key: allowed values}`` (for example a loss
+``register_*`` hook receives a ``register(key, factory, requires=None, defaults=None)`` callback: the
+host owns the names, and a key registered twice is an error naming both plugins. ``requires`` declares
+the configuration values a component works with, ``{config key: allowed values}`` (for example a loss
 that needs ``{"parameterization": ("x0", "v")}``); a run that selects the component with other values
-is refused at start (:func:`ddo.options.validate`).
+is refused at start (:func:`ddo.options.validate`). ``defaults`` (conditioning keys) declares the
+values of host options the component is best used with, ``{config key: value}`` (for example
+``{"parameterization": "x0", "loss": "x0-mse-relative"}``): a run with that conditioning that sets
+neither the flag nor a preset value for such a key gets the declared value, unless the run's other
+values rule it out (:func:`ddo.options.component_defaults`); ``ddo plugins`` lists them.
 """
 from __future__ import annotations
 

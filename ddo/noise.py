@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .dct import idct2
+from .rng import randn
 
 NOISE_TYPES = ("independent", "exponential")
 
@@ -26,7 +27,7 @@ class NoiseField:
 
     def sample_dct(self, shape, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
         """DCT coefficients of a sample, ``shape = (B, C, H, W)``."""
-        xi = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        xi = randn(shape, generator, device, dtype)
         return xi * mode_scale_cached(self, shape[-2], shape[-1], device, dtype)
 
     def sample(self, shape, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -48,7 +49,7 @@ class IndependentNoise(NoiseField):
         return torch.full((h, w), self.sigma, device=device, dtype=dtype)
 
     def sample_dct(self, shape, generator=None, device=None, dtype=torch.float32):
-        return self.sigma * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return self.sigma * randn(shape, generator, device, dtype)
 
     def sample(self, shape, generator=None, device=None, dtype=torch.float32):
         return self.sample_dct(shape, generator, device, dtype)

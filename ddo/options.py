@@ -100,6 +100,29 @@ def apply_option_defaults(config: dict, given: dict, host) -> dict:
     return out
 
 
+def component_defaults(config: dict, fixed, host) -> dict:
+    """The values the run's conditioning key declares it is best used with (``register(...,
+    defaults=...)``) that apply to ``config``: those of keys not in ``fixed`` (the keys a flag or the
+    preset set), in their declared order, each kept only when the component it selects (a loss, say)
+    accepts the configuration with the values kept before it. So ``--parameterization eps`` given with
+    a key whose declared loss needs ``x0`` keeps the host's loss instead of being refused for a loss
+    the user never asked for."""
+    key = config.get("conditioning")
+    if key is None or key not in host.model_wrappers:
+        return {}
+    out: dict = {}
+    for name, value in host.model_wrappers.defaults(key).items():
+        if name in fixed:
+            continue
+        trial = {**config, **out, name: value}
+        if name in COMPONENT_KEYS:
+            requires = getattr(host, COMPONENT_KEYS[name]).requires(value)
+            if any(trial.get(k) not in allowed for k, allowed in requires.items()):
+                continue
+        out[name] = value
+    return out
+
+
 def _allowed(what: str, requires: dict, config: dict) -> None:
     for key, allowed in requires.items():
         if config.get(key) not in allowed:
@@ -136,4 +159,5 @@ def check_resume(saved: dict, config: dict, host, where: str) -> None:
                             f"{config.get(key)} on --resume ({kind} options are fixed for a run): drop the flag or start a new --out")
 
 
-__all__ = ["Option", "KINDS", "apply_option_defaults", "validate", "frozen_keys", "check_resume", "options_of"]
+__all__ = ["Option", "KINDS", "apply_option_defaults", "component_defaults", "validate", "frozen_keys", "check_resume",
+           "options_of"]

@@ -51,10 +51,11 @@ class Host:
         return [self.pm.get_name(p) for p in self.pm.get_plugins()]
 
 
-def _register(registry: Registry, provider: str, key, factory=None, requires: dict | None = None) -> None:
+def _register(registry: Registry, provider: str, key, factory=None, requires: dict | None = None,
+              defaults: dict | None = None) -> None:
     if registry.kind == "option":  # register(Option(...)): the option names itself
         key, factory = key.name, key
-    registry.register(key, factory, provider=provider, requires=requires)
+    registry.register(key, factory, provider=provider, requires=requires, defaults=defaults)
 
 
 def autoload_enabled() -> bool:

@@ -27,10 +27,15 @@ class Registry:
         self._items: dict[str, Any] = {}
         self._providers: dict[str, str] = {}
         self._requires: dict[str, dict[str, tuple]] = {}
+        self._defaults: dict[str, dict[str, Any]] = {}
 
-    def register(self, key: str, factory: Any, provider: str = "?", requires: dict | None = None) -> None:
+    def register(self, key: str, factory: Any, provider: str = "?", requires: dict | None = None,
+                 defaults: dict | None = None) -> None:
         """``requires``: configuration values the component works with, ``{config key: allowed values}``
-        (for example ``{"parameterization": ("x0", "v")}``); checked by :func:`ddo.options.validate`."""
+        (for example ``{"parameterization": ("x0", "v")}``); checked by :func:`ddo.options.validate`.
+        ``defaults``: configuration values the component is best used with, ``{config key: value}``
+        (for example a conditioning key's ``{"parameterization": "x0"}``); a run that selects it and does
+        not set those keys gets them (:func:`ddo.options.component_defaults`)."""
         if not isinstance(key, str) or not key:
             raise ValueError(f"{self.kind} keys must be non-empty strings, got {key!r}")
         if key in self._items:
@@ -40,6 +45,7 @@ class Registry:
         self._items[key] = factory
         self._providers[key] = provider
         self._requires[key] = {k: tuple(v) for k, v in (requires or {}).items()}
+        self._defaults[key] = dict(defaults or {})
 
     def get(self, key: str) -> Any:
         try:
@@ -59,6 +65,10 @@ class Registry:
     def requires(self, key: str) -> dict[str, tuple]:
         self.get(key)
         return self._requires[key]
+
+    def defaults(self, key: str) -> dict[str, Any]:
+        self.get(key)
+        return dict(self._defaults[key])
 
     def keys(self) -> list[str]:
         return sorted(self._items)

@@ -28,22 +28,23 @@ def denoise_step(gen_sde: DenoisingDiffusion, z_t, t: float, s: float, v=None, g
 def ddim_step(gen_sde: DenoisingDiffusion, z_t, t: float, s: float, v=None, generator=None, **kwargs):
     """Deterministic step per DCT mode: ``u_s = a_s x0_hat + sigma_s eps_hat`` (one network call).
 
-    Written with the ``x0`` estimate: for an ``x0`` or ``v`` network
+    Written with the ``x0`` estimate: for an ``x0`` or ``v`` network, and for an ``eps`` network whose
+    estimate the denoiser bounds (``x0_clip``, :meth:`DenoisingDiffusion.step_prediction`),
     ``u_s = a_s x0_hat + (sigma_s / sigma_t) (u_t - a_t x0_hat)``, every coefficient at most 1, so
-    nothing is amplified at any step count. For an ``eps`` network ``a_s x0_hat`` is
-    ``(a_s / a_t) (u_t - sigma_t eps_hat)`` (ratio in the log domain), which under blurring grows like
-    ``exp(|k|^2 d_tau)`` in high modes: few steps can diverge there (see README, Known limitations).
-    At ``s = 0`` it returns ``a_0 x0_hat`` like the other samplers.
+    nothing is amplified at any step count. For an unbounded ``eps`` network (``x0_clip="none"``)
+    ``a_s x0_hat`` is ``(a_s / a_t) (u_t - sigma_t eps_hat)`` (ratio in the log domain), which under
+    blurring grows like ``exp(|k|^2 d_tau)`` in high modes: few steps can diverge there (see README,
+    Known limitations). At ``s = 0`` it returns ``a_0 x0_hat`` like the other samplers.
     """
     fd = gen_sde.forward_diffusion
     b, device, dtype = z_t.shape[0], z_t.device, z_t.dtype
     ss = _as_batch_time(s, b, device, dtype)
-    p = gen_sde.predict(z_t, t, v, **kwargs)
+    p = gen_sde.step_prediction(z_t, t, v, **kwargs)
     log_as, log_ss = fd.log_alpha_sigma(ss, z_t.shape[-2:])
     signal = p.scaled_x0_modes(log_as)
     if s <= 0:
         return fd.from_modes(signal)
-    if gen_sde.parameterization == "eps":
+    if p.parameterization == "eps":
         return fd.from_modes(signal + log_ss.exp() * p.out)
     return fd.from_modes(signal + torch.exp(log_ss - p.log_s) * (p.u - p.log_a.exp() * p.x0_modes()))
 
@@ -54,7 +55,8 @@ def euler_maruyama_step(gen_sde: DenoisingDiffusion, z_t, t: float, s: float, v=
     Forward SDE per mode: ``du = f_k u dt + g_k dW`` with ``f_k = d log alpha_k / dt`` and
     ``g_k^2 = d sigma^2 / dt - 2 f_k sigma^2``. Reverse step of size ``dt = t - s``:
     ``u_s = u_t - (f_k u_t + g_k^2 eps_hat / sigma_t) dt + g_k sqrt(dt) xi`` (``xi`` from the noise field).
-    The last step (to ``s = 0``) adds no noise.
+    The last step (to ``s = 0``) adds no noise. ``eps_hat`` is the one consistent with the bounded
+    ``x0`` estimate (:meth:`DenoisingDiffusion.step_prediction`).
     """
     fd = gen_sde.forward_diffusion
     b, device, dtype = z_t.shape[0], z_t.device, z_t.dtype
@@ -66,8 +68,8 @@ def euler_maruyama_step(gen_sde: DenoisingDiffusion, z_t, t: float, s: float, v=
         f = f - mode_eigenvalues(z_t.shape[-2:], device=device, dtype=dtype) * fd.dissipation.dtau_dt(tt)
     sig2 = torch.sigmoid(-lam)
     g2 = (-sig2 * torch.sigmoid(lam) * dlam - 2 * f * sig2).clamp_min(0.0)
-    u = fd.to_modes(z_t)
-    eps = fd.to_modes(gen_sde.epsilon(z_t, tt.flatten(), v, **kwargs))
+    p = gen_sde.step_prediction(z_t, tt.flatten(), v, **kwargs)
+    u, eps = p.u, p.eps_modes()
     u = u - (f * u + g2 * eps / sig2.sqrt()) * dt
     if s > 0:
         u = u + torch.sqrt(g2 * dt) * fd.noise_modes(z_t.shape, generator=generator, device=device, dtype=dtype)
@@ -89,18 +91,33 @@ def check_step(step) -> None:
 
 @torch.no_grad()
 def sample(gen_sde: DenoisingDiffusion, shape, num_steps: int = 250, sampler=denoise_step, generator=None,
-           progress: bool = True, v=None, device=None, **model_kwargs) -> torch.Tensor:
+           progress: bool = True, v=None, device=None, clean_end: bool = False, after_step=None,
+           **model_kwargs) -> torch.Tensor:
     """Draw samples of ``shape = (B, C, H, W)`` with the step function ``sampler``.
 
-    ``model_kwargs`` reach the network at every step.
+    ``model_kwargs`` reach the network at every step. ``clean_end``: end at the clean image, not at
+    ``z_0 = alpha_0 x`` (slightly blurred when ``sigma_blur_min > 0``, where the samplers end): for
+    ``x0``/``v`` networks the last step returns the network's ``x0`` estimate itself (exact at any
+    resolution, where ``alpha_0`` of high modes falls below float precision), for ``eps`` networks
+    ``z_0`` is deblurred (:meth:`~ddo.diffusion.DenoisingDiffusion.deblur`). ``after_step(z_s, s)``:
+    applied after every step that ends above ``s = 0`` (a caller's projection, such as re-imposing
+    observations).
     """
     check_step(sampler)
     if device is None:
         device = next(gen_sde.network.parameters()).device
     z = gen_sde.prior_sample(shape, generator=generator, device=device)
     ts = timesteps(num_steps)
-    for t, s in progress_bar(list(zip(ts[:-1], ts[1:])), desc="sampling", enabled=progress):
+    one_call = gen_sde.parameterization in ("x0", "v")
+    for t, s in progress_bar(list(zip(ts[:-1], ts[1:])), desc="sampling", enabled=progress, leave=False):
+        if s <= 0 and clean_end and one_call:
+            z = gen_sde.x0(z, t, v, **model_kwargs)
+            continue
         z = sampler(gen_sde, z, t, s, v, generator, **model_kwargs)
+        if s <= 0 and clean_end:
+            z = gen_sde.deblur(z)
+        elif after_step is not None and s > 0:
+            z = after_step(z, s)
     return z
 
 

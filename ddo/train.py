@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from . import sampling
-from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import LR_SCHEDULES
+from . import runlock, sampling
+from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .config import LR_SCHEDULES, complete
 from .data import RandomFlip
 from .diffusion import BlurringDiffusion, DenoisingDiffusion, LinearDiffusion
-from .errors import UserError
+from .errors import NumericalError, UserError
 from .models import FNOUNet2d, SpectralConv2d, coordinate_grid
 from .noise import make_noise
 from .options import check_resume, validate
@@ -62,16 +62,20 @@ def build_model(config: dict, host):
         network = wrapper.build_model(lambda **over: model_factory(**{**base_cfg, **over}))
         gen_sde = DenoisingDiffusion(fd, network, parameterization=config.get("parameterization", "eps"),
                                      timestep_sampler=config["timestep_sampler"],
-                                     weight_method=config["weight_method"])
+                                     weight_method=config["weight_method"], x0_clip=config.get("x0_clip", "auto"))
     except (ValueError, KeyError) as e:
         raise UserError(str(e).strip("'\"")) from None
     return gen_sde, wrapper
 
 
-def load_model(checkpoint_path, host, device="cpu", use_ema: bool = True):
-    """Rebuild ``(gen_sde, wrapper, config)`` from a checkpoint (the EMA weights by default)."""
+def load_model(checkpoint_path, host, device="cpu", use_ema: bool = True, x0_clip: str | None = None):
+    """Rebuild ``(gen_sde, wrapper, config)`` from a checkpoint (the EMA weights by default).
+
+    ``x0_clip``: how the sampler steps bound the ``x0`` estimate, instead of the checkpoint's own
+    (``None``: the checkpoint's; a checkpoint written before the option existed gets ``"auto"``, the
+    measured best for its parameterisation). The returned ``config`` holds the value in effect."""
     state = load_checkpoint(checkpoint_path)
-    config = state["config"]
+    config = complete({**state["config"], **({} if x0_clip is None else {"x0_clip": x0_clip})})
     gen_sde, wrapper = build_model(config, host)
     weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
     try:
@@ -153,12 +157,15 @@ def train(config: dict, host, out_dir, resume: bool = False, device: str | torch
     device = torch.device(device)
     state = _check_start(config, host, out_dir, resume)
     dist = _Dist(device)
+    lock = runlock.acquire(out_dir) if dist.main else None  # one writer per run directory (ddo.runlock)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     try:
         return _train(config, host, out_dir, state, device, dist, progress)
     finally:
         dist.close()
+        if lock is not None:
+            lock.release()
 
 
 def _check_start(config: dict, host, out_dir: Path, resume: bool) -> dict | None:
@@ -197,8 +204,11 @@ class _Run:
 
 
 def _setup(config: dict, host, state: dict | None, device, dist) -> _Run:
-    """Build the model, EMA, optimizer, loss and data of a run; restore them from ``state``."""
-    torch.manual_seed(config["seed"])
+    """Build the model, EMA, optimizer, loss and data of a run; restore them from ``state``.
+
+    Every global generator (torch, numpy, python) is seeded from ``--seed`` first, so the RNG states
+    a checkpoint saves are a function of the command, and two identical runs write identical checkpoints."""
+    seed_everything(config["seed"])
     if config["batch_size"] % dist.world:
         raise UserError(f"--batch-size {config['batch_size']} is not divisible by the {dist.world} processes")
     gen_sde, wrapper = build_model(config, host)
@@ -315,8 +325,8 @@ def _optimise(run: _Run, batch: dict, config: dict, dist, device, lr: float, out
     run.optimizer.zero_grad(set_to_none=True)
     loss = _accumulate(run.gen_sde, run.loss_fn, run.wrapper, batch, config, run.step, dist, device)
     if not torch.isfinite(loss):
-        raise UserError(f"the loss became non-finite at step {run.step}; the last good checkpoint is "
-                        f"kept in {out_dir}; lower --lr or check the data")
+        raise NumericalError(f"the loss became non-finite at step {run.step} (the training diverged); the last good "
+                             f"checkpoint, if any, is kept in {out_dir}; lower --lr or check the data")
     if config["grad_clip"]:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), config["grad_clip"])
     run.optimizer.step()
@@ -458,7 +468,8 @@ def _preview(run: _Run, config: dict, path: Path, device, host) -> None:
     """Unconditional sample grid from the EMA weights (skipped when the model needs extra inputs)."""
     if run.wrapper.needs_inputs:
         return
-    preview = DenoisingDiffusion(run.gen_sde.forward_diffusion, run.ema, run.gen_sde.parameterization)
+    preview = DenoisingDiffusion(run.gen_sde.forward_diffusion, run.ema, run.gen_sde.parameterization,
+                                 x0_clip=run.gen_sde.x0_clip)
     g = torch.Generator(device=device).manual_seed(config["seed"])
     shape = (config["num_sample"], config["channels"], config["resolution"], config["resolution"])
     x = sampling.sample(preview, shape, num_steps=config["sample_steps"], sampler=host.samplers.get(config["sampler"]),

@@ -7,8 +7,8 @@ from .datasets import (FixedSparseMaskDataset, create_context_image_batched, cre
                        create_query_mask_batched)
 from .masks import PATTERNS, fixed_mask
 from .models import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
-from .reconstruct import reconstruct
+from .reconstruct import Reconstructor, SamplingPlan, reconstruct
 
 __all__ = ["FixedSparseMaskDataset", "create_context_image_batched", "create_query_mask_batched",
            "create_observation_mask_batched", "fixed_mask", "PATTERNS", "ConditionalDDOModel",
-           "ConditionalDDOModelSimple", "ConditionalLiftModel", "reconstruct"]
+           "ConditionalDDOModelSimple", "ConditionalLiftModel", "reconstruct", "Reconstructor", "SamplingPlan"]

@@ -12,9 +12,11 @@ def interpolate(image: np.ndarray, context_indices: np.ndarray, method: str) -> 
     """Fill an ``(H, W, C)`` image from its pixels at flat ``context_indices``.
 
     ``linear`` and ``cubic`` are undefined outside the convex hull of the context; there the
-    nearest context value is used.
+    nearest context value is used (everywhere, when the hull is empty: fewer than three context
+    pixels, or all of them on one line).
     """
     from scipy.interpolate import griddata
+    from scipy.spatial import QhullError
 
     h, w, c = image.shape
     flat = image.reshape(h * w, c)
@@ -31,7 +33,10 @@ def interpolate(image: np.ndarray, context_indices: np.ndarray, method: str) -> 
     grid = np.stack([gy.ravel(), gx.ravel()], axis=1).astype(np.float64)
     out = griddata(pts, vals, grid, method="nearest")
     if method != "nearest":
-        fine = griddata(pts, vals, grid, method=method)
+        try:
+            fine = griddata(pts, vals, grid, method=method)
+        except QhullError:  # fewer than three context pixels, or all on one line: the hull is empty
+            return out.reshape(h, w, c)
         ok = np.isfinite(fine)
         out[ok] = fine[ok]
     return out.reshape(h, w, c)
@@ -43,5 +48,5 @@ def baseline_batch(images01: torch.Tensor, context_indices: torch.Tensor, method
         raise ValueError(f"unknown baseline {method!r}; known: {', '.join(BASELINES)}")
     out = []
     for img, idx in zip(images01.permute(0, 2, 3, 1).double().cpu().numpy(), context_indices.cpu().numpy()):
-        out.append(interpolate(img, idx, method))
+        out.append(interpolate(img, np.unique(idx), method))  # padding repeats an observed pixel
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(images01.dtype).clamp(0, 1)

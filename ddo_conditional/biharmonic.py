@@ -22,7 +22,7 @@ import functools
 import numpy as np
 import torch
 
-from ddo.errors import UserError
+from ddo.api import Knob, UserError, guard
 
 MAX_PIXELS = 64 * 64  # G is N x N float64: 134 MB at 64x64
 
@@ -59,21 +59,34 @@ def green(h: int, w: int, device=None) -> torch.Tensor:
     if h * w > MAX_PIXELS:
         raise UserError(f"batched biharmonic inpainting supports grids up to {MAX_PIXELS} pixels (64x64), got "
                         f"{h}x{w}; use a smaller --resolution or --conditioning sparse-interp")
+    # the stencil matrix, its inverse and the solver's workspace: N x N float64 each
+    guard(f"biharmonic inpainting at {h}x{w}", lambda resolution: 4 * 8 * (resolution * resolution) ** 2,
+          [Knob("resolution", "--resolution", max(h, w))], device)
     return _green(h, w).to(device)
 
 
-def biharmonic_inpaint(values: torch.Tensor, indices: torch.Tensor, h: int, w: int) -> torch.Tensor:
+def biharmonic_inpaint(values: torch.Tensor, indices: torch.Tensor, h: int, w: int,
+                       valid: torch.Tensor | None = None) -> torch.Tensor:
     """Biharmonic inpainting ``(B, C, H, W)`` of ``values (B, K, C)`` observed at flat ``indices (B, K)``,
-    equal to ``skimage.restoration.inpaint_biharmonic`` (to float64 rounding), in ``values``' dtype."""
+    equal to ``skimage.restoration.inpaint_biharmonic`` (to float64 rounding), in ``values``' dtype.
+    ``valid (B, K)``: ``False`` marks padding (entries that repeat an observed pixel; images with
+    fewer observations share the batch), which takes no part in the solve."""
     b, k, c = values.shape
     g = green(h, w, values.device)
     idx = indices.long()
     x = values.to(torch.float64)
     gkk = g[idx[:, :, None], idx[:, None, :]]                                  # (B, K, K)
-    coef = torch.linalg.solve(gkk, torch.cat([x, x.new_ones(b, k, 1)], -1))     # (B, K, C + 1)
+    rhs = torch.cat([x, x.new_ones(b, k, 1)], -1)
+    if valid is not None:  # padding: identity rows and columns, zero right-hand side, so zero coefficients
+        m = valid.to(torch.float64)
+        eye = torch.eye(k, dtype=torch.float64, device=values.device)
+        gkk = gkk * (m[:, :, None] * m[:, None, :]) + eye * (1 - m)[:, :, None]
+        rhs = rhs * m[..., None]
+    coef = torch.linalg.solve(gkk, rhs)                                         # (B, K, C + 1)
     # G[:, K] coef for every image as one GEMM: the coefficients scattered into an (N, B (C + 1)) matrix
+    # (added, so that padding, which repeats an index with a zero coefficient, changes nothing)
     w_full = torch.zeros(b, h * w, c + 1, dtype=torch.float64, device=values.device)
-    w_full.scatter_(1, idx[..., None].expand(-1, -1, c + 1), coef)
+    w_full.scatter_add_(1, idx[..., None].expand(-1, -1, c + 1), coef)
     phi = (g @ w_full.transpose(0, 1).reshape(h * w, b * (c + 1))).reshape(h * w, b, c + 1).transpose(0, 1)
     phi_x, phi_1 = phi[..., :c], phi[..., c:]
     u = phi_x + phi_x.mean(1, keepdim=True) / phi_1.mean(1, keepdim=True) * (1 - phi_1)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import logging
 
-from ddo.arguments import nonneg_int, positive_int
-from ddo.builtins import ModelWrapper
-from ddo.options import Option
+from ddo.api import ModelWrapper, Option, nonneg_int, positive_int
 
+from .augment import DihedralAugment, PhotometricAugment, augment_list
 from .biharmonic import MAX_PIXELS, biharmonic_inpaint
-from .datasets import POINT_COORDS, DihedralAugment, FixedSparseMaskDataset, PhotometricAugment, augment_list, context_tensors
-from .masks import PATTERNS, MaskError, mask_counts
-from .models import (RESIDUAL_SCALES, ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel,
-                     PointSetModel, SparseInterpModel)
+from .datasets import POINT_COORDS, FixedSparseMaskDataset, context_tensors, context_validity
+from .masks import PATTERNS, MaskError, context_ratio_arg, mask_counts, ratio_range
+from .models import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
+from .refiners import RESIDUAL_SCALES, PointSetModel, SparseInterpModel
 from .points import ENCODERS, point_context
 
 log = logging.getLogger("ddo_conditional")
@@ -29,8 +28,9 @@ DENSE_KEYS = ("sparse-biharmonic",) + POINT_KEYS  # those whose kwargs hold a de
 X0_OR_V = ("x0", "v")
 
 OPTIONS = (
-    Option("context_ratio", float, 0.1, "fraction of each image's pixels observed (the context)", "data",
-           conditioning=SPARSE_KEYS),
+    Option("context_ratio", context_ratio_arg, 0.1, "fraction of each image's pixels observed (the context), or a "
+           "range LO:HI: each image then observes its own ratio, log-uniform in it (a function of seed and index)",
+           "data", conditioning=SPARSE_KEYS),
     Option("query_ratio", float, 0.1, "fraction of each image's pixels held out for scoring (the query)", "data",
            conditioning=SPARSE_KEYS),
     Option("mask_seed", nonneg_int, 42, "seed of the fixed masks (a mask is a function of seed and image index)",
@@ -74,7 +74,7 @@ class SparseConditioning(ModelWrapper):
     def __init__(self, config: dict | None = None):
         super().__init__(config)
         cfg = {**DEFAULTS, **{k: v for k, v in self.run_config.items() if v is not None}}
-        self.context_ratio, self.query_ratio = float(cfg["context_ratio"]), float(cfg["query_ratio"])
+        self.context_ratio, self.query_ratio = context_ratio_arg(cfg["context_ratio"]), float(cfg["query_ratio"])
         self.mask_seed, self.mask_pattern = int(cfg["mask_seed"]), cfg["mask_pattern"]
         self.augment = augment_list(cfg["augment"])
         self.options = cfg
@@ -86,12 +86,9 @@ class SparseConditioning(ModelWrapper):
         if self.mask_seed < 0:
             raise MaskError(f"mask seed must be non-negative, got {self.mask_seed}")
         res = int(cfg.get("resolution", 32))
-        mask_counts(res, res, self.context_ratio, self.query_ratio)
-
-    def mask_settings(self) -> dict:
-        """The mask options in effect: ``context_ratio``, ``query_ratio``, ``mask_seed``, ``mask_pattern``."""
-        return {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "mask_seed": self.mask_seed,
-                "mask_pattern": self.mask_pattern}
+        lo, hi = ratio_range(self.context_ratio)
+        mask_counts(res, res, hi, self.query_ratio)
+        mask_counts(res, res, lo, self.query_ratio)
 
     def mask_dataset(self, dataset, **overrides) -> FixedSparseMaskDataset:
         kw = {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "seed": self.mask_seed,
@@ -178,7 +175,8 @@ class BiharmonicInterpConditioning(InterpConditioning):
     def model_kwargs(self, batch: dict, device) -> dict:
         h, w = batch["image"].shape[-2:]
         values = batch["context_values"].to(device, non_blocking=True)
-        dense = biharmonic_inpaint(values, batch["context_indices"].to(device, non_blocking=True), h, w)
+        dense = biharmonic_inpaint(values, batch["context_indices"].to(device, non_blocking=True), h, w,
+                                   context_validity(batch).to(device))
         return {**super().model_kwargs(batch, device), "context_dense": dense}
 
 
@@ -212,6 +210,18 @@ class PointConditioning(SparseConditioning):
             encoder = ENCODERS[self.key](self.channels, dim, base_resolution=int(self.options.get("resolution", 32)))
         return PointSetModel(make_base(), encoder, dim, input_dim=self.channels, residual=self.parameterization == "x0")
 
+
+# The parameterisation and loss each key was measured best with, applied by the host when a run gives
+# neither flag (nor a preset value): the keys whose network refines an interpolation predict x0 and are
+# trained with x0-mse-relative (README: the demo and the point-set models); sparse-interp's inputs hold
+# no dense interpolation for that loss's weights, so it gets x0-mse-mixed, the same loss unweighted.
+# The spec's keys (sparse-encoder, sparse-concat) and sparse-lift keep the host's eps and dsm.
+KEY_DEFAULTS = {
+    "sparse-biharmonic": {"parameterization": "x0", "loss": "x0-mse-relative"},
+    "sparse-setconv": {"parameterization": "x0", "loss": "x0-mse-relative"},
+    "sparse-attention": {"parameterization": "x0", "loss": "x0-mse-relative"},
+    "sparse-interp": {"parameterization": "x0", "loss": "x0-mse-mixed"},
+}
 
 WRAPPERS = {"sparse-encoder": EncoderConditioning, "sparse-concat": ConcatConditioning,
             "sparse-lift": LiftConditioning, "sparse-interp": InterpConditioning,

@@ -1,15 +1,13 @@
 """The fixed-mask dataset and the batched scatters that turn sparse points into images."""
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .biharmonic import biharmonic_inpaint
-from .masks import PATTERNS, MaskError, fixed_mask
-from .points import bilinear, cell_coords, dihedral_points
+from .masks import PATTERNS, MaskError, fixed_mask, image_ratio, mask_counts, ratio_range
+from .points import bilinear, cell_coords
 
 
 VALUE_RANGES = ("auto", "0,1", "-1,1")
@@ -64,7 +62,14 @@ class FixedSparseMaskDataset(Dataset):
     (:func:`as_item` states the pixel-range rule). The mask of an item is
     :func:`~ddo_conditional.masks.fixed_mask` of its global index, so it is the same in every epoch
     and process. Items become dicts with ``image (C, H, W)`` in ``[-1, 1]``, ``index``,
-    ``context_indices (K,)``, ``context_values (K, C)``, ``query_indices (Q,)`` and ``query_values (Q, C)``.
+    ``context_indices (K,)``, ``context_values (K, C)``, ``context_count`` (the number of distinct context
+    pixels), ``query_indices (Q,)`` and ``query_values (Q, C)``.
+
+    ``context_ratio`` may be a range ``"lo:hi"`` (:func:`~ddo_conditional.masks.ratio_range`): each image
+    then has its own ratio (:func:`~ddo_conditional.masks.image_ratio`), and its ``context_count`` real
+    context pixels come first in arrays of the range's largest count ``K``, padded by repeating the first
+    pixel (index and value), so that batches collate and scatters into an image are unchanged; whatever
+    needs distinct points reads ``context_count`` (or ``context_valid``, ``False`` on the padding).
 
     ``coords`` adds the context as a point set (:mod:`ddo_conditional.points`): ``context_coords (K, 2)``,
     ``context_point_values (K, C)`` and ``context_valid (K,)``. ``"grid"``: the centres of the context
@@ -85,6 +90,7 @@ class FixedSparseMaskDataset(Dataset):
             raise ValueError(f"unknown context coordinates {coords!r}; known: {', '.join(POINT_COORDS)}")
         self.dataset, self.value_range, self.coords = dataset, value_range, coords
         self.context_ratio, self.query_ratio, self.seed, self.pattern = context_ratio, query_ratio, seed, pattern
+        self.ratio_range = ratio_range(context_ratio)
         self._masks: dict = {}  # (index, h, w) -> (context, query) int32 indices: computed once per image
         if len(dataset):
             self[0]  # validates the ratios against the image size once, early
@@ -93,12 +99,19 @@ class FixedSparseMaskDataset(Dataset):
         return len(self.dataset)
 
     def mask(self, index: int, h: int, w: int):
+        """``(context indices (K,), query indices (Q,), count)``: the first ``count`` context indices are
+        the image's own, the rest repeat the first (a ratio range; see the class docstring)."""
         key = (index, h, w)
         if key not in self._masks:
-            ctx, qry = fixed_mask(self.seed, index, h, w, self.context_ratio, self.query_ratio, self.pattern)
-            self._masks[key] = (ctx.astype(np.int32), qry.astype(np.int32))
-        ctx, qry = self._masks[key]
-        return torch.from_numpy(ctx).long(), torch.from_numpy(qry).long()
+            lo, hi = self.ratio_range
+            k_max, _ = mask_counts(h, w, hi, self.query_ratio)
+            ratio = max(image_ratio(self.seed, index, lo, hi), 1.0 / (h * w))  # at least one context pixel
+            ctx, qry = fixed_mask(self.seed, index, h, w, ratio, self.query_ratio, self.pattern)
+            count = len(ctx)
+            ctx = np.concatenate([ctx, np.full(k_max - count, ctx[0])])
+            self._masks[key] = (ctx.astype(np.int32), qry.astype(np.int32), count)
+        ctx, qry, count = self._masks[key]
+        return torch.from_numpy(ctx).long(), torch.from_numpy(qry).long(), count
 
     def point_coords(self, index: int, h: int, w: int, context: torch.Tensor) -> torch.Tensor:
         """``(K, 2)`` coordinates of the context points of image ``index`` (see the class docstring)."""
@@ -111,15 +124,15 @@ class FixedSparseMaskDataset(Dataset):
         item = as_item(self.dataset[i], i, self.value_range)
         image = item["image"]
         c, h, w = image.shape
-        ctx, qry = self.mask(item["index"], h, w)
+        ctx, qry, count = self.mask(item["index"], h, w)
         flat = image.reshape(c, h * w)
-        item.update(context_indices=ctx, context_values=flat[:, ctx].T.contiguous(),
+        item.update(context_indices=ctx, context_values=flat[:, ctx].T.contiguous(), context_count=count,
                     query_indices=qry, query_values=flat[:, qry].T.contiguous())
         if self.coords != "none":
             coords = self.point_coords(item["index"], h, w, ctx)
             values = item["context_values"] if self.coords == "grid" else bilinear(image, coords)
             item.update(context_coords=coords, context_point_values=values,
-                        context_valid=torch.ones(len(ctx), dtype=torch.bool))
+                        context_valid=torch.arange(len(ctx)) < count)
         return item
 
 
@@ -154,160 +167,16 @@ def context_tensors(batch: dict, device=None) -> dict:
             "observation_mask": create_observation_mask_batched(idx, h, w, image.dtype)}
 
 
+def context_validity(batch: dict) -> torch.Tensor:
+    """``(B, K)``: ``True`` on each image's own context pixels, ``False`` on the padding of a ratio range."""
+    idx = batch["context_indices"]
+    count = batch.get("context_count")
+    if count is None:
+        return torch.ones(idx.shape, dtype=torch.bool, device=idx.device)
+    return torch.arange(idx.shape[1], device=idx.device) < torch.as_tensor(count, device=idx.device).view(-1, 1)
+
+
 def biharmonic_context(indices: torch.Tensor, values: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Biharmonic inpainting ``(C, H, W)`` of ``values (K, C)`` observed at flat ``indices (K,)`` of an
     ``h x w`` grid (one image; :func:`~ddo_conditional.biharmonic.biharmonic_inpaint` for a batch)."""
     return biharmonic_inpaint(values[None], indices[None], h, w)[0]
-
-
-AUGMENTATIONS = ("dihedral", "photometric")
-
-
-class AugmentError(argparse.ArgumentTypeError, ValueError):
-    """An unknown ``--augment`` name (a flag error on the command line, a ``ValueError`` elsewhere)."""
-
-
-def augment_list(text: str) -> str:
-    """``--augment``: ``none`` or a comma-separated subset of :data:`AUGMENTATIONS`, in canonical order."""
-    names = {n.strip() for n in str(text).split(",") if n.strip()} - {"none"}
-    unknown = names - set(AUGMENTATIONS)
-    if unknown:
-        raise AugmentError(f"unknown augmentation {', '.join(sorted(unknown))}; known: none, "
-                           f"{', '.join(AUGMENTATIONS)} (combine with commas)")
-    return ",".join(n for n in AUGMENTATIONS if n in names) or "none"
-
-
-def epoch_of(dataset) -> int:
-    """The epoch of the first dataset in the ``.dataset`` chain that has one (the trainer's
-    :class:`~ddo.data.RandomFlip`), else 0."""
-    d = dataset
-    while d is not None:
-        if "epoch" in vars(d):
-            return int(vars(d)["epoch"])
-        d = vars(d).get("dataset")
-    return 0
-
-
-class _Wrapper(Dataset):
-    """A training-time transform of :class:`FixedSparseMaskDataset` items that exposes the wrapped
-    dataset's mask parameters."""
-
-    def __init__(self, dataset, seed: int = 0):
-        self.dataset, self.seed = dataset, seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getattr__(self, name):
-        if name in ("dataset", "seed") or name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-
-def photometric_map(rng: np.random.Generator, channels: int):
-    """A random colour map of ``[0, 1]`` values ``(..., C, N)`` -> same shape, pixel by pixel: a
-    channel permutation, a hue rotation (+-30 degrees about the grey axis), saturation (x0.6-1.4),
-    contrast about ``anchor`` (x0.7-1.4), gamma (0.74-1.35) and brightness (+-0.08), then a clip."""
-    perm = rng.permutation(channels) if channels == 3 else np.arange(channels)
-    theta = rng.uniform(-np.pi / 6, np.pi / 6)
-    sat, con = rng.uniform(0.6, 1.4), np.exp(rng.uniform(np.log(0.7), np.log(1.4)))
-    gamma, bright = np.exp(rng.uniform(-0.3, 0.3)), rng.uniform(-0.08, 0.08)
-    k = np.ones(3) / np.sqrt(3)  # Rodrigues' rotation about the grey axis
-    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    rot = torch.tensor(np.cos(theta) * np.eye(3) + np.sin(theta) * cross + (1 - np.cos(theta)) * np.outer(k, k),
-                       dtype=torch.float32)
-
-    def apply(x: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-        x = x[..., perm, :]
-        if channels == 3:
-            x = torch.einsum("ij,...jn->...in", rot.to(x.dtype), x)
-            grey = x.mean(-2, keepdim=True)
-            x = grey + sat * (x - grey)
-        x = anchor + con * (x - anchor)
-        return (x.clamp(0, 1) ** gamma + bright).clamp(0, 1)
-
-    return apply
-
-
-class PhotometricAugment(_Wrapper):
-    """Training items under a random colour map (:func:`photometric_map`) of ``(seed, epoch, index)``,
-    applied to the image; the context and query values are read again from the mapped image at the
-    same (fixed) indices, so image and context stay consistent. The contrast anchor is the image's
-    mean before the map."""
-
-    def __getitem__(self, i: int) -> dict:
-        item = dict(self.dataset[i])
-        image = item["image"]
-        c, h, w = image.shape
-        rng = np.random.default_rng([self.seed, epoch_of(self), int(item["index"]), 0xC010])
-        x = (image.reshape(c, h * w) + 1) / 2
-        colour, anchor = photometric_map(rng, c), x.mean()
-        x = colour(x, anchor) * 2 - 1
-        item["image"] = x.reshape(c, h, w)
-        for key in ("context", "query"):
-            item[key + "_values"] = x[:, item[key + "_indices"]].T.contiguous()
-        if "context_point_values" in item:  # the same map on the points' own values
-            p = (item["context_point_values"].T + 1) / 2
-            item["context_point_values"] = (colour(p, anchor) * 2 - 1).T.contiguous()
-        return item
-
-
-def dihedral_transforms(h: int, w: int) -> list[tuple[int, bool]]:
-    """``(quarter turns, flip)`` pairs of the symmetries of an ``h x w`` grid: the 8 of the square's
-    dihedral group when ``h == w``, else the 4 that keep the shape."""
-    turns = range(4) if h == w else (0, 2)
-    return [(k, flip) for k in turns for flip in (False, True)]
-
-
-def apply_dihedral(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    """``k`` quarter turns of the last two axes, then a flip of the last one if ``flip``."""
-    t = torch.rot90(t, k, (-2, -1))
-    return t.flip(-1) if flip else t
-
-
-def undo_dihedral(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    """Inverse of :func:`apply_dihedral`."""
-    return torch.rot90(t.flip(-1) if flip else t, -k, (-2, -1))
-
-
-class DihedralAugment(_Wrapper):
-    """Training items under a random element of :func:`dihedral_transforms`, applied to the image *and*
-    to its fixed context: pixel indices are moved with the pixels, values kept, and a precomputed
-    ``context_dense`` (an interpolation of the context, equivariant under these maps), if an item has
-    one, is moved too. Each item still shows the same observed pixels of the same
-    photograph, seen in another orientation.
-
-    The element is a pure function of ``(seed, epoch, index)`` (:func:`epoch_of`).
-    """
-
-    def __init__(self, dataset, seed: int = 0):
-        super().__init__(dataset, seed)
-        self._moves: dict = {}
-
-    def _move(self, k: int, flip: bool, h: int, w: int) -> torch.Tensor:
-        """``new_flat_index[old_flat_index]`` of :func:`apply_dihedral` ``(k, flip)`` on an ``h x w`` grid."""
-        key = (k, flip, h, w)
-        if key not in self._moves:
-            old = apply_dihedral(torch.arange(h * w).reshape(h, w), k, flip).reshape(-1)
-            new = torch.empty_like(old)
-            new[old] = torch.arange(h * w)
-            self._moves[key] = new
-        return self._moves[key]
-
-    def __getitem__(self, i: int) -> dict:
-        item = dict(self.dataset[i])
-        c, h, w = item["image"].shape
-        group = dihedral_transforms(h, w)
-        rng = np.random.default_rng([self.seed, epoch_of(self), int(item["index"]), 0x0D4])
-        k, flip = group[int(rng.integers(len(group)))]
-        if (k, flip) == (0, False):
-            return item
-        move = self._move(k, flip, h, w)
-        item["image"] = apply_dihedral(item["image"], k, flip).contiguous()
-        if "context_dense" in item:
-            item["context_dense"] = apply_dihedral(item["context_dense"], k, flip).contiguous()
-        for key in ("context_indices", "query_indices"):
-            item[key] = move[item[key]]
-        if "context_coords" in item:
-            item["context_coords"] = dihedral_points(item["context_coords"], k, flip)
-        return item

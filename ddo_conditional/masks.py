@@ -5,6 +5,10 @@ machine derives the same mask for the same global image index. Counts are
 ``K = floor(context_ratio * H * W)`` context and ``Q = floor(query_ratio * H * W)`` query pixels,
 disjoint. Indices are flat positions ``y * W + x``.
 
+A context ratio may be a range ``"lo:hi"``: each image then observes its own ratio, log-uniform on
+``[lo, hi]`` and a pure function of ``(seed, index)`` (:func:`image_ratio`), so the mask of an image
+is still fixed across epochs, workers and world sizes.
+
 Patterns:
 - ``random``: a random permutation; the first ``K`` pixels are context, the next ``Q`` query.
 - ``grid``: context on a regular lattice (random offset), query random among the rest.
@@ -13,6 +17,7 @@ Patterns:
 """
 from __future__ import annotations
 
+import argparse
 import math
 
 import numpy as np
@@ -35,6 +40,45 @@ def mask_counts(h: int, w: int, context_ratio: float, query_ratio: float) -> tup
     if k < 1:
         raise MaskError(f"context ratio {context_ratio} leaves no context pixel on a {h}x{w} image")
     return k, q
+
+
+def ratio_range(value) -> tuple[float, float]:
+    """``(lo, hi)`` of a context ratio: a number ``r`` gives ``(r, r)``, a string ``"lo:hi"`` the range
+    (refused unless ``0 < lo < hi``)."""
+    if isinstance(value, str) and ":" in value:
+        try:
+            lo, hi = (float(v) for v in value.split(":"))
+        except ValueError:
+            raise MaskError(f"a context ratio range is LO:HI, like 0.01:0.3; got {value!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+            raise MaskError(f"a context ratio range LO:HI needs 0 < LO < HI, like 0.01:0.3; got {value!r}")
+        return lo, hi
+    try:
+        r = float(value)
+    except (TypeError, ValueError):
+        raise MaskError(f"a context ratio is a number or a range LO:HI, like 0.1 or 0.01:0.3; got {value!r}") from None
+    return r, r
+
+
+class RatioError(argparse.ArgumentTypeError, MaskError):
+    """A malformed ``--context-ratio`` (a flag error on the command line, a ``MaskError`` elsewhere)."""
+
+
+def context_ratio_arg(text: str):
+    """``--context-ratio``: a float, or a range kept as the canonical string ``"lo:hi"``."""
+    try:
+        lo, hi = ratio_range(text)
+    except MaskError as e:
+        raise RatioError(str(e)) from None
+    return lo if lo == hi else f"{lo:g}:{hi:g}"
+
+
+def image_ratio(seed: int, index: int, lo: float, hi: float) -> float:
+    """The context ratio of image ``index``: log-uniform on ``[lo, hi]``, a pure function of ``(seed, index)``."""
+    if lo == hi:
+        return lo
+    u = np.random.default_rng([seed, index, 0x5A710]).random()
+    return float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
 
 
 def _rng(seed: int, index: int, h: int, w: int, pattern: str) -> np.random.Generator:

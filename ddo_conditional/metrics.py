@@ -1,8 +1,6 @@
 """Reconstruction metrics on images in ``[0, 1]``, per image: PSNR and SSIM on query pixels and on
-the full image, and calibration of a per-pixel predictive standard deviation."""
+the full image (the coverage of a predictive spread is in :mod:`~ddo_conditional.calibration`)."""
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -75,32 +73,3 @@ def image_metrics(pred: torch.Tensor, truth: torch.Tensor, query_mask: torch.Ten
     return {"psnr_query": psnr(pred, truth, query_mask), "ssim_query": ssim(pred, truth, query_mask),
             "psnr_full": psnr(pred, truth), "ssim_full": ssim(pred, truth),
             "rel_l2_query": relative_l2(pred, truth, query_mask), "rel_l2_full": relative_l2(pred, truth)}
-
-
-def calibration(mean: torch.Tensor, std: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor,
-                min_std: float = 1e-3, samples: torch.Tensor | None = None) -> dict[str, float]:
-    """Calibration of a predictive spread on the entries that ``mask`` selects.
-
-    Always: coverage of ``mean +- std`` and ``mean +- 2 std`` and the Gaussian log-likelihood per
-    entry. With ``samples (S, B, C, H, W)`` (``mean``/``std`` their mean and unbiased std), two checks
-    that account for having only ``S`` samples: ``within_t95``, the coverage of the Student-t 95%
-    predictive interval ``mean +- t_{0.975, S-1} sqrt(1 + 1/S) std`` (95% if the truth and the samples
-    are exchangeable Gaussian draws; the naive 2-std interval holds only ~83% for ``S = 4`` even
-    then), and ``within_range``, the share of entries whose truth lies between the smallest and
-    largest sample, ``(S - 1) / (S + 1)`` under exchangeability whatever the distribution.
-    """
-    m = mask.expand_as(truth).bool()
-    err = (truth - mean)[m].abs()
-    s = std[m].clamp_min(min_std)
-    ll = -0.5 * (err / s) ** 2 - torch.log(s) - 0.5 * math.log(2 * math.pi)
-    out = {"within_1std": float((err <= s).float().mean()), "within_2std": float((err <= 2 * s).float().mean()),
-           "gaussian_loglik": float(ll.mean())}
-    if samples is not None and samples.shape[0] > 1:
-        from scipy.stats import t as student_t
-
-        n = samples.shape[0]
-        q = float(student_t.ppf(0.975, n - 1)) * math.sqrt(1 + 1 / n)
-        inside = (truth >= samples.min(0).values) & (truth <= samples.max(0).values)
-        out.update(within_t95=float((err <= q * s).float().mean()), within_range=float(inside[m].float().mean()),
-                   within_range_expected=(n - 1) / (n + 1))
-    return out

@@ -1,6 +1,7 @@
 """Conditioning wrappers around an unconditional DDO network.
 
-Each wrapper is called as ``model(x, temp, v, context_image=..., ...)`` by every
+Each wrapper is called as ``model(x, t, coords, context_image=..., ...)`` (``t: (B,)`` the
+diffusion time, ``coords`` the coordinate grid) by every
 ``DenoisingDiffusion`` path. With ``context_image=None`` each returns exactly the base network's
 output, so an unconditioned call is the unconditional model.
 """
@@ -11,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from ddo.models import LiftedNetwork
+from ddo.api import LiftedNetwork
 
 
 class ConditionalNetwork(nn.Module):
@@ -23,7 +24,7 @@ class ConditionalNetwork(nn.Module):
         return kwargs
 
 
-def _needs_lifted(base_model, key: str) -> None:
+def needs_lifted(base_model, key: str) -> None:
     if not isinstance(base_model, LiftedNetwork):
         raise ValueError(f"{key} adds its inputs at the lifting layer; the network "
                          f"{type(base_model).__name__} has none (use --model fno-unet or another "
@@ -63,12 +64,12 @@ class ConditionalDDOModel(ConditionalNetwork):
             return kwargs
         return {**kwargs, "context_features": self.context_encoder(kwargs["context_image"])}
 
-    def forward(self, x, temp, v=None, context_image=None, context_features=None, **kwargs):
+    def forward(self, x, t, coords=None, context_image=None, context_features=None, **kwargs):
         if context_image is not None:
             if context_features is None:
                 context_features = self.context_encoder(context_image)
             x = self.combine(torch.cat([x, context_features], dim=1))
-        return self.base_model(x, temp, v, **kwargs)
+        return self.base_model(x, t, coords, **kwargs)
 
 
 class ConditionalDDOModelSimple(ConditionalNetwork):
@@ -79,244 +80,33 @@ class ConditionalDDOModelSimple(ConditionalNetwork):
         self.base_model = base_model
         self.combine = nn.Conv2d(2 * input_dim, input_dim, 1)
 
-    def forward(self, x, temp, v=None, context_image=None, **kwargs):
+    def forward(self, x, t, coords=None, context_image=None, **kwargs):
         if context_image is not None:
             x = self.combine(torch.cat([x, context_image], dim=1))
-        return self.base_model(x, temp, v, **kwargs)
+        return self.base_model(x, t, coords, **kwargs)
 
 
 class ConditionalLiftModel(ConditionalNetwork):
     """Context and observation mask added into the base network's lifting layer.
 
-    ``h = base.lift_input(x, v) + W [context_image, observation_mask]`` with a 1x1 convolution ``W``
-    (zero at initialisation), then ``base.trunk(h, temp)``. No 3-channel bottleneck: the context
+    ``h = base.lift_input(x, coords) + W [context_image, observation_mask]`` with a 1x1 convolution ``W``
+    (zero at initialisation), then ``base.trunk(h, t)``. No 3-channel bottleneck: the context
     reaches the network at full width. The base is a :class:`ddo.models.LiftedNetwork`.
     """
 
     def __init__(self, base_model: LiftedNetwork, input_dim: int = 3):
         super().__init__()
-        _needs_lifted(base_model, "sparse-lift")
+        needs_lifted(base_model, "sparse-lift")
         self.base_model = base_model
         width = base_model.lift_width
         self.context_lift = nn.Conv2d(input_dim + 1, width, 1)
         nn.init.zeros_(self.context_lift.weight)
         nn.init.zeros_(self.context_lift.bias)
 
-    def forward(self, x, temp, v=None, context_image=None, observation_mask=None, **kwargs):
+    def forward(self, x, t, coords=None, context_image=None, observation_mask=None, **kwargs):
         if context_image is None:
-            return self.base_model(x, temp, v, **kwargs)
+            return self.base_model(x, t, coords, **kwargs)
         if observation_mask is None:
             raise ValueError("sparse-lift needs observation_mask beside context_image")
-        h = self.base_model.lift_input(x, v) + self.context_lift(torch.cat([context_image, observation_mask], 1))
-        return self.base_model.trunk(h, temp)
-
-
-class NormalizedConvolution(nn.Module):
-    """Dense interpolation of sparse observations by normalised convolution at several scales.
-
-    ``interp = sum_i w_i G_i * (m c) / sum_i w_i G_i * m`` with Gaussian kernels ``G_i`` (widths in
-    pixels) and weights ``w_i`` decreasing with width, so the finest scale decides wherever it sees
-    observations and coarser ones fill the gaps. Differentiable, no parameters; ``(B, C, H, W)``.
-    """
-
-    def __init__(self, sigmas=(1.0, 2.5), weights=(1.0, 0.05)):
-        super().__init__()
-        self.weights = tuple(float(w) for w in weights)
-        center = 0.0
-        for i, s in enumerate(sigmas):
-            r = max(1, int(round(3 * s)))
-            g = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * s * s))
-            self.register_buffer(f"k{i}", (g / g.sum()), persistent=False)
-            center += self.weights[i] * float(g[r] / g.sum()) ** 2
-        self.n = len(sigmas)
-        # weight of a pixel's own observation in ``num`` and ``den`` (sum over scales of w_i g_i(0)^2),
-        # removed for leave-one-out estimates at observed pixels (:meth:`loo_rms`)
-        self.center_weight = center
-
-    def _blur(self, x, k):
-        c, r = x.shape[1], k.numel() // 2
-        x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1).to(x.dtype), padding=(0, r), groups=c)
-        return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1).to(x.dtype), padding=(r, 0), groups=c)
-
-    def forward(self, context_image, observation_mask):
-        num, den = self.sums(context_image, observation_mask)
-        return num / (den + 1e-6)
-
-    def sums(self, context_image, observation_mask):
-        """Numerator and denominator of the interpolation, ``(B, C, H, W)`` and ``(B, 1, H, W)``."""
-        c = context_image.shape[1]
-        both = torch.cat([context_image * observation_mask, observation_mask], 1)
-        num = den = 0.0
-        for i in range(self.n):
-            b = self._blur(both, getattr(self, f"k{i}")) * self.weights[i]
-            num, den = num + b[:, :c], den + b[:, c:]
-        return num, den
-
-    def loo_rms(self, context_image, observation_mask):
-        """Root mean square, per image ``(B,)``, of the leave-one-out interpolation error at the
-        observed pixels: each observation predicted from the others by the same interpolation (its
-        own term removed from ``num`` and ``den``). A measure of how rough the image is at the
-        sampling density, known from the context alone."""
-        num, den = self.sums(context_image, observation_mask)
-        cw = self.center_weight
-        m = observation_mask
-        observed = context_image * m
-        loo = (num - cw * observed) / (den - cw * m).clamp_min(1e-6)
-        err = ((observed - loo * m) ** 2).flatten(1).sum(1)
-        count = (m.flatten(1).sum(1) * context_image.shape[1]).clamp_min(1.0)
-        return (err / count).sqrt()
-
-
-RESIDUAL_SCALES = ("none", "context", "context-input")
-
-
-class SparseInterpModel(ConditionalNetwork):
-    """``sparse-interp``: the context densified by :class:`NormalizedConvolution`, fed with the mask
-    into the base network's lifting layer. ``residual=True`` (for a network read as ``x0``): the
-    output is the interpolation plus the trunk's output, a residual over it.
-
-    ``residual_scale="context"``: the network's output is multiplied by a per-image scale
-    ``s = sqrt(r^2 + floor^2)``, ``r`` the leave-one-out interpolation error of the context
-    (:meth:`NormalizedConvolution.loo_rms`), and ``log s`` is fed as one more input channel. The
-    trunk's GroupNorms remove each image's feature scale, so without this the last layer has to
-    recover it; with it, a smooth image (small ``s``) gets a small residual by construction and
-    the network learns one problem in units of ``s`` instead of one per contrast level.
-    ``"context-input"`` also feeds the interpolation's deviation from its mean in units of ``s``
-    (soft-clipped at 8 by ``8 tanh(./8)``), so the input's detail has the same scale on smooth images.
-    """
-
-    def __init__(self, base_model: LiftedNetwork, input_dim: int = 3, refiner_width: int = 0,
-                 residual_scale: str = "none", scale_floor: float = 0.01, residual: bool = False):
-        super().__init__()
-        _needs_lifted(base_model, "sparse-interp")
-        if residual_scale not in RESIDUAL_SCALES:
-            raise ValueError(f"unknown residual scale {residual_scale!r}; known: {', '.join(RESIDUAL_SCALES)}")
-        self.base_model = base_model
-        self.interp = NormalizedConvolution()
-        self.residual_scale, self.scale_floor, self.residual = residual_scale, float(scale_floor), residual
-        extra = {"none": 0, "context": 1, "context-input": 1 + input_dim}[residual_scale]
-        self.context_lift = nn.Conv2d(input_dim + 1 + extra, base_model.lift_width, 1)
-        nn.init.zeros_(base_model.out.weight)  # start as the interpolation itself (a zero residual)
-        nn.init.zeros_(base_model.out.bias)
-        self.refiner = None
-        if refiner_width:
-            # local 3x3 path for the high-frequency detail that the spectral trunk's truncated modes
-            # cannot produce; sees the noisy image, the interpolation, the mask and the trunk's output
-            w, c = refiner_width, input_dim
-            self.refiner = nn.Sequential(
-                nn.Conv2d(3 * c + 1, w, 3, padding=1), nn.SiLU(),
-                nn.Conv2d(w, w, 3, padding=1), nn.SiLU(),
-                nn.Conv2d(w, c, 3, padding=1),
-            )
-            nn.init.zeros_(self.refiner[-1].weight)
-            nn.init.zeros_(self.refiner[-1].bias)
-
-    def dense(self, context_image, observation_mask, context_dense=None):
-        """The interpolation the network refines: ``context_dense`` when the data provides one
-        (for example biharmonic inpainting), else the normalised convolution of the context."""
-        return context_dense if context_dense is not None else self.interp(context_image, observation_mask)
-
-    def scale(self, context_image, observation_mask):
-        """The per-image output scale ``s``, ``(B, 1, 1, 1)`` (see the class docstring)."""
-        r = self.interp.loo_rms(context_image, observation_mask)
-        return (r * r + self.scale_floor ** 2).sqrt().view(-1, 1, 1, 1)
-
-    def _context_terms(self, context_image, observation_mask, context_dense):
-        """``(dense, lifted context, output scale or None)``: what the network computes from the context."""
-        dense = self.dense(context_image, observation_mask, context_dense)
-        inputs = [dense, observation_mask]
-        s = None
-        if self.residual_scale != "none":
-            s = self.scale(context_image, observation_mask)
-            inputs.append(s.log().expand_as(observation_mask))
-            if self.residual_scale == "context-input":  # the interpolation's detail in units of s, soft-clipped
-                detail = (dense - dense.mean((2, 3), keepdim=True)) / s
-                inputs.append(8 * torch.tanh(detail / 8))
-        return dense, self.context_lift(torch.cat(inputs, 1)), s
-
-    def cache_context(self, **kwargs) -> dict:
-        """The kwargs with the step-invariant context terms added (``context_dense``,
-        ``context_lifted`` and, with a residual scale, ``context_scale``), for samplers that call the
-        network many times on one context."""
-        if kwargs.get("context_image") is None or kwargs.get("observation_mask") is None:
-            return kwargs
-        dense, lifted, s = self._context_terms(kwargs["context_image"], kwargs["observation_mask"],
-                                               kwargs.get("context_dense"))
-        out = {**kwargs, "context_dense": dense, "context_lifted": lifted}
-        return out if s is None else {**out, "context_scale": s}
-
-    def forward(self, x, temp, v=None, context_image=None, observation_mask=None, context_dense=None,
-                context_lifted=None, context_scale=None, **kwargs):
-        if context_image is None:
-            return self.base_model(x, temp, v, **kwargs)
-        if observation_mask is None:
-            raise ValueError("sparse-interp needs observation_mask beside context_image")
-        if context_lifted is None:
-            dense, context_lifted, s = self._context_terms(context_image, observation_mask, context_dense)
-        else:
-            dense, s = context_dense, context_scale
-        h = self.base_model.lift_input(x, v) + context_lifted
-        out = self.base_model.trunk(h, temp)
-        if self.refiner is not None:
-            out = out + self.refiner(torch.cat([x, dense, observation_mask, out], 1))
-        if s is not None:
-            out = out * s
-        return out + dense if self.residual else out
-
-
-class PointSetModel(ConditionalNetwork):
-    """``sparse-setconv`` / ``sparse-attention``: a context of points at any coordinates.
-
-    The points (``context_coords (B, K, 2)``, ``context_point_values (B, K, C)``, ``context_valid (B, K)``;
-    :mod:`ddo_conditional.points`) are turned into features on the grid of ``x``, whatever its size:
-    their thin-plate spline ``dense`` (``context_dense`` when the caller computed it), the per-image
-    scale ``s = sqrt(r^2 + floor^2)`` from the spline's leave-one-out error ``r`` (``context_scale``),
-    and the ``encoder``'s features. ``[dense, features, log s, detail / s]`` enter the lifting layer
-    through a 1x1 convolution (zero at initialisation). ``residual=True`` (an ``x0`` network): the
-    output is ``dense + s * trunk``, a residual over the spline in units of its own error, as
-    :class:`SparseInterpModel` does over a grid interpolation.
-    """
-
-    def __init__(self, base_model: LiftedNetwork, encoder: nn.Module, feature_dim: int, input_dim: int = 3,
-                 scale_floor: float = 0.01, residual: bool = False):
-        super().__init__()
-        _needs_lifted(base_model, "a point-set conditioning")
-        self.base_model, self.encoder = base_model, encoder
-        self.scale_floor, self.residual = float(scale_floor), residual
-        self.context_lift = nn.Conv2d(2 * input_dim + feature_dim + 1, base_model.lift_width, 1)
-        nn.init.zeros_(self.context_lift.weight)
-        nn.init.zeros_(self.context_lift.bias)
-        if residual:
-            nn.init.zeros_(base_model.out.weight)  # start as the spline itself
-            nn.init.zeros_(base_model.out.bias)
-
-    def cache_context(self, **kwargs) -> dict:
-        """The kwargs with ``context_lifted`` (and ``context_dense``, ``context_scale``) added, at the
-        resolution of ``kwargs['context_dense']``; needs the dense spline to know the grid."""
-        if kwargs.get("context_coords") is None or kwargs.get("context_dense") is None:
-            return kwargs
-        h, w = kwargs["context_dense"].shape[-2:]
-        return {**kwargs, "context_lifted": self._lifted(h, w, **kwargs)}
-
-    def _lifted(self, h, w, context_coords, context_point_values, context_valid, context_dense, context_scale,
-                **_) -> torch.Tensor:
-        feats = self.encoder(context_coords, context_point_values, context_valid, h, w)
-        s = context_scale.view(-1, 1, 1, 1)
-        detail = 8 * torch.tanh((context_dense - context_dense.mean((2, 3), keepdim=True)) / s / 8)
-        return self.context_lift(torch.cat([context_dense, feats, s.log().expand(-1, 1, h, w), detail], 1))
-
-    def forward(self, x, temp, v=None, context_coords=None, context_point_values=None, context_valid=None,
-                context_dense=None, context_scale=None, context_lifted=None, **kwargs):
-        if context_coords is None:
-            return self.base_model(x, temp, v, **kwargs)
-        if context_dense is None or context_scale is None:
-            raise ValueError("a point-set network needs context_dense and context_scale (ddo_conditional.conditioning."
-                             "point_kwargs computes them)")
-        h, w = x.shape[-2:]
-        if context_lifted is None:
-            context_lifted = self._lifted(h, w, context_coords, context_point_values, context_valid, context_dense,
-                                          context_scale)
-        out = self.base_model.trunk(self.base_model.lift_input(x, v) + context_lifted, temp)
-        if not self.residual:
-            return out
-        return context_dense + out * context_scale.view(-1, 1, 1, 1)
+        h = self.base_model.lift_input(x, coords) + self.context_lift(torch.cat([context_image, observation_mask], 1))
+        return self.base_model.trunk(h, t)

@@ -1,17 +1,17 @@
 """Hook implementations of the ``ddo_conditional`` plugin (the target of its ``ddo`` entry point)."""
 from __future__ import annotations
 
-from ddo import hookimpl
+from ddo.api import hookimpl
 
-from . import commands
-from .conditioning import DENSE_KEYS, OPTIONS, SPARSE_KEYS, WRAPPERS, X0_OR_V
+from . import commands, demo
+from .conditioning import DENSE_KEYS, KEY_DEFAULTS, OPTIONS, SPARSE_KEYS, WRAPPERS, X0_OR_V
 from .losses import query_dsm_loss, x0_mse_loss, x0_mse_mixed_loss, x0_mse_relative_loss
 
 
 @hookimpl
 def register_model_wrappers(register):
     for key, wrapper in WRAPPERS.items():
-        register(key, wrapper)
+        register(key, wrapper, defaults=KEY_DEFAULTS.get(key))
 
 
 @hookimpl
@@ -35,5 +35,5 @@ def register_commands(register):
                              "reconstruct images from their fixed sparse context and score them"))
     register("calibrate", (commands.add_calibrate_parser, commands.run_calibrate,
                            "fit the spread calibration of a conditional model and store it beside the checkpoint"))
-    register("demo", (commands.add_demo_parser, commands.run_demo,
+    register("demo", (demo.add_demo_parser, demo.run_demo,
                       "train a conditional model on natural-patches, reconstruct the test split, report"))

@@ -1,106 +1,184 @@
-"""Conditional sampling: several samples per image from its context, their mean and spread."""
+"""Every model-side estimate of a conditional reconstruction, behind one :class:`SamplingPlan`.
+
+:class:`Reconstructor` turns a batch's network kwargs into samples (their mean and std) and into
+the posterior-mean estimate of an ``x0``/``v`` network (its ``t = 1`` output, averaged over the
+square's rotations and flips). Randomness is per sample: the draws of sample ``j`` of the image
+with global index ``i`` come from a generator seeded by ``(seed, i, j)`` alone
+(:class:`ddo.api.RowGenerators`), so a reconstruction does not depend on the batch size, the rows
+per network call, the order of the data or the number of processes. Nothing that is not finite
+leaves this module: a diverged estimate raises :class:`ddo.api.NumericalError`.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
+
 import torch
-from ddo import schedules
-from ddo.models import coordinate_grid
-from ddo.progress import progress_bar
-from ddo.sampling import check_step, denoise_step, timesteps
+from ddo.api import (X0_PARAMETERIZATIONS, RowGenerators, alpha_sigma, check_finite, check_step, coordinate_grid,
+                     ddim_step, progress_bar, randn, sample)
 
+from .augment import apply_dihedral, dihedral_transforms, undo_dihedral
 from .models import ConditionalNetwork
+from .points import dihedral_points
+
+ESTIMATE_STREAM = 1 << 20  # stream numbers of the t = 1 estimates (sample numbers stay below it)
+DIVERGED_FIX = ("the network is not trained enough for this sampler: train longer, or train with "
+                "--parameterization x0 (README: Known limitations)")
 
 
-def _deblur(gen_sde, z: torch.Tensor) -> torch.Tensor:
-    fd = gen_sde.forward_diffusion
-    zero = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
-    log_a, _ = fd.log_alpha_sigma(zero, z.shape[-2:])
-    return fd.from_modes(fd.to_modes(z) / log_a.exp().clamp_min(1e-3))
+@dataclass(frozen=True)
+class SamplingPlan:
+    """How a model is sampled.
+
+    ``samples`` per image, ``steps`` of the step function ``sampler`` (``sampler_name`` its registry
+    key, for records), ``rows``: the most rows (images x samples) per network call, ``seed`` of the
+    per-sample streams, ``precision`` of the network (``"fp32"``/``"bf16"``, set on the network by
+    whoever loads it; recorded here), ``data_consistency``: re-impose the observed pixels at every
+    step, ``symmetrize``: average the ``t = 1`` estimate over rotations and flips, ``progress``: show
+    progress bars."""
+
+    samples: int = 4
+    steps: int = 20
+    sampler: Callable = field(default=ddim_step, compare=False)
+    sampler_name: str = "ddim"
+    rows: int = 32
+    seed: int = 0
+    precision: str = "fp32"
+    data_consistency: bool = False
+    symmetrize: bool = True
+    progress: bool = False
+
+    def __post_init__(self):
+        check_step(self.sampler)
+        if self.samples < 1 or self.steps < 1 or self.rows < 1:
+            raise ValueError("samples, steps and rows must be at least 1")
+
+    def record(self) -> dict:
+        """The plan as JSON-ready settings."""
+        return {"num_samples": self.samples, "steps": self.steps, "sampler": self.sampler_name, "rows": self.rows,
+                "seed": self.seed, "precision": self.precision, "data_consistency": self.data_consistency,
+                "symmetrize_x0": self.symmetrize}
 
 
-def _impose(z: torch.Tensor, s: float, observed: torch.Tensor, mask: torch.Tensor, generator) -> torch.Tensor:
+class Samples(NamedTuple):
+    """``samples (S, B, C, H, W)``, their ``mean`` and unbiased ``std`` ``(B, C, H, W)``, in the model's units."""
+
+    samples: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def _impose(z: torch.Tensor, s: float, observation: tuple, generator) -> torch.Tensor:
     """Replace observed pixels of ``z_s`` by a draw of ``alpha(s) x_obs + sigma(s) eps`` (the
     pixel-space marginal of the noise process; under blurring an approximation that ignores the blur)."""
-    t = torch.full((1,), s, device=z.device, dtype=z.dtype)
-    a, sig = schedules.alpha_sigma(t)
-    noisy = a * observed + sig * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    observed, mask = observation
+    a, sig = alpha_sigma(torch.full((1,), s, device=z.device, dtype=z.dtype))
+    noisy = a * observed + sig * randn(z.shape, generator, z.device, z.dtype)
     return mask * noisy + (1 - mask) * z
 
 
-def _network_device(gen_sde) -> torch.device:
-    return next(gen_sde.network.parameters()).device
+class Reconstructor:
+    """A conditional ``DenoisingDiffusion`` and a :class:`SamplingPlan`.
+
+    ``deblur``: end at the clean image, not at ``z_0 = alpha_0 x`` (``clean_end`` of
+    :func:`ddo.api.sample`). ``cache``: compute a :class:`ConditionalNetwork`'s
+    step-invariant context terms once per group of samples (same result)."""
+
+    def __init__(self, denoiser, plan: SamplingPlan, deblur: bool = True, cache: bool = True):
+        self.denoiser, self.plan, self.deblur, self.cache = denoiser, plan, deblur, cache
+        self.device = next(denoiser.network.parameters()).device
+        self.one_call = denoiser.parameterization in X0_PARAMETERIZATIONS
+
+    def _generators(self, indices, streams) -> RowGenerators:
+        """Row ``(j, b)`` (stream-major) seeded by ``(seed, indices[b], streams[j])``."""
+        return RowGenerators.from_keys([(self.plan.seed, int(i), int(j)) for j in streams for i in indices], self.device)
+
+    def _network_kwargs(self, context: dict, k: int) -> dict:
+        kwargs = {name: val.repeat(k, *([1] * (val.ndim - 1))) for name, val in context.items()}
+        network = getattr(self.denoiser.network, "module", self.denoiser.network)  # DistributedDataParallel
+        return network.cache_context(**kwargs) if self.cache and isinstance(network, ConditionalNetwork) else kwargs
+
+    @torch.no_grad()
+    def samples(self, context: dict, shape, indices, observation: tuple | None = None) -> Samples:
+        """:class:`Samples` of the images ``indices`` (their global indices, ``(B,)``) of ``shape =
+        (B, C, H, W)`` from their network kwargs ``context``. ``observation``: ``(context image,
+        observation mask)``, needed by the plan's data consistency (observed pixels re-imposed after
+        every step, and set to the context exactly in the output)."""
+        plan, b = self.plan, shape[0]
+        if plan.data_consistency and observation is None:
+            raise ValueError("data consistency needs observation=(context_image, observation_mask)")
+        per_call = max(1, plan.rows // b)
+        groups = [range(j, min(j + per_call, plan.samples)) for j in range(0, plan.samples, per_call)]
+        bar = progress_bar(total=len(groups), desc="sample groups", enabled=plan.progress, leave=False)
+        out = []
+        for streams in groups:
+            k = len(streams)
+            tiled = None
+            if plan.data_consistency:
+                tiled = tuple(o.to(self.device).repeat(k, 1, 1, 1) for o in observation)
+            out.append(self._group((b * k,) + tuple(shape[1:]), self._network_kwargs(context, k),
+                                   self._generators(indices, streams), tiled))
+            bar.update(1)
+        bar.close()
+        samples = torch.cat(out).reshape((plan.samples,) + tuple(shape))
+        check_finite(samples, f"the samples of images {_span(indices)}", DIVERGED_FIX)
+        std = samples.std(0, unbiased=True) if plan.samples > 1 else torch.zeros_like(samples[0])
+        return Samples(samples, samples.mean(0), std)
+
+    def _group(self, shape, kwargs: dict, generator, observation) -> torch.Tensor:
+        """One group of samples ``shape = (B k, C, H, W)`` from prior noise (:func:`ddo.api.sample`)."""
+        plan = self.plan
+        after = None if observation is None else (lambda z, s: _impose(z, s, observation, generator))
+        z = sample(self.denoiser, shape, plan.steps, plan.sampler, generator, progress=False, device=self.device,
+                   v=coordinate_grid(shape[0], shape[-2], shape[-1], self.device), clean_end=self.deblur,
+                   after_step=after, **kwargs)
+        return z if observation is None else observation[1] * observation[0] + (1 - observation[1]) * z
+
+    @torch.no_grad()
+    def posterior_mean(self, context: dict, shape, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """An ``x0``/``v`` network's estimate of ``E[x | context]``: its ``x0`` at ``t = 1`` from prior
+        noise, one call per image, averaged over the square's rotations and flips when the plan
+        symmetrises (the posterior mean under a prior invariant to them is equivariant to them, so
+        the average keeps its target and lowers the network's error). Returns the estimate and the
+        spread of the estimates it averages (zeros for one call), ``(B, C, H, W)`` in the model's units."""
+        if not self.one_call:
+            raise ValueError("the one-call posterior mean needs an x0 or v network")
+        moves = dihedral_transforms(shape[-2], shape[-1]) if self.plan.symmetrize else [(0, False)]
+        gens = self._generators(indices, [ESTIMATE_STREAM + m for m in range(len(moves))])
+        rows = torch.stack([self._at_one(context, shape, gens.generators[m * shape[0]:(m + 1) * shape[0]], k, flip)
+                            for m, (k, flip) in enumerate(moves)])
+        check_finite(rows, f"the posterior-mean estimate of images {_span(indices)}", DIVERGED_FIX)
+        spread = rows.std(0) if len(moves) > 1 else torch.zeros_like(rows[0])
+        return rows.mean(0), spread
+
+    def _at_one(self, context: dict, shape, generators, k: int, flip: bool) -> torch.Tensor:
+        t = torch.ones(shape[0], device=self.device)
+        coords = coordinate_grid(shape[0], shape[-2], shape[-1], self.device)
+        z = self.denoiser.prior_sample(shape, generator=RowGenerators(generators), device=self.device)
+        kw = {n: _moved(n, val, k, flip) for n, val in context.items()}
+        return undo_dihedral(self.denoiser.x0(z, t, coords, **kw), k, flip)
 
 
-def _sample_group(gen_sde, shape, kwargs: dict, num_steps: int, sampler, generator, observed, deblur: bool, bar):
-    """One group of samples ``shape = (B k, C, H, W)`` from prior noise; ``observed``: ``(context image,
-    observation mask)`` tiled to the group, for data consistency, or ``None``."""
-    device = _network_device(gen_sde)
-    x0_model = gen_sde.parameterization in ("x0", "v")
-    v = coordinate_grid(shape[0], shape[-2], shape[-1], device)
-    z = gen_sde.prior_sample(shape, generator=generator, device=device)
-    ts = timesteps(num_steps)
-    for t, s in zip(ts[:-1], ts[1:]):
-        if s <= 0 and deblur and x0_model:
-            z = gen_sde.x0(z, t, v, **kwargs)
-        else:
-            z = sampler(gen_sde, z, t, s, v, generator, **kwargs)
-            z = _deblur(gen_sde, z) if s <= 0 and deblur else z
-        if observed is not None and s > 0:
-            z = _impose(z, s, *observed, generator)
-        bar.update(1)
-    return z if observed is None else observed[1] * observed[0] + (1 - observed[1]) * z
+def _moved(name: str, value, k: int, flip: bool):
+    """A network kwarg under :func:`apply_dihedral`: images are moved, point coordinates too."""
+    if name == "context_coords":
+        return dihedral_points(value, k, flip)
+    return apply_dihedral(value, k, flip) if torch.is_tensor(value) and value.ndim == 4 else value
 
 
-@torch.no_grad()
-def reconstruct(gen_sde, context: dict, shape, num_steps: int = 250, num_samples: int = 8, generator=None,
-                sampler=denoise_step, data_consistency: bool = False, observation: tuple | None = None,
-                progress: bool = False, deblur: bool = True, max_rows: int | None = None,
-                cache: bool = True) -> dict:
-    """Sample ``num_samples`` reconstructions of each image from its context.
+def _span(indices) -> str:
+    idx = [int(i) for i in indices]
+    return str(idx[0]) if len(idx) == 1 else f"{min(idx)}-{max(idx)}"
 
-    Args:
-        gen_sde: a ``DenoisingDiffusion`` whose network takes the ``context`` kwargs.
-        context: network kwargs for the batch, e.g. ``{"context_image": (B, C, H, W)}``.
-        shape: ``(B, C, H, W)``.
-        sampler: a step function (:mod:`ddo.sampling`; a registry key is resolved by the caller).
-        data_consistency: re-impose the observed pixels, suitably noised, after every step, and
-            exactly on the final reconstruction (observed pixels equal the context); needs
-            ``observation = (context_image (B, C, H, W), observation_mask (B, 1, H, W))``.
-        deblur: end at the clean image, not at the mean of ``z_0`` (``alpha_0 x0``, slightly blurred
-            when ``sigma_blur_min > 0``, where the samplers end). For ``x0`` and ``v`` models the last
-            step returns the network's ``x0`` estimate itself (exact at any resolution, where
-            ``alpha_0`` of high modes falls below float precision); for ``eps`` models the final
-            ``z_0`` is divided by ``alpha_0`` per DCT mode, floored at ``1e-3`` (the division would
-            amplify the network's error in those modes).
-        max_rows: the most rows (images x samples) per network call; default ``B``, so the samples
-            are drawn one group of ``B`` after another. The result does not depend on it beyond the
-            order of random draws. Smaller calls also bound memory (benchmarks/README.md compares
-            row counts).
-        cache: compute a :class:`ConditionalNetwork`'s step-invariant context terms once per group
-            of samples (:meth:`~ConditionalNetwork.cache_context`) instead of at every step; same result.
-    Returns ``{"samples": (S, B, C, H, W), "mean": (B, C, H, W), "std": (B, C, H, W)}``; the
-    samples of image ``b`` are ``samples[:, b]``.
-    """
-    check_step(sampler)
-    b = shape[0]
-    per_call = max(1, (max_rows or b) // b)  # samples per network call
-    if data_consistency and observation is None:
-        raise ValueError("data consistency needs observation=(context_image, observation_mask)")
-    groups = [min(per_call, num_samples - i) for i in range(0, num_samples, per_call)]
-    bar = progress_bar(total=len(groups) * num_steps, desc="reconstruct", enabled=progress, leave=False)
-    out = []
-    for k in groups:
-        def tile(x, k=k):
-            return x.repeat(k, *([1] * (x.ndim - 1)))
 
-        kwargs = {name: tile(val) for name, val in context.items()}
-        network = getattr(gen_sde.network, "module", gen_sde.network)  # DistributedDataParallel
-        if cache and isinstance(network, ConditionalNetwork):
-            kwargs = network.cache_context(**kwargs)
-        observed = tuple(tile(o.to(_network_device(gen_sde))) for o in observation) if data_consistency else None
-        out.append(_sample_group(gen_sde, (b * k,) + tuple(shape[1:]), kwargs, num_steps, sampler, generator,
-                                 observed, deblur, bar))
-    bar.close()
-    z = torch.cat(out)
-    samples = z.reshape((num_samples,) + tuple(shape))
-    std = samples.std(0, unbiased=True) if num_samples > 1 else torch.zeros_like(samples[0])
-    return {"samples": samples, "mean": samples.mean(0), "std": std}
+def reconstruct(denoiser, context: dict, shape, plan: SamplingPlan | None = None, indices=None,
+                observation: tuple | None = None) -> dict:
+    """Samples of each image from its context (a functional form of :meth:`Reconstructor.samples`):
+    ``{"samples": (S, B, C, H, W), "mean": (B, C, H, W), "std": (B, C, H, W)}``. ``indices``: the
+    images' global indices (default ``0 .. B-1``), which with the plan's seed fix every draw."""
+    indices = range(shape[0]) if indices is None else indices
+    out = Reconstructor(denoiser, plan or SamplingPlan()).samples(context, shape, indices, observation)
+    return out._asdict()
+
+
+__all__ = ["SamplingPlan", "Samples", "Reconstructor", "reconstruct", "DIVERGED_FIX"]

@@ -8,22 +8,21 @@ intensities in ``[0, 1]``, as in an image file.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ddo.checkpoint import atomic_write
-from ddo.errors import UserError
-from ddo.visual import save_grid
+from ddo.api import UserError, check_resolution
 
-from .evaluate import posterior_mean_one_call
+from .memory import check_reconstruction
 from .points import point_context
-from .reconstruct import reconstruct
+from .reconstruct import Reconstructor
+from .report import write_points
 
 MIN_POINTS = 4  # the thin-plate spline's affine part needs three points in general position, and one more
+MIN_SEPARATION = 1e-6  # closest allowed pair, in units of the extent (float32 coordinates resolve ~6e-8)
 
 
 def parse_extent(text: str) -> tuple[float, float]:
@@ -42,11 +41,21 @@ def read_points(path, channels: int, extent: tuple[float, float] | None = None) 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--points {path}: no such file")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save the CSV as UTF-8") from None
+    except csv.Error as e:
+        raise UserError(f"{path} is not a readable CSV ({e}); write plain comma-separated numbers") from None
+    except OSError as e:
+        raise UserError(f"--points {path} cannot be read ({e.strerror})") from None
     header = [c.strip() for c in rows[0]] if rows else []
     if "x" not in header or "y" not in header:
-        raise UserError(f"{path}: the header needs columns x and y and one value column per channel; got {header}")
+        raise UserError(f"{path}: the header needs columns x and y and one value column per channel, separated by "
+                        f"commas; got {_shown(header)}")
+    if len(set(header)) < len(header):
+        raise UserError(f"{path}: the header repeats a column name ({_shown(header)}); name each column once")
     value_cols = [i for i, name in enumerate(header) if name not in ("x", "y")]
     if len(value_cols) != channels:
         raise UserError(f"{path}: {len(value_cols)} value columns ({', '.join(header[i] for i in value_cols) or 'none'}) "
@@ -59,7 +68,7 @@ def read_points(path, channels: int, extent: tuple[float, float] | None = None) 
         try:
             data.append([float(row[i]) for i in order])
         except (ValueError, IndexError):
-            raise UserError(f"{path}, line {line}: expected {len(header)} numbers, got {row}") from None
+            raise UserError(f"{path}, line {line}: expected {len(header)} numbers, got {_shown(row)}") from None
     table = np.asarray(data, dtype=np.float64).reshape(-1, 2 + channels)
     return _checked(path, table, extent)
 
@@ -70,7 +79,8 @@ def _checked(path, table: np.ndarray, extent) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{path}: line {int(np.argmax(bad)) + 2} holds NaN or infinity; remove or fill it")
     if len(table) < MIN_POINTS:
         raise UserError(f"{path}: {len(table)} points; a reconstruction needs at least {MIN_POINTS}")
-    coords = table[:, :2] / (np.asarray(extent) if extent else 1.0)
+    with np.errstate(over="ignore"):  # a tiny extent sends points to infinity: refused below as outside it
+        coords = table[:, :2] / (np.asarray(extent) if extent else 1.0)
     outside = ((coords < 0) | (coords > 1)).any(1)
     if outside.any():
         i = int(np.argmax(outside))
@@ -79,61 +89,78 @@ def _checked(path, table: np.ndarray, extent) -> tuple[np.ndarray, np.ndarray]:
     values = table[:, 2:]
     if values.min() < 0 or values.max() > 1:
         raise UserError(f"{path}: values must be intensities in [0, 1]; found {values.min():g} to {values.max():g}")
-    if len(np.unique(coords, axis=0)) < len(coords):
+    coords32 = coords.astype(np.float32)  # the precision the model computes in
+    if len(np.unique(coords32, axis=0)) < len(coords32):
         raise UserError(f"{path}: two points share coordinates; keep one value per position")
-    return coords.astype(np.float32), values.astype(np.float32)
+    gap = _closest_pair(coords)
+    if gap < MIN_SEPARATION:
+        raise UserError(f"{path}: two points are {gap:.2g} apart (in units of the extent), closer than "
+                        f"{MIN_SEPARATION:g}: the spline through them is not defined in float precision; merge them")
+    centred = coords - coords.mean(0)
+    singular = np.linalg.svd(centred, compute_uv=False)
+    if singular[-1] <= 1e-6 * max(singular[0], 1e-12):
+        raise UserError(f"{path}: the points lie on one line; the spline needs points that span both directions")
+    return coords32, values.astype(np.float32)
 
 
-def points_image(coords: np.ndarray, values: np.ndarray, res: int) -> torch.Tensor:
-    """The observations drawn on a grey ``res x res`` canvas (each point a square of ~1/64 of the side),
-    ``(C, res, res)`` in ``[0, 1]``."""
-    c = values.shape[1]
-    canvas = torch.full((c, res, res), 0.5)
-    r = max(1, res // 128)
-    for (x, y), v in zip(coords, values):
-        col, row = min(res - 1, int(x * res)), min(res - 1, int(y * res))
-        canvas[:, max(0, row - r):row + r + 1, max(0, col - r):col + r + 1] = torch.from_numpy(v)[:, None, None]
-    return canvas
+def _closest_pair(coords: np.ndarray) -> float:
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(coords).query(coords, k=2)
+    return float(d[:, 1].min())
 
 
-def run_points(args: dict, gen_sde, config: dict, step, key: str, device) -> int:
-    """Reconstruct the ``--points`` CSV at ``--resolution`` and write mean, std and samples."""
+def _shown(cells, limit: int = 80) -> str:
+    """Cells of a CSV line for a message, cut to ``limit`` characters."""
+    text = ",".join(str(c) for c in cells)
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def count_rows(path) -> int:
+    """The number of lines of a file (an upper bound on its points, with the header), counted
+    without parsing it."""
+    try:
+        lines, last = 0, b"\n"
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                lines, last = lines + chunk.count(b"\n"), chunk[-1:]
+        return lines + (last != b"\n")
+    except OSError as e:
+        raise UserError(f"--points {path} cannot be read ({e.strerror})") from None
+
+
+def plan_device(denoiser):
+    return next(denoiser.network.parameters()).device
+
+
+def run_points(args: dict, denoiser, config: dict, plan) -> int:
+    """Reconstruct the ``--points`` CSV at ``--resolution`` and write mean, std and samples
+    (:func:`~ddo_conditional.report.write_points`): the mean is the symmetrised ``x0`` estimate of
+    an ``x0``/``v`` model, else the mean of the samples."""
     extent = parse_extent(args["extent"]) if args.get("extent") else None
-    coords, values = read_points(args["points"], int(config["channels"]), extent)
     res = args.get("resolution") or config["resolution"]
-    c = values.shape[1]
-    pts = torch.from_numpy(coords)[None].to(device)
-    kwargs = point_context(pts, torch.from_numpy(values * 2 - 1)[None].to(device),
-                           torch.ones(1, len(coords), dtype=torch.bool, device=device), res, res)
-    g = torch.Generator(device=device).manual_seed(args["seed"])
-    shape = (1, c, res, res)
-    out = reconstruct(gen_sde, kwargs, shape, num_steps=args["steps"], num_samples=args["num_samples"], generator=g,
-                      sampler=step, progress=not args["no_progress"])
-    one_call = gen_sde.parameterization in ("x0", "v")
-    mean = posterior_mean_one_call(gen_sde, kwargs, shape, g, symmetrize=True) if one_call else out["mean"]
-    arrays = {"mean": (mean[0] + 1) / 2, "std": out["std"][0] / 2, "samples": (out["samples"][:, 0] + 1) / 2}
-    arrays = {k: v.clamp(0, 1) if k != "std" else v for k, v in arrays.items()}
-    return _write_points(Path(args["out"]), arrays, coords, values, {
+    check_resolution(config, res)
+    if Path(args["points"]).is_file():  # before the file is parsed: its size bounds the spline's
+        check_reconstruction(config, args, {"resolution": res, "points": max(MIN_POINTS, count_rows(args["points"]) - 1)},
+                             plan_device(denoiser), flags=("resolution", "batch_size", "num_samples"))
+    coords, values = read_points(args["points"], int(config["channels"]), extent)
+    check_reconstruction(config, args, {"resolution": res, "points": len(coords)}, plan_device(denoiser),
+                         flags=("resolution", "batch_size", "num_samples"))
+    rec = Reconstructor(denoiser, plan)
+    kwargs = point_context(torch.from_numpy(coords)[None].to(rec.device), torch.from_numpy(values * 2 - 1)[None].to(rec.device),
+                           torch.ones(1, len(coords), dtype=torch.bool, device=rec.device), res, res)
+    shape, indices = (1, values.shape[1], res, res), [0]
+    out = rec.samples(kwargs, shape, indices)
+    mean = rec.posterior_mean(kwargs, shape, indices)[0] if rec.one_call else out.mean
+    arrays = {"mean": ((mean[0] + 1) / 2).clamp(0, 1), "std": out.std[0] / 2,
+              "samples": ((out.samples[:, 0] + 1) / 2).clamp(0, 1)}
+    out_dir = Path(args["out"])
+    write_points(out_dir, arrays, (coords, values), {
         "checkpoint": str(args["checkpoint"]), "points": str(args["points"]), "num_points": len(coords),
-        "resolution": res, "sampler": key, "steps": args["steps"], "num_samples": args["num_samples"],
-        "mean": "ddo-x0 (the network's t = 1 estimate, averaged over rotations and flips)" if one_call
+        "resolution": res, **plan.record(),
+        "mean": "ddo-x0 (the network's t = 1 estimate, averaged over rotations and flips)" if rec.one_call
         else "mean of the samples", "std": "the samples' own std (the stored calibration applies to grid contexts)",
         "extent": list(extent) if extent else None})
-
-
-def _write_points(out: Path, arrays: dict, coords, values, record: dict) -> int:
-    out.mkdir(parents=True, exist_ok=True)
-    for name, value in arrays.items():
-        atomic_write(out / f"{name}.npy", lambda f, v=value: np.save(f, v.cpu().numpy().astype(np.float32)))
-    res = arrays["mean"].shape[-1]
-    std = arrays["std"].mean(0, keepdim=True)
-    std = (std / std.max().clamp_min(1e-6)).expand_as(arrays["mean"])
-    panels = torch.stack([points_image(coords, values, res), arrays["mean"].cpu(), std.cpu()])
-    save_grid(panels, out / "reconstruction.png", nrow=3, value_range=(0.0, 1.0))
-    save_grid(arrays["samples"].cpu(), out / "samples.png", nrow=len(arrays["samples"]), value_range=(0.0, 1.0))
-    for name in ("mean", "std"):
-        save_grid(panels[1 if name == "mean" else 2][None], out / f"{name}.png", nrow=1, value_range=(0.0, 1.0))
-    atomic_write(out / "points.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
-    print(f"reconstructed {record['num_points']} points at {res}x{res}: wrote reconstruction.png (points, "
-          f"posterior mean, std), mean/std/samples .png and .npy, points.json in {out}")
+    print(f"reconstructed {len(coords)} points at {res}x{res}: wrote reconstruction.png (points, posterior mean, std), "
+          f"mean/std/samples .png and .npy, points.json in {out_dir}")
     return 0

@@ -7,9 +7,9 @@ import torch
 from ddo.builtins import fno_unet
 from ddo.diffusion import BlurringDiffusion, DenoisingDiffusion
 from ddo.models import coordinate_grid
-from ddo.sampling import ddim_step
+from ddo.sampling import ddim_step, denoise_step
 from ddo_conditional import (ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel,
-                             FixedSparseMaskDataset, create_context_image_batched, create_query_mask_batched,
+                             FixedSparseMaskDataset, Reconstructor, SamplingPlan, create_context_image_batched, create_query_mask_batched,
                              fixed_mask, reconstruct)
 from ddo_conditional.conditioning import EncoderConditioning
 from ddo_conditional.datasets import context_tensors
@@ -164,32 +164,45 @@ def test_reconstruct_shapes_and_spread():
     ds = FixedSparseMaskDataset(Images(2, 16), seed=1)
     batch = torch.utils.data.default_collate([ds[i] for i in range(2)])
     ctx = context_tensors(batch)
-    out = reconstruct(gen, ctx, (2, 3, 16, 16), num_steps=3, num_samples=3, generator=torch.Generator().manual_seed(0),
-                      data_consistency=True, observation=(ctx["context_image"], ctx["observation_mask"]))
+    plan = SamplingPlan(samples=3, steps=3, sampler=denoise_step, data_consistency=True)
+    out = reconstruct(gen, ctx, (2, 3, 16, 16), plan, observation=(ctx["context_image"], ctx["observation_mask"]))
     assert out["samples"].shape == (3, 2, 3, 16, 16)
     assert (out["std"] > 0).float().mean() > 0.9  # distinct draws per sample
     assert not torch.equal(out["samples"][0, 0], out["samples"][0, 1])  # two images, two reconstructions
 
 
-def test_reconstruct_rows_per_call_do_not_change_deterministic_samples():
+@pytest.mark.parametrize("step", [ddim_step, denoise_step])
+def test_samples_depend_on_seed_image_and_sample_number_only(step):
+    """Per-sample streams: the rows per network call, the batch an image is drawn in and its place
+    in that batch change nothing (up to the rounding of batch-size dependent GEMMs), for the
+    deterministic and the ancestral sampler; another seed changes every sample."""
     from ddo.diffusion import LinearDiffusion
 
     torch.manual_seed(0)
     # no blur: an untrained eps network under blurring amplifies rounding (batch-size dependent GEMMs)
     gen = DenoisingDiffusion(LinearDiffusion(), ConditionalLiftModel(_base(), 3))
-    ds = FixedSparseMaskDataset(Images(2, 16), seed=1)
-    ctx = context_tensors(torch.utils.data.default_collate([ds[i] for i in range(2)]))
-    outs = [reconstruct(gen, ctx, (2, 3, 16, 16), num_steps=3, num_samples=3, sampler=ddim_step, max_rows=rows,
-                        generator=torch.Generator().manual_seed(0)) for rows in (2, 4, 6)]
-    for o in outs[1:]:
-        torch.testing.assert_close(o["samples"], outs[0]["samples"], rtol=1e-4, atol=1e-4)
-    assert not torch.equal(outs[0]["samples"][0], outs[0]["samples"][1])
+    ds = FixedSparseMaskDataset(Images(3, 16), seed=1)
+    items = [ds[i] for i in range(3)]
+    ctx = context_tensors(torch.utils.data.default_collate(items))
+
+    def run(rows, order=(0, 1, 2), seed=0):
+        c = {k: v[list(order)] for k, v in ctx.items()}
+        plan = SamplingPlan(samples=3, steps=3, sampler=step, rows=rows, seed=seed)
+        return Reconstructor(gen, plan).samples(c, (len(order), 3, 16, 16), [items[i]["index"] for i in order]).samples
+
+    base = run(3)
+    for other in (run(6), run(9), run(1)):
+        torch.testing.assert_close(other, base, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(run(3, order=(2, 0, 1)), base[:, [2, 0, 1]], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(run(1, order=(1,)), base[:, [1]], rtol=1e-4, atol=1e-4)
+    assert not torch.equal(base[0], base[1])
+    assert (run(3, seed=1) - base).abs().amax(dim=(2, 3, 4)).min() > 1e-3
 
 
 @pytest.mark.parametrize("kind", ["encoder", "interp-x0-scaled"])
 def test_cached_context_terms_give_the_same_samples(kind):
     from ddo.diffusion import LinearDiffusion
-    from ddo_conditional.models import SparseInterpModel
+    from ddo_conditional.refiners import SparseInterpModel
 
     torch.manual_seed(0)
     if kind == "encoder":
@@ -213,8 +226,8 @@ def test_cached_context_terms_give_the_same_samples(kind):
     outs, counts = [], []
     for cache in (True, False):
         calls.clear()
-        outs.append(reconstruct(gen, ctx, (2, 3, 16, 16), num_steps=3, num_samples=2, sampler=ddim_step, cache=cache,
-                                generator=torch.Generator().manual_seed(0)))
+        plan = SamplingPlan(samples=2, steps=3, sampler=ddim_step, rows=2)
+        outs.append(Reconstructor(gen, plan, cache=cache).samples(ctx, (2, 3, 16, 16), range(2))._asdict())
         counts.append(len(calls))
     assert counts == [2, 6]  # once per group of samples instead of once per step (2 groups x 3 steps)
     torch.testing.assert_close(outs[0]["samples"], outs[1]["samples"], rtol=0, atol=0)
@@ -312,14 +325,14 @@ def test_ddim_x0_sampler_recovers_the_image_without_amplification(res):
     if res == 64:  # at 16x16 the largest ratio is small enough for float32
         # the same exact denoiser as an eps network: a_s x0 is (a_s / a_t)(u - s eps), which multiplies
         # float32 rounding by a_0 / a_t in high modes
-        eps_gen = DenoisingDiffusion(fd, _EpsOracle(fd, x0))
+        eps_gen = DenoisingDiffusion(fd, _EpsOracle(fd, x0), x0_clip="none")
         eps_form = sample(eps_gen, (2, 3, res, res), num_steps=2, sampler=ddim_step, progress=False, device="cpu")
         assert not ((eps_form - target).abs().max().item() < 1.0)  # diverged (or not even finite)
 
 
 @pytest.mark.parametrize("n", [4, 8])
 def test_calibration_of_exchangeable_gaussian_samples(n):
-    from ddo_conditional.metrics import calibration
+    from ddo_conditional.calibration import coverage as calibration
 
     g = torch.Generator().manual_seed(0)
     loc = torch.rand(32, 3, 16, 16, generator=g)
@@ -352,16 +365,21 @@ class _FixedResidual(torch.nn.Module):
 
 @pytest.mark.parametrize("size", [(8, 8), (8, 12)])
 def test_symmetrized_posterior_mean_averages_the_transformed_estimates(size):
-    from ddo_conditional.evaluate import dihedral_transforms, posterior_mean_one_call
+    from ddo_conditional.augment import dihedral_transforms
 
     g = torch.Generator().manual_seed(0)
     h, w = size
     residual = torch.randn(1, 3, h, w, generator=g)
     gen = DenoisingDiffusion(BlurringDiffusion(), _FixedResidual(residual), parameterization="x0")
     dense = torch.rand(2, 3, h, w, generator=g)
-    plain = posterior_mean_one_call(gen, {"context_dense": dense}, (2, 3, h, w), g)
+
+    def estimate(symmetrize):
+        rec = Reconstructor(gen, SamplingPlan(symmetrize=symmetrize))
+        return rec.posterior_mean({"context_dense": dense}, (2, 3, h, w), [0, 1])[0]
+
+    plain = estimate(False)
     torch.testing.assert_close(plain, dense + residual)
-    sym = posterior_mean_one_call(gen, {"context_dense": dense}, (2, 3, h, w), g, symmetrize=True)
+    sym = estimate(True)
     # the offset is transformed and transformed back (exact); the fixed residual is averaged over the group
     group = dihedral_transforms(h, w)
     assert len(group) == (8 if h == w else 4)
@@ -374,8 +392,8 @@ def test_spread_fit_recovers_scale_and_floor_and_calibrates_fresh_draws():
     """Truths around the mean with std sqrt((2 sigma)^2 + 0.03^2), predicted std sigma: the maximum-
     likelihood fit finds a = 2 and b = 0.03, and on fresh draws the recalibrated spread holds 68% and
     95% within 1 and 2 std, where the raw spread holds far less."""
-    from ddo_conditional.evaluate import apply_spread, fit_spread
-    from ddo_conditional.metrics import calibration
+    from ddo_conditional.calibration import apply_spread, fit_spread
+    from ddo_conditional.calibration import coverage as calibration
 
     g = torch.Generator().manual_seed(0)
     shape = (64, 3, 16, 16)
@@ -394,8 +412,8 @@ def test_spread_fit_recovers_scale_and_floor_and_calibrates_fresh_draws():
 def test_spread_fit_with_roughness_recovers_all_three_terms():
     """Per-image roughness r_i, truths with std sqrt((1.5 sigma)^2 + (0.8 r_i)^2 + 0.01^2): the three-term
     fit recovers a, b, c; the fit without r cannot express the per-image floor and calibrates worse."""
-    from ddo_conditional.evaluate import apply_spread, fit_spread
-    from ddo_conditional.metrics import calibration
+    from ddo_conditional.calibration import apply_spread, fit_spread
+    from ddo_conditional.calibration import coverage as calibration
 
     g = torch.Generator().manual_seed(1)
     shape = (96, 3, 16, 16)
@@ -444,7 +462,7 @@ def test_relative_x0_loss_weights_t1_terms_by_inverse_biharmonic_error():
 
 
 def test_leave_one_out_error_matches_removing_each_observation():
-    from ddo_conditional.models import NormalizedConvolution
+    from ddo_conditional.refiners import NormalizedConvolution
 
     g = torch.Generator().manual_seed(3)
     ctx = torch.rand(2, 3, 12, 12, generator=g) * 2 - 1
@@ -462,7 +480,7 @@ def test_leave_one_out_error_matches_removing_each_observation():
 
 
 def test_context_residual_scale_multiplies_the_trunk_output_by_the_roughness():
-    from ddo_conditional.models import SparseInterpModel
+    from ddo_conditional.refiners import SparseInterpModel
 
     torch.manual_seed(0)
     plain = SparseInterpModel(_base(), residual_scale="none")
@@ -493,7 +511,7 @@ def test_context_residual_scale_multiplies_the_trunk_output_by_the_roughness():
 def test_fresh_residual_model_is_the_interpolation_and_learns_a_known_residual():
     """A fresh x0 residual model returns the interpolation exactly (zero-initialised output layers);
     fitted to images that are the interpolation plus a fixed pattern, it learns that pattern."""
-    from ddo_conditional.models import SparseInterpModel
+    from ddo_conditional.refiners import SparseInterpModel
 
     torch.manual_seed(0)
     model = SparseInterpModel(_base(), residual_scale="none", refiner_width=4, residual=True)
@@ -520,7 +538,7 @@ def test_fresh_residual_model_is_the_interpolation_and_learns_a_known_residual()
 @pytest.mark.parametrize("size", [16, (8, 12)])
 def test_dihedral_augment_moves_image_context_and_interpolation_together(size):
     from ddo.data import RandomFlip
-    from ddo_conditional.datasets import DihedralAugment, apply_dihedral, dihedral_transforms
+    from ddo_conditional.augment import DihedralAugment, apply_dihedral, dihedral_transforms
 
     h, w = (size, size) if isinstance(size, int) else size
 
@@ -553,7 +571,7 @@ def test_dihedral_augment_moves_image_context_and_interpolation_together(size):
 
 def test_dihedral_augment_only_on_the_training_split_and_refuses_unknown_keys():
     from ddo_conditional.conditioning import BiharmonicInterpConditioning
-    from ddo_conditional.datasets import DihedralAugment, PhotometricAugment
+    from ddo_conditional.augment import DihedralAugment, PhotometricAugment
 
     wrapper = BiharmonicInterpConditioning({"augment": "dihedral", "resolution": 32})
     assert isinstance(wrapper.wrap_dataset(Images(2), "train"), DihedralAugment)
@@ -571,7 +589,7 @@ def test_dihedral_augment_only_on_the_training_split_and_refuses_unknown_keys():
 
 def test_photometric_augment_maps_image_and_context_alike():
     from ddo.data import RandomFlip
-    from ddo_conditional.datasets import PhotometricAugment
+    from ddo_conditional.augment import PhotometricAugment
 
     class Mirrored(Images):  # right half = left half: a per-pixel colour map keeps it so
         def __init__(self):
@@ -600,7 +618,7 @@ def test_photometric_augment_maps_image_and_context_alike():
 
 
 def test_photometric_map_hue_rotation_keeps_grey_and_luminance():
-    from ddo_conditional.datasets import photometric_map
+    from ddo_conditional.augment import photometric_map
 
     x = torch.rand(3, 50)
     grey = torch.full((3, 4), 0.4)

@@ -30,14 +30,14 @@ class _PlainModelPlugin:
 
 
 REFUSED = [
-    (["--conditioning", "sparse-interp", "--loss", "x0-mse"],
+    (["--conditioning", "sparse-interp", "--parameterization", "eps", "--loss", "x0-mse"],
      "loss x0-mse needs --parameterization x0 or v; this run has --parameterization eps"),
     (["--conditioning", "sparse-biharmonic", "--loss", "x0-mse-relative", "--parameterization", "x0",
       "--mask-seed", "1"], None),  # a valid combination, for contrast
     (["--conditioning", "sparse-interp", "--parameterization", "x0", "--loss", "x0-mse-relative"],
      "loss x0-mse-relative needs --conditioning sparse-biharmonic, sparse-setconv or sparse-attention; this run has "
      "--conditioning sparse-interp"),
-    (["--conditioning", "sparse-interp", "--residual-scale", "context"],
+    (["--conditioning", "sparse-interp", "--parameterization", "eps", "--residual-scale", "context"],
      "--residual-scale context needs --parameterization x0 or v; this run has --parameterization eps"),
     (["--conditioning", "sparse-encoder", "--refiner-width", "4"],
      "--refiner-width applies to --conditioning sparse-interp or sparse-biharmonic; this run has --conditioning "

@@ -8,12 +8,14 @@ from skimage.restoration import inpaint_biharmonic
 
 from ddo.diffusion import BlurringDiffusion, DenoisingDiffusion
 from ddo.sampling import ddim_step, denoise_step
-from ddo_conditional import FixedSparseMaskDataset, fixed_mask, reconstruct
+from ddo_conditional import FixedSparseMaskDataset, Reconstructor, SamplingPlan, fixed_mask, reconstruct
 from ddo_conditional.baselines import BASELINES, interpolate
 from ddo_conditional.conditioning import LiftConditioning
-from ddo_conditional.datasets import apply_dihedral, context_tensors, dihedral_transforms
+from ddo_conditional.augment import apply_dihedral, dihedral_transforms
+from ddo_conditional.datasets import context_tensors
 from ddo_conditional.evaluate import MODEL_METHODS, evaluate
-from ddo_conditional.metrics import calibration, psnr, ssim, ssim_map
+from ddo_conditional.calibration import coverage as calibration
+from ddo_conditional.metrics import psnr, ssim, ssim_map
 
 
 def _smooth_images(n, res, seed=0):
@@ -160,8 +162,7 @@ def test_oracle_reconstruction_is_the_image_with_zero_spread(res, step):
     gen = DenoisingDiffusion(BlurringDiffusion(), X0Oracle(image), parameterization="x0")
     ds = FixedSparseMaskDataset(_Same(image, 2), seed=1)
     ctx = context_tensors(torch.utils.data.default_collate([ds[i] for i in range(2)]))
-    out = reconstruct(gen, ctx, (2, 3, res, res), num_steps=4, num_samples=3, sampler=step,
-                      generator=torch.Generator().manual_seed(0))
+    out = reconstruct(gen, ctx, (2, 3, res, res), SamplingPlan(samples=3, steps=4, sampler=step))
     # the image itself, not alpha_0 times it (alpha_0 of the highest mode is 5e-5 at 64x64)
     torch.testing.assert_close(out["samples"], image.expand(3, 2, -1, -1, -1), atol=1e-5, rtol=0)
     assert out["std"].abs().max() < 1e-5
@@ -184,9 +185,11 @@ def test_data_consistency_keeps_the_observed_pixels_equal_to_the_context():
     ctx = context_tensors(torch.utils.data.default_collate([ds[i] for i in range(2)]))
     gen = DenoisingDiffusion(BlurringDiffusion(), _WrongX0(), parameterization="x0")
     obs = (ctx["context_image"], ctx["observation_mask"])
-    kw = dict(num_steps=3, num_samples=2, sampler=ddim_step, observation=obs)
-    with_dc = reconstruct(gen, ctx, (2, 3, 16, 16), data_consistency=True, **kw)["samples"]
-    without = reconstruct(gen, ctx, (2, 3, 16, 16), data_consistency=False, **kw)["samples"]
+    def plan(dc):
+        return SamplingPlan(samples=2, steps=3, sampler=ddim_step, data_consistency=dc)
+
+    with_dc = reconstruct(gen, ctx, (2, 3, 16, 16), plan(True), observation=obs)["samples"]
+    without = reconstruct(gen, ctx, (2, 3, 16, 16), plan(False), observation=obs)["samples"]
     m = obs[1].bool().expand(2, -1, 3, -1, -1)
     target = obs[0].expand(2, -1, -1, -1, -1)
     assert torch.equal(with_dc[m], target[m])
@@ -205,8 +208,8 @@ def test_evaluate_with_an_oracle_every_ddo_row_beats_every_baseline(res, monkeyp
     seen = []
     real = ev.baseline_batch
     monkeypatch.setattr(ev, "baseline_batch", lambda t, idx, m: seen.append(idx.clone()) or real(t, idx, m))
-    m = evaluate(gen, wrapper, ds, num_samples=2, steps=3, sampler=ddim_step, batch_size=2, progress=False)["metrics"]
-    methods = m["methods"]
+    ev = evaluate(Reconstructor(gen, SamplingPlan(samples=2, steps=3, sampler=ddim_step, rows=2)), wrapper, ds)
+    methods = ev.methods
     for name in ("ddo-x0", "ddo-samples-mean", "ddo-sample", "ddo-mean"):
         assert methods[name]["psnr_query"] > 90, (name, methods[name]["psnr_query"])
         assert methods[name]["ssim_query"] == pytest.approx(1.0, abs=1e-5)  # float32 rounding
@@ -216,4 +219,4 @@ def test_evaluate_with_an_oracle_every_ddo_row_beats_every_baseline(res, monkeyp
     # the baselines got the model's context indices: those of the dataset's fixed masks
     want = torch.stack([ds[i]["context_indices"] for i in range(3)])
     assert torch.equal(torch.cat(seen[::len(BASELINES)]), want)
-    assert m["calibration"]["within_2std"] <= 1.0 and m["num_images"] == 3
+    assert ev.coverage["within_2std"] <= 1.0 and ev.num_images == 3

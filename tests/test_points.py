@@ -9,9 +9,9 @@ import torch
 from ddo.cli import main
 from ddo.models import coordinate_grid
 from ddo.models.fno_unet import FNOUNet2d
-from ddo_conditional.datasets import (FixedSparseMaskDataset, apply_dihedral, context_tensors,
-                                      dihedral_transforms)
-from ddo_conditional.models import PointSetModel
+from ddo_conditional.augment import apply_dihedral, dihedral_transforms
+from ddo_conditional.datasets import FixedSparseMaskDataset, context_tensors
+from ddo_conditional.refiners import PointSetModel
 from ddo_conditional.points import (AttentionEncoder, SetConvEncoder, bilinear, cell_coords, dihedral_points,
                                     grid_points, point_context, setconv_grid, tps_grid)
 
@@ -206,7 +206,7 @@ def test_points_need_a_point_set_model(tmp_path, image_folder, capsys):
 
 def test_augmentations_move_and_map_the_points_with_the_image():
     from ddo.data import RandomFlip
-    from ddo_conditional.datasets import DihedralAugment, PhotometricAugment
+    from ddo_conditional.augment import DihedralAugment, PhotometricAugment
 
     flipped = RandomFlip(_Images(6, 16, 16), seed=0)
     plain = FixedSparseMaskDataset(flipped, seed=4, coords="grid")

@@ -117,3 +117,65 @@ def long_functions(package: str, limit: int = 60) -> list[str]:
 @pytest.mark.parametrize("package", ["ddo", "ddo_conditional"])
 def test_no_function_over_60_lines(package):
     assert long_functions(package) == []
+
+
+def host_imports(package: str) -> dict[str, set[str]]:
+    """``file -> ddo modules it imports`` (module-level and function-level) for the files of ``package``."""
+    out = {}
+    for path in (REPO / package).rglob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name == "ddo" or a.name.startswith("ddo.")}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module and (
+                    node.module == "ddo" or node.module.startswith("ddo.")):
+                found.add(node.module)
+        out[str(path.relative_to(REPO))] = found
+    return out
+
+
+def test_plugin_uses_the_host_public_api_only():
+    imports = host_imports("ddo_conditional")
+    assert sum(1 for mods in imports.values() if mods) > 5
+    offending = {f: sorted(m - {"ddo.api"}) for f, m in imports.items() if m - {"ddo.api"}}
+    assert offending == {}, f"the plugin imports host internals (use ddo.api): {offending}"
+    import ddo.api
+
+    assert all(hasattr(ddo.api, name) for name in ddo.api.__all__)
+
+
+def test_public_api_check_finds_a_planted_internal_import(tmp_path, monkeypatch):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("from ddo.api import UserError\nfrom ddo.train import train\n")
+    monkeypatch.setitem(globals(), "REPO", tmp_path)
+    assert host_imports("pkg") == {"pkg/a.py": {"ddo.api", "ddo.train"}}
+
+
+def wide_functions(package: str, limit: int = 8) -> list[str]:
+    """Functions of ``package`` that take more than ``limit`` parameters (``self``/``cls`` not counted)."""
+    out = []
+    for path in (REPO / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+                n = len([x for x in names if x not in ("self", "cls")]) + bool(a.vararg) + bool(a.kwarg)
+                if n > limit:
+                    out.append(f"{path.relative_to(REPO)}:{node.name} ({n} parameters)")
+    return out
+
+
+def test_plugin_functions_take_at_most_8_parameters_and_modules_stay_under_300_lines():
+    assert wide_functions("ddo_conditional") == []
+    long_modules = {str(p.relative_to(REPO)): n for p in (REPO / "ddo_conditional").rglob("*.py")
+                    if (n := len(p.read_text().splitlines())) > 300}
+    assert long_modules == {}
+
+
+def test_evaluation_writes_no_file():
+    """evaluate.py computes; report.py writes: no file API in evaluate.py."""
+    text = (REPO / "ddo_conditional" / "evaluate.py").read_text()
+    tree = ast.parse(text)
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert not names & {"open", "atomic_write", "save_grid", "write_text", "write_bytes", "save", "mkdir", "print"}

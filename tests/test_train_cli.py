@@ -225,7 +225,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, 
     run = tmp_path / "run"
     assert main(tiny_train_args(run, image_folder, "--iterations", "2")) == 0
     before = (run / "checkpoint.pt").read_bytes()
-    assert main(["train", "--out", str(run), "--resume", "--iterations", "4", "--loss", "nan-loss", "--no-progress"]) == 2
+    assert main(["train", "--out", str(run), "--resume", "--iterations", "4", "--loss", "nan-loss", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "the loss became non-finite at step 2" in err and len(err.strip().splitlines()) == 1
     assert (run / "checkpoint.pt").read_bytes() == before
@@ -270,3 +270,29 @@ def test_inference_dtype_choices(monkeypatch):
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     with pytest.raises(UserError, match="no native bf16"):
         commands.inference_dtype(True, cpu)
+
+
+def test_identical_runs_write_identical_checkpoints(tmp_path, image_folder):
+    """The same command writes the same checkpoint, tensor for tensor, whatever state the process's
+    global generators were in before (as in two separate processes): every generator the run saves
+    is seeded from --seed."""
+    import random
+
+    import numpy as np
+
+    from .conftest import state_tensors
+
+    states = []
+    for i, run in enumerate((tmp_path / "a", tmp_path / "b")):
+        np.random.seed(1000 + i)  # a different history of the global generators before each run
+        random.seed(1000 + i)
+        torch.manual_seed(1000 + i)
+        assert main(tiny_train_args(run, image_folder, "--iterations", "3")) == 0
+        states.append(torch.load(run / "checkpoint.pt", weights_only=True))
+    a, b = (state_tensors(s) for s in states)
+    assert a.keys() == b.keys() and "/rng/numpy/keys" in a and "/rng/python/state/0" in a
+    for k in a:
+        if torch.is_tensor(a[k]):
+            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+        else:
+            assert a[k] == b[k], k

@@ -446,6 +446,10 @@ class _FromModes(torch.autograd.Function):
         return gs[:, :, 0], gs[:, :, 1], None, None, None
 
 
+# public names of the training path's truncated transforms (benchmarks/spectral_kernels.py times them alone)
+KeptModes, FromModes = _KeptModes, _FromModes
+
+
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal features of ``t: (B,)``, shape ``(B, dim)``."""
     half = dim // 2

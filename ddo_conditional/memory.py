@@ -1,0 +1,73 @@
+"""Memory estimates of reconstructions, checked before anything is allocated (:func:`ddo.api.guard`):
+a request that cannot fit is refused in one line naming the flag to lower and how far."""
+from __future__ import annotations
+
+from ddo.api import Knob, guard, images_bytes, network_bytes, sampling_rows
+
+DIHEDRAL_MOVES = 8  # the symmetrised posterior-mean estimate evaluates the network under 8 moves
+TPS_CHUNK = 4096  # targets per chunk of ddo_conditional.points.tps_eval
+
+
+def reconstruction_bytes(config: dict, *, resolution: int, batch_size: int, num_samples: int, images: int,
+                         points: int = 0) -> int:
+    """Peak memory of reconstructing ``images`` images at ``resolution``: the network's activations on
+    the rows of one call, the samples of one batch and their copies, the symmetrised estimate, the
+    context inputs repeated per call, and the per-image outputs kept for every image (the data, mean,
+    std, calibrated std, interval); with ``points``, the thin-plate spline and the point encoders."""
+    channels = max(1, int(config.get("channels") or 3))
+    batch, call = sampling_rows(images, batch_size, num_samples)
+    total = (network_bytes(config, call, resolution)
+             + images_bytes(num_samples * batch, channels, resolution, copies=3)
+             + images_bytes(DIHEDRAL_MOVES * batch, channels, resolution, copies=2)
+             + images_bytes(call, channels + 4, resolution, copies=2)
+             + images_bytes(images, channels, resolution, copies=8))
+    if points:
+        total += point_bytes(config, points, resolution, call)
+    return total
+
+
+def point_bytes(config: dict, points: int, resolution: int, rows: int) -> int:
+    """The thin-plate spline of ``points`` points on the grid (its float64 system, inverse and
+    kernel; evaluation in chunks of :data:`TPS_CHUNK` targets) and the point encoder on ``rows`` rows
+    (set convolution: squared distances and weights per grid point and point; attention: one score per
+    head, grid point and point)."""
+    k = points + 3
+    tps = 8 * 6 * k * k + 8 * 3 * min(resolution * resolution, TPS_CHUNK) * k
+    heads = int(config.get("attention_heads") or 4) if config.get("conditioning") == "sparse-attention" else 1
+    encoder = 4 * 4 * heads * rows * resolution * resolution * points
+    return tps + encoder
+
+
+FLAGS = {"resolution": "--resolution", "batch_size": "--batch-size", "num_samples": "--num-samples",
+         "images": "--limit", "points": "the number of points in the CSV"}
+
+
+def check_reconstruction(config: dict, args: dict, sizes: dict, device=None, what: str | None = None,
+                         flags=("resolution", "batch_size", "num_samples", "images")) -> int:
+    """Refuse (one line) a reconstruction whose :func:`reconstruction_bytes` cannot fit, naming the
+    flag to lower among ``flags`` (those the command has): ``--resolution``, ``--batch-size``,
+    ``--num-samples``, ``--limit`` (the images kept), or the points of the CSV. ``sizes``:
+    ``resolution``, ``images`` (kept), ``points`` (of a CSV, 0 for a grid context) and ``loaded``
+    (images read at the resolution besides those kept: a folder is read whole, uint8 pixels and their
+    stack); ``args``: the flags (``num_samples``, ``batch_size``)."""
+    points, loaded = sizes.get("points", 0), sizes.get("loaded", 0)
+    values = {"resolution": sizes["resolution"], "batch_size": args.get("batch_size") or 32,
+              "num_samples": args["num_samples"], "images": sizes.get("images", 1), "points": points}
+    channels = max(1, int(config.get("channels") or 3))
+    knobs = [Knob(name, FLAGS[name], values[name], smallest=4 if name == "points" else 1)
+             for name in (*flags, *(("points",) if points else ())) if name != "images" or not points]
+
+    def estimate(**kw):
+        v = {**values, **kw}
+        return (reconstruction_bytes(config, resolution=v["resolution"], batch_size=v["batch_size"],
+                                     num_samples=v["num_samples"], images=v["images"], points=v["points"])
+                + 2 * loaded * channels * v["resolution"] ** 2)
+
+    res, images = values["resolution"], values["images"]
+    what = what or (f"reconstructing {points:,} points at {res:,}x{res:,}" if points else
+                    f"reconstructing {images:,} image{'s' if images != 1 else ''} at {res:,}x{res:,}")
+    return guard(f"{what} ({values['num_samples']:,} samples, {values['batch_size']:,} rows per call)", estimate,
+                 knobs, device)
+
+
+__all__ = ["reconstruction_bytes", "point_bytes", "check_reconstruction"]

@@ -218,7 +218,8 @@ class DenoisingDiffusion:
         ``(u - a x0) / s`` per mode, consistent with it. With ``x0_clip="none"``: :meth:`predict` itself."""
         p = self.predict(y, s, v, **kwargs)
         floor = self.x0_clip in ("floor", "floor-clip") and self.parameterization == "eps"
-        if self.x0_clip == "none" or (self.x0_clip == "floor" and not floor):
+        clip = self.x0_clip in ("clip", "floor-clip", "dynamic")
+        if not (floor or clip):  # "none", or "floor" for a network that divides by no alpha_t
             return p
         fd = self.forward_diffusion
         if floor:  # x0 = a (u - s eps) / (a^2 + (c s)^2): the divisor a + (c s)^2 / a is at least 2 c s
@@ -227,7 +228,7 @@ class DenoisingDiffusion:
             x0 = (p.u - p.log_s.exp() * p.out) * log_gain.clamp_min(-80.0).exp()
         else:
             x0 = p.x0_modes()
-        if self.x0_clip in ("clip", "floor-clip", "dynamic"):
+        if clip:
             x = fd.from_modes(x0)
             if self.x0_clip == "dynamic":
                 q = torch.quantile(x.abs().flatten(1), DYNAMIC_PERCENTILE, dim=1)

@@ -82,7 +82,8 @@ def batches(dataset, wrapper, reconstructor: Reconstructor, limit: int | None = 
     if len(dataset) == 0:
         raise ValueError("no images to evaluate")
     bar = progress_bar(total=len(dataset), desc=desc, enabled=reconstructor.plan.progress)
-    for items in DataLoader(dataset, batch_size=reconstructor.plan.rows, shuffle=False):
+    # at most the dataset's length per batch: a DataLoader refuses batch sizes beyond sys.maxsize
+    for items in DataLoader(dataset, batch_size=min(reconstructor.plan.rows, len(dataset)), shuffle=False):
         yield Batch(items, wrapper, reconstructor)
         bar.update(items["image"].shape[0])
     bar.close()

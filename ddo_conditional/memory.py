@@ -66,7 +66,8 @@ def check_reconstruction(config: dict, args: dict, sizes: dict, device=None, wha
     res, images = values["resolution"], values["images"]
     what = what or (f"reconstructing {points:,} points at {res:,}x{res:,}" if points else
                     f"reconstructing {images:,} image{'s' if images != 1 else ''} at {res:,}x{res:,}")
-    return guard(f"{what} ({values['num_samples']:,} samples, {values['batch_size']:,} rows per call)", estimate,
+    n = values["num_samples"]
+    return guard(f"{what} ({n:,} sample{'s' if n != 1 else ''}, {values['batch_size']:,} rows per call)", estimate,
                  knobs, device)
 
 

@@ -75,6 +75,17 @@ def test_reconstruct_at_resolution_100000_is_refused_before_allocating(tiny_runs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["obs.csv"]
 
 
+def test_reconstruct_with_a_batch_size_beyond_sys_maxsize_runs(tiny_runs, tmp_path, capsys):
+    """Was: ``ValueError: Stop argument for islice()`` traceback (found by tests/test_fuzz_cli.py): the
+    rows per call went to a DataLoader as its batch size. A batch size larger than the images is valid."""
+    for rows in ("99999999999999999999", str(2 ** 63)):
+        out = tmp_path / f"out{len(rows)}"
+        assert main(recon(tiny_runs["cond"], out, "--batch-size", rows, "--num-samples", "1",
+                          source=("--images", str(tiny_runs["images"])))) == 0
+        methods = json.loads((out / "metrics.json").read_text())["methods"]
+        assert np.isfinite(methods["ddo-sample"]["psnr_query"]), methods["ddo-sample"]
+
+
 # --- memory guards ------------------------------------------------------------------------------
 def test_memory_guards_name_the_flag_and_how_far(tiny_runs, image_folder, tmp_path, capsys, limited):
     refused(capsys, ["sample", "--checkpoint", str(tiny_runs["uncond"]), "--num", "100000", "--out",

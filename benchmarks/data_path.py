@@ -24,7 +24,7 @@ import torch
 from ddo.config import resolve
 from ddo.data import RandomFlip, write_cifar_like
 from ddo.plugins import load_host
-from ddo.train import EpochItems, StepBatches
+from ddo.batching import EpochItems, StepBatches
 
 
 def write_cifar_folder(root: Path, n_train: int = 50_000, n_test: int = 10_000, seed: int = 0) -> Path:
@@ -41,7 +41,7 @@ def measure(host, key: str, root: Path, device, batch: int, epochs: int, workers
     flipped = RandomFlip(base, 0)
     dataset = wrapper.wrap_dataset(flipped, "train")
     steps = len(dataset) // batch
-    loader = torch.utils.data.DataLoader(EpochItems(dataset, flipped), batch_sampler=StepBatches(len(dataset), batch, 0, 0),
+    loader = torch.utils.data.DataLoader(EpochItems([(dataset, flipped)]), batch_sampler=StepBatches(len(dataset), batch, 0, 0),
                                          num_workers=workers, persistent_workers=workers > 0,
                                          pin_memory=device.type == "cuda")
     it, per_epoch = iter(loader), []

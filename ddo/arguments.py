@@ -43,6 +43,14 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+def resolution_list(text: str) -> list[int]:
+    """``--resolutions``: distinct positive integers, comma-separated (``32,64``)."""
+    values = int_list(text)
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct resolutions like 32,64, got {text!r}")
+    return values
+
+
 def _int_at_least(lowest: int, what: str):
     def parse(text: str) -> int:
         try:
@@ -141,7 +149,13 @@ def add_train_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--data-root", help="folder of the dataset (cifar10, image-folder)")
     g.add_argument("--download", action="store_true", default=None,
                    help="fetch the dataset into --data-root first (cifar10; checksum verified)")
-    g.add_argument("--resolution", type=positive_int)
+    g.add_argument("--resolution", type=positive_int,
+                   help="training resolution (default 32); with --resolutions, the one of them that commands "
+                   "reading the checkpoint use by default")
+    g.add_argument("--resolutions", type=resolution_list,
+                   help="train at several resolutions in one run, e.g. 32,64: every batch holds one size and the "
+                   "sizes take turns step by step (natural-patches, navier-stokes, darcy, image-folder); default: "
+                   "--resolution only, or the first listed when --resolution is not given")
     g.add_argument("--channels", type=positive_int, help="image channels (default 3; 1 for navier-stokes and darcy)")
     g.add_argument("--num-workers", type=workers_int)
     g.add_argument("--crop-scales", choices=CROP_SCALES,

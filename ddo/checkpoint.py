@@ -100,6 +100,10 @@ SIZE_KEYS = {"resolution": 1, "channels": 1, "ch": 1, "num_res_blocks": 1, "mode
              "num_workers": 0, "warmup": 0, "seed": 0, "ckpt_every": 1, "log_every": 1, "num_sample": 0,
              "sample_steps": 1}
 
+# configuration keys that hold lists of positive integers (the optional ones may be unset)
+LIST_KEYS = ("ch_mult", "resolutions")
+OPTIONAL_LIST_KEYS = ("resolutions",)
+
 
 def _tensors(value) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in value.items())
@@ -145,14 +149,17 @@ def check_state(state: dict, path) -> None:
         value = config.get(key)
         if key in config and not (isinstance(value, int) and not isinstance(value, bool) and value >= lowest):
             raise bad(f"its config has {key} = {str(value)[:40]!r}, not an integer of at least {lowest}")
-    mult = config.get("ch_mult")
-    if "ch_mult" in config and not (isinstance(mult, list) and mult and all(
-            isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in mult)):
-        raise bad(f"its config has ch_mult = {str(mult)[:40]!r}, not a list of positive integers")
+    for key in LIST_KEYS:
+        values = config.get(key)
+        if values is None and key in OPTIONAL_LIST_KEYS:
+            continue
+        if key in config and not (isinstance(values, list) and values and all(
+                isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in values)):
+            raise bad(f"its config has {key} = {str(values)[:40]!r}, not a list of positive integers")
     from .config import DEFAULTS
 
     for key, default in DEFAULTS.items():
-        if key in config and key not in SIZE_KEYS and not _same_kind(config[key], default):
+        if key in config and key not in SIZE_KEYS and key not in LIST_KEYS and not _same_kind(config[key], default):
             raise bad(f"its config has {key} = {str(config[key])[:40]!r}, not {_kind_name(default)}")
     from .memory import parameters_at_least
 

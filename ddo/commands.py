@@ -14,7 +14,7 @@ from .config import complete, resolve
 from .errors import UserError, check_finite
 from .options import flag, options_of, validate
 from .paths import check_out_dir, check_out_file
-from .train import CHECKPOINT, load_model, set_inference_dtype, train
+from .train import CHECKPOINT, load_model, set_inference_dtype, train, training_resolutions
 from .visual import save_grid
 
 
@@ -57,7 +57,8 @@ def run_train(args: dict) -> int:
     check_out_dir(args["out"])
     device = resolve_device(args.get("device"))
     config = train_config(args, host)
-    check_resolution(config, int(config["resolution"]))
+    for res in training_resolutions(config):
+        check_resolution(config, int(res), "--resolutions" if config.get("resolutions") else "--resolution")
     check_run_shape(config)
     check_training_memory(config, host, device)
     if args.get("download"):
@@ -105,7 +106,8 @@ def check_training_memory(config: dict, host, device: torch.device) -> None:
     samples drawn at the end (``--num-sample`` rows in one call)."""
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
     accum = max(1, int(config.get("grad_accum") or 1))
-    res, channels = int(config["resolution"]), int(config.get("channels") or 3)
+    res, channels = max(training_resolutions(config)), int(config.get("channels") or 3)
+    res_flag = "--resolutions" if config.get("resolutions") else "--resolution"
     widths = {o.name: o.flag for o in options_of(host) if o.kind == "architecture" and o.name in config
               and isinstance(config[o.name], int) and not isinstance(config[o.name], bool)}
     sizes = {"ch": "--ch", "modes": "--modes", "num_res_blocks": "--num-res-blocks"}
@@ -120,12 +122,13 @@ def check_training_memory(config: dict, host, device: torch.device) -> None:
                 + 4 * 6 * memory.parameters_at_least(net) + extra)  # weights, EMA, gradients, Adam moments, a copy
 
     knobs = [memory.Knob("batch_size", "--batch-size", int(config["batch_size"]), hint=" (or raise --grad-accum)"),
-             memory.Knob("resolution", "--resolution", res)]
+             memory.Knob("resolution", res_flag, res)]
     knobs += [memory.Knob(k, f, int(config.get(k) or 1)) for k, f in sizes.items()]
     knobs += [memory.Knob(k, f, int(config[k])) for k, f in widths.items()]
     memory.guard(f"a training step of {config['batch_size']} images at {res}x{res}", estimate, knobs, device,
                  others=("--ch-mult",))
     if config.get("num_sample"):
+        res = int(config["resolution"])  # the preview's
         memory.guard(f"the {config['num_sample']} preview samples at {res}x{res}",
                      lambda num_sample: (memory.network_bytes(config, num_sample, res)
                                          + memory.images_bytes(num_sample, channels, res, copies=8)),

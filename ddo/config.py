@@ -14,7 +14,7 @@ from .options import apply_option_defaults, component_defaults
 
 DEFAULTS: dict = {
     # data
-    "dataset": "natural-patches", "data_root": None, "resolution": 32, "channels": 3, "num_workers": 0,
+    "dataset": "natural-patches", "data_root": None, "resolution": 32, "resolutions": None, "channels": 3, "num_workers": 0,
     "crop_scales": "fixed",
     # network
     "model": "fno-unet", "ch": 64, "ch_mult": [1, 2, 2], "num_res_blocks": 2, "modes": 16, "use_pos": False,
@@ -59,6 +59,8 @@ def resolve(flags: dict, preset: str | None = None, host=None) -> dict:
     config.update(preset_values)
     given = {k: v for k, v in flags.items() if v is not None}
     config.update(given)
+    if given.get("resolutions") and "resolution" not in given:
+        config["resolution"] = given["resolutions"][0]
     if host is not None:
         config.update(component_defaults(config, set(preset_values) | set(given), host))
         config = apply_option_defaults(config, given, host)
@@ -72,4 +74,11 @@ def complete(config: dict) -> dict:
         x0_clip = resolve_x0_clip(config.get("x0_clip"), config.get("parameterization", "eps"))
     except ValueError as e:
         raise UserError(f"{e} (--x0-clip)") from None
-    return {**config, "x0_clip": x0_clip}
+    resolutions = config.get("resolutions")
+    if resolutions and config.get("resolution") not in resolutions:
+        listed = ",".join(map(str, resolutions))
+        raise UserError(f"--resolution {config.get('resolution')} is not among --resolutions {listed}; drop "
+                        f"--resolution (the first listed is used) or list it")
+    if resolutions is not None and len(resolutions) == 1:  # one resolution: the run of --resolution alone
+        resolutions = None
+    return {**config, "x0_clip": x0_clip, "resolutions": resolutions}

@@ -25,7 +25,7 @@ KINDS = ("architecture", "data", "run")
 HOST_ARCHITECTURE_KEYS = ("model", "ch", "ch_mult", "num_res_blocks", "modes", "use_pos", "use_pointwise_op", "norm",
                           "resolution", "channels", "ns_method", "disp_method", "sigma_blur_min", "sigma_blur_max",
                           "gp_type", "gp_exponent", "gp_length_scale", "gp_sigma", "conditioning", "parameterization")
-HOST_DATA_KEYS = ("dataset", "crop_scales")
+HOST_DATA_KEYS = ("dataset", "crop_scales", "resolutions")
 
 # configuration key -> host registry holding the component it selects
 COMPONENT_KEYS = {"model": "models", "conditioning": "model_wrappers", "dataset": "datasets", "loss": "losses",

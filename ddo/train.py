@@ -1,7 +1,7 @@
 """Building a model from a configuration, and the training loop (a function; no argument parsing).
 
 Reproducibility: the global batch of step ``k`` is a pure function of ``(seed, k)`` (a seeded
-permutation per epoch), flips are a pure function of ``(seed, epoch, index)``, and the RNG that
+permutation per epoch; with several resolutions, the parts take turns: :mod:`ddo.batching`), flips are a pure function of ``(seed, epoch, index)``, and the RNG that
 draws diffusion times and noise is re-seeded from ``(seed, step, shard)`` at every step (a shard is
 one process's share of the batch, or one gradient-accumulation part of it). Resuming
 from a checkpoint therefore continues bit-exactly.
@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import runlock, sampling
+from .batching import EpochItems, StepBatches
 from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from .config import LR_SCHEDULES, complete
 from .data import RandomFlip
@@ -109,12 +110,6 @@ class _Dist:
             torch.distributed.destroy_process_group()
 
 
-def _epoch_batches(n: int, global_batch: int, seed: int, epoch: int) -> list[list[int]]:
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(n, generator=g).tolist()
-    return [perm[i * global_batch:(i + 1) * global_batch] for i in range(n // global_batch)]
-
-
 def _step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**63 - 1)
 
@@ -197,9 +192,7 @@ class _Run:
     ema: torch.nn.Module
     optimizer: torch.optim.Optimizer
     loss_fn: object
-    flipped: RandomFlip
-    dataset: object
-    steps_per_epoch: int
+    parts: list  # (dataset, flipped) per training resolution: ddo.batching.EpochItems
     step: int = 0
 
 
@@ -217,20 +210,8 @@ def _setup(config: dict, host, state: dict | None, device, dist) -> _Run:
         set_autocast(model, torch.bfloat16)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = make_optimizer(model.parameters(), config["lr"], device)
-    base = host.datasets.get(config["dataset"])(split="train", data_root=config["data_root"],
-                                               resolution=config["resolution"],
-                                               crop_scales=config.get("crop_scales", "fixed"), seed=config["seed"])
-    if len(base) and base[0]["image"].shape[0] != config["channels"]:
-        raise UserError(f"the dataset {config['dataset']} has {base[0]['image'].shape[0]}-channel images and the run "
-                        f"has --channels {config['channels']}; pass --channels {base[0]['image'].shape[0]}")
-    flipped = RandomFlip(base, config["seed"])
-    dataset = wrapper.wrap_dataset(flipped, "train")
-    steps_per_epoch = len(dataset) // config["batch_size"]
-    if steps_per_epoch == 0:
-        raise UserError(f"the dataset has {len(dataset)} images, fewer than one batch of {config['batch_size']}; "
-                        "lower --batch-size")
-    run = _Run(gen_sde, wrapper, model, ema, optimizer, host.losses.get(config["loss"])(), flipped, dataset,
-               steps_per_epoch)
+    parts = [_part(config, host, wrapper, res) for res in training_resolutions(config)]
+    run = _Run(gen_sde, wrapper, model, ema, optimizer, host.losses.get(config["loss"])(), parts)
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -243,6 +224,27 @@ def _setup(config: dict, host, state: dict | None, device, dist) -> _Run:
     if config.get("compile"):
         gen_sde.network = torch.compile(gen_sde.network)
     return run
+
+
+def training_resolutions(config: dict) -> list[int]:
+    """The resolutions a run trains at: ``--resolutions`` when given, else ``--resolution``."""
+    return list(config.get("resolutions") or [config["resolution"]])
+
+
+def _part(config: dict, host, wrapper, res: int) -> tuple:
+    """The training data at resolution ``res``: the wrapped dataset and its :class:`RandomFlip`."""
+    base = host.datasets.get(config["dataset"])(split="train", data_root=config["data_root"], resolution=res,
+                                               crop_scales=config.get("crop_scales", "fixed"), seed=config["seed"])
+    if len(base) and base[0]["image"].shape[0] != config["channels"]:
+        raise UserError(f"the dataset {config['dataset']} has {base[0]['image'].shape[0]}-channel images and the run "
+                        f"has --channels {config['channels']}; pass --channels {base[0]['image'].shape[0]}")
+    flipped = RandomFlip(base, config["seed"])
+    dataset = wrapper.wrap_dataset(flipped, "train")
+    if len(dataset) < config["batch_size"]:
+        at = f" at {res}x{res}" if config.get("resolutions") else ""
+        raise UserError(f"the dataset has {len(dataset)} images{at}, fewer than one batch of {config['batch_size']}; "
+                        "lower --batch-size")
+    return dataset, flipped
 
 
 def _start_outputs(config: dict, out_dir: Path, step: int) -> None:
@@ -264,49 +266,13 @@ def _save(run: _Run, config: dict, out_dir: Path, dist) -> None:
     dist.barrier()
 
 
-class StepBatches(torch.utils.data.Sampler):
-    """This rank's items of every step from ``start`` on, epoch after epoch, as ``(epoch, index)`` pairs.
-
-    Step ``k``'s global batch is a pure function of ``(seed, k)`` (a seeded permutation per epoch),
-    so one sampler serves the whole run and a resumed run continues where it stopped.
-    """
-
-    def __init__(self, n: int, global_batch: int, seed: int, start: int, rank: int = 0, world: int = 1):
-        self.n, self.global_batch, self.seed, self.start = n, global_batch, seed, start
-        self.local = slice(rank * (global_batch // world), (rank + 1) * (global_batch // world))
-        self.steps_per_epoch = n // global_batch
-
-    def __iter__(self):
-        epoch, pos = divmod(self.start, self.steps_per_epoch)
-        while True:
-            for b in _epoch_batches(self.n, self.global_batch, self.seed, epoch)[pos:]:
-                yield [(epoch, i) for i in b[self.local]]
-            epoch, pos = epoch + 1, 0
-
-
-class EpochItems(torch.utils.data.Dataset):
-    """``dataset`` indexed by ``(epoch, index)``: sets the epoch of ``flipped`` (the run's
-    :class:`~ddo.data.RandomFlip`, somewhere inside ``dataset``) before reading, so that every
-    worker process, however long it lives, draws the same per-epoch flips as the main process."""
-
-    def __init__(self, dataset, flipped: RandomFlip):
-        self.dataset, self.flipped = dataset, flipped
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        epoch, i = key
-        self.flipped.set_epoch(epoch)
-        return self.dataset[i]
-
-
 def _batches(run: _Run, config: dict, dist, device):
     """The remaining batches of the run from one DataLoader (workers kept alive across epochs, pinned
     memory and asynchronous copies on CUDA), moved to ``device``."""
     workers, cuda = config["num_workers"], device.type == "cuda"
-    sampler = StepBatches(len(run.dataset), config["batch_size"], config["seed"], run.step, dist.rank, dist.world)
-    loader = DataLoader(EpochItems(run.dataset, run.flipped), batch_sampler=sampler, num_workers=workers,
+    sampler = StepBatches([len(d) for d, _ in run.parts], config["batch_size"], config["seed"], run.step, dist.rank,
+                          dist.world)
+    loader = DataLoader(EpochItems(run.parts), batch_sampler=sampler, num_workers=workers,
                         persistent_workers=workers > 0, pin_memory=cuda)
     for batch in loader:
         yield {k: (v.to(device, non_blocking=cuda) if torch.is_tensor(v) else v) for k, v in batch.items()}

@@ -1,11 +1,13 @@
 """Classical interpolation of the context pixels: nearest, linear, cubic (scipy ``griddata``) and
-biharmonic inpainting (scikit-image), on the same masks as the model."""
+biharmonic inpainting (scikit-image), on the same masks as the model; on request (``EXTRA_BASELINES``)
+the thin-plate spline through the context pixels' centres, whose dense solve costs ``O(K^3)``."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 BASELINES = ("nearest", "linear", "cubic", "biharmonic")
+EXTRA_BASELINES = ("thin-plate",)
 
 
 def interpolate(image: np.ndarray, context_indices: np.ndarray, method: str) -> np.ndarray:
@@ -22,6 +24,8 @@ def interpolate(image: np.ndarray, context_indices: np.ndarray, method: str) -> 
     flat = image.reshape(h * w, c)
     pts = np.stack(np.unravel_index(context_indices, (h, w)), axis=1).astype(np.float64)
     vals = flat[context_indices]
+    if method == "thin-plate":
+        return thin_plate(flat[context_indices], context_indices, h, w).reshape(h, w, c)
     if method == "biharmonic":
         from skimage.restoration import inpaint_biharmonic
 
@@ -42,10 +46,28 @@ def interpolate(image: np.ndarray, context_indices: np.ndarray, method: str) -> 
     return out.reshape(h, w, c)
 
 
+def thin_plate(values: np.ndarray, context_indices: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The thin-plate spline through ``values (K, C)`` at the centres of the pixels ``context_indices``,
+    on every pixel centre of the ``h x w`` grid: ``(h w, C)`` (float64; the nearest value below four
+    points, where the affine part is not determined)."""
+    from .points import cell_coords, grid_points, tps_eval, tps_fit
+
+    k = len(context_indices)
+    if k < 4:
+        rows, cols = np.divmod(np.arange(h * w), w)
+        r, c = np.divmod(np.asarray(context_indices), w)
+        nearest = ((rows[:, None] - r[None]) ** 2 + (cols[:, None] - c[None]) ** 2).argmin(1)
+        return np.asarray(values, np.float64)[nearest]
+    coords = torch.from_numpy(cell_coords(context_indices, h, w))[None]
+    vals = torch.from_numpy(np.asarray(values, np.float64))[None]
+    coef, _ = tps_fit(coords, vals, torch.ones(1, k, dtype=torch.bool))
+    return tps_eval(coef, coords, grid_points(h, w, dtype=torch.float64))[0].numpy()
+
+
 def baseline_batch(images01: torch.Tensor, context_indices: torch.Tensor, method: str) -> torch.Tensor:
     """``(B, C, H, W)`` reconstructions in ``[0, 1]`` of a batch by one classical method."""
-    if method not in BASELINES:
-        raise ValueError(f"unknown baseline {method!r}; known: {', '.join(BASELINES)}")
+    if method not in BASELINES + EXTRA_BASELINES:
+        raise ValueError(f"unknown baseline {method!r}; known: {', '.join(BASELINES + EXTRA_BASELINES)}")
     out = []
     for img, idx in zip(images01.permute(0, 2, 3, 1).double().cpu().numpy(), context_indices.cpu().numpy()):
         out.append(interpolate(img, np.unique(idx), method))  # padding repeats an observed pixel

@@ -3,6 +3,7 @@
 :mod:`~ddo_conditional.report`. Nothing here computes or formats a result."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import torch
@@ -10,11 +11,12 @@ from ddo.api import (BF16_INFERENCE_HELP, FNOUNet2d, UserError, check_out_dir, c
                      inference_dtype, load_image_folder, load_model, nonneg_int, positive_int, resolve_device,
                      sampling_choice, seed_int, set_inference_dtype)
 
+from .baselines import BASELINES, EXTRA_BASELINES
 from .calibration import SHRINKAGE_LIMIT, fit_calibration, load_calibration, save_calibration
 from .conditioning import PointConditioning, SparseConditioning
 from .evaluate import evaluate
-from .masks import PATTERNS, MaskError, context_ratio_arg
-from .memory import check_reconstruction
+from .masks import PATTERNS, MaskError, context_ratio_arg, ratio_range
+from .memory import check_reconstruction, check_thin_plate
 from .metrics import SSIM_WINDOW
 from .reconstruct import Reconstructor, SamplingPlan
 from .report import coverage_table, mask_line, metrics_record, shrinkage_line, table, write_outputs
@@ -49,10 +51,23 @@ def add_reconstruct_parser(parser) -> None:
     parser.add_argument("--context-ratio", type=context_ratio_arg,
                         help="default: the checkpoint's context ratio (a number, or a range LO:HI drawn per image)")
     parser.add_argument("--query-ratio", type=float, help="default: the checkpoint's query ratio")
+    parser.add_argument("--baselines", type=baseline_list,
+                        help=f"classical methods scored beside the model, comma-separated (default "
+                        f"{','.join(BASELINES)}; {', '.join(EXTRA_BASELINES)} on request: a dense solve per image)")
     parser.add_argument("--raw-spread", action="store_true",
                         help="report the samples' own std even when the checkpoint has a calibration (`ddo calibrate`)")
     _add_run_flags(parser)
     parser.add_argument("--out", required=True, help="output folder (metrics.json, reconstructions.png, *.npy)")
+
+
+def baseline_list(text: str) -> tuple[str, ...]:
+    """``--baselines``: known classical methods, comma-separated, each once."""
+    names = tuple(n for n in text.replace(" ", "").split(",") if n)
+    known = BASELINES + EXTRA_BASELINES
+    unknown = [n for n in names if n not in known]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct names among {','.join(known)}, got {text!r}")
+    return names
 
 
 def _add_sampler_flags(parser, default: str) -> None:
@@ -139,10 +154,13 @@ def run_reconstruct(args: dict) -> int:
     check_reconstruction(config, args, {"resolution": res, "images": min(args.get("limit") or len(base), len(base)),
                                         "loaded": files}, device)
     dataset = _mask_dataset(wrapper, base, args)
+    baselines = args.get("baselines") or BASELINES
+    if "thin-plate" in baselines:
+        check_thin_plate(ratio_range(dataset.context_ratio)[1], res, device)
     spread = None if args.get("raw_spread") or args["num_samples"] < 2 else load_calibration(args["checkpoint"])
     plan = sampling_plan(args, host, config, denoiser, not args["no_symmetrize_x0"] and dihedral_invariant(base))
     ev = evaluate(Reconstructor(denoiser, plan), wrapper, dataset, spread=spread, limit=args.get("limit"),
-                  field_record=getattr(base, "field", None))
+                  baselines=baselines, field_record=getattr(base, "field", None))
     record = metrics_record(ev, checkpoint=str(args["checkpoint"]), resolution=res,
                             parameterization=config["parameterization"], spread=_spread_note(spread, args),
                             masks={**ev.masks, "from_flags": sorted(k for k in MASK_FLAGS if args.get(k) is not None)})
@@ -186,6 +204,9 @@ def _check_point_flags(args: dict, wrapper, config: dict) -> None:
     if args.get("points") and not points_model:
         raise UserError(f"--points needs a point-set model (--conditioning sparse-setconv or sparse-attention); "
                         f"{args['checkpoint']} has --conditioning {config.get('conditioning')}")
+    if args.get("points") and args.get("baselines"):
+        raise UserError("--baselines chooses the methods scored on a dataset's masks; a --points CSV is compared "
+                        "with its own (thin-plate RBF, griddata): drop --baselines")
     if args.get("extent") and not args.get("points"):
         raise UserError("--extent gives the pixel size of a --points CSV; pass --points too or drop it")
     if args.get("points") and args.get("data_consistency"):

@@ -2,6 +2,8 @@
 a request that cannot fit is refused in one line naming the flag to lower and how far."""
 from __future__ import annotations
 
+import math
+
 from ddo.api import Knob, guard, images_bytes, network_bytes, sampling_rows
 
 DIHEDRAL_MOVES = 8  # the symmetrised posterior-mean estimate evaluates the network under 8 moves
@@ -26,13 +28,28 @@ def reconstruction_bytes(config: dict, *, resolution: int, batch_size: int, num_
     return total
 
 
+def thin_plate_bytes(points: int, resolution: int) -> int:
+    """The thin-plate spline of ``points`` points on the grid: its float64 system, inverse and kernel,
+    and the evaluation in chunks of :data:`TPS_CHUNK` targets."""
+    k = points + 3
+    return 8 * 6 * k * k + 8 * 3 * min(resolution * resolution, TPS_CHUNK) * k
+
+
+def check_thin_plate(ratio: float, resolution: int, device=None) -> int:
+    """Refuse (one line) a thin-plate baseline whose dense solve cannot fit: ``ratio`` of the pixels of a
+    ``resolution`` grid (the most an image of the masks observes)."""
+    return guard(f"the thin-plate baseline at {resolution:,}x{resolution:,} ({ratio:g} of the pixels observed)",
+                 lambda resolution: thin_plate_bytes(math.ceil(ratio * resolution ** 2), resolution),
+                 [Knob("resolution", "--resolution", resolution, hint=" (or leave thin-plate out of --baselines)")],
+                 device)
+
+
 def point_bytes(config: dict, points: int, resolution: int, rows: int) -> int:
     """The thin-plate spline of ``points`` points on the grid (its float64 system, inverse and
     kernel; evaluation in chunks of :data:`TPS_CHUNK` targets) and the point encoder on ``rows`` rows
     (set convolution: squared distances and weights per grid point and point; attention: one score per
     head, grid point and point)."""
-    k = points + 3
-    tps = 8 * 6 * k * k + 8 * 3 * min(resolution * resolution, TPS_CHUNK) * k
+    tps = thin_plate_bytes(points, resolution)
     heads = int(config.get("attention_heads") or 4) if config.get("conditioning") == "sparse-attention" else 1
     encoder = 4 * 4 * heads * rows * resolution * resolution * points
     return tps + encoder
@@ -71,4 +88,4 @@ def check_reconstruction(config: dict, args: dict, sizes: dict, device=None, wha
                  knobs, device)
 
 
-__all__ = ["reconstruction_bytes", "point_bytes", "check_reconstruction"]
+__all__ = ["reconstruction_bytes", "point_bytes", "thin_plate_bytes", "check_reconstruction", "check_thin_plate"]

@@ -104,6 +104,23 @@ def test_memory_guards_name_the_flag_and_how_far(tiny_runs, image_folder, tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["images"]
 
 
+def test_the_thin_plate_baseline_is_refused_where_its_dense_solve_cannot_fit(tiny_runs, tmp_path, capsys, limited):
+    from ddo_conditional.memory import check_thin_plate, thin_plate_bytes
+
+    assert thin_plate_bytes(100, 16) == 8 * 6 * 103 ** 2 + 8 * 3 * 256 * 103
+    assert check_thin_plate(0.1, 64) > 0  # 410 points: fits
+    with pytest.raises(UserError, match=r"thin-plate baseline at 400x400 \(0.3 of the pixels observed\).*lower "
+                       r"--resolution to [0-9,]+ or less \(or leave thin-plate out of --baselines\)"):
+        check_thin_plate(0.3, 400)
+    refused(capsys, recon(tiny_runs["cond"], tmp_path / "out", "--baselines", "cubic,spline",
+                          source=("--images", str(tiny_runs["images"]))), "--baselines", "nearest,linear")
+    out = tmp_path / "tps"
+    assert main(recon(tiny_runs["cond"], out, "--baselines", "thin-plate,biharmonic",
+                      source=("--images", str(tiny_runs["images"])))) == 0
+    methods = json.loads((out / "metrics.json").read_text())["methods"]
+    assert {"thin-plate", "biharmonic"} <= set(methods) and "cubic" not in methods
+
+
 def test_a_csv_too_large_for_the_spline_is_refused_before_it_is_parsed(tiny_runs, tmp_path, capsys, limited,
                                                                       monkeypatch):
     import ddo_conditional.scattered as scattered

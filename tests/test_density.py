@@ -101,3 +101,17 @@ def test_training_with_a_range_records_it_refuses_a_change_on_resume_and_reconst
                  "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["context_ratio"] == 0.05 and np.isfinite(m["methods"]["ddo-mean"]["psnr_query"])
+
+
+def test_thin_plate_baseline_reproduces_affine_fields_and_interpolates_the_context():
+    h = w = 16
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([0.3 * (xx + 0.5) / w + 0.5 * (yy + 0.5) / h + 0.1, 0.5 + 0.2 * np.sin(xx / 3) * np.cos(yy / 4)], -1)
+    idx = np.random.default_rng(0).choice(h * w, 40, replace=False)
+    out = interpolate(img, idx, "thin-plate")
+    assert out.shape == (h, w, 2)
+    assert np.abs(out[..., 0] - img[..., 0]).max() < 1e-10  # affine functions are in the spline's null space
+    assert np.abs(out.reshape(-1, 2)[idx] - img.reshape(-1, 2)[idx]).max() < 1e-10  # it interpolates
+    assert np.abs(out[..., 1] - img[..., 1]).mean() < 0.02
+    few = interpolate(img, idx[:3], "thin-plate")  # below four points: the nearest observed value
+    assert set(np.round(few[..., 1].ravel(), 12)) <= set(np.round(img.reshape(-1, 2)[idx[:3], 1], 12))

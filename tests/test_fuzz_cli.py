@@ -27,7 +27,8 @@ MASKS = {"--mask-seed": ("0", "7"), "--mask-pattern": ("random", "grid", "block"
 TRAIN = Spec("train", PAIRS(tiny_train_args("@new", "@images", "--iterations", "1", "--sample-steps", "1")[1:]), {
     "--out": ("@new", "@rel", "@run", "@new/a/b"), "--iterations": ("1", "2"), "--minutes": ("0.001",),
     "--resume": None, "--device": ("cpu",), "--no-progress": None, "--dataset": ("image-folder",),
-    "--data-root": ("@images",), "--download": None, "--resolution": ("16", "8"), "--channels": ("3",),
+    "--data-root": ("@images",), "--download": None, "--resolution": ("16", "8"), "--resolutions": ("8,16", "16"),
+    "--channels": ("3",),
     "--num-workers": ("0",), "--crop-scales": ("fixed", "continuous"), "--model": ("fno-unet",), "--ch": ("4", "8"),
     "--ch-mult": ("1", "1,2"), "--num-res-blocks": ("1",), "--modes": ("2", "4"), "--use-pos": ("true", "false"),
     "--use-pointwise-op": ("true", "false"), "--norm": ("none", "group"), "--dropout": ("0", "0.1"),
@@ -45,7 +46,7 @@ TRAIN = Spec("train", PAIRS(tiny_train_args("@new", "@images", "--iterations", "
     "--refiner-width": ("0", "4"), "--residual-scale": ("none", "context", "context-input"),
     "--context-feature-dim": ("4",), "--context-coords": ("grid", "jitter"), "--point-feature-dim": ("4",),
     "--attention-heads": ("1", "2"), **MASKS},
-    huge=("--resolution", "--batch-size", "--ch", "--modes", "--num-sample", "--context-feature-dim",
+    huge=("--resolution", "--resolutions", "--batch-size", "--ch", "--modes", "--num-sample", "--context-feature-dim",
           "--point-feature-dim", "--refiner-width", "--seed", "--mask-seed", "--warmup", "--ckpt-every", "--log-every"))
 
 SAMPLE = Spec("sample", [["--checkpoint", "@uncond"], ["--num", "2"], ["--steps", "1"], ["--out", "@png"],
@@ -58,7 +59,7 @@ RECONSTRUCT_COMMON = {
     "--resolution": ("16", "8"), "--limit": ("1", "2"), "--num-samples": ("1", "2"), "--sampler": SAMPLERS,
     "--data-consistency": None, "--no-symmetrize-x0": None, "--raw-spread": None, "--batch-size": ("1", "2", "32"),
     "--bf16": None, "--device": ("cpu",), "--no-progress": None, "--out": ("@new", "@rel", "@dir", "@new/a/b"),
-    **INT_FLAGS_SMALL}
+    "--baselines": ("nearest", "biharmonic,thin-plate"), **INT_FLAGS_SMALL}
 RECONSTRUCT = Spec("reconstruct", [["--checkpoint", "@cond"], ["--images", "@images"], ["--limit", "1"],
                                    ["--num-samples", "2"], ["--steps", "1"], ["--out", "@new"], ["--no-progress", None]],
                    {"--checkpoint": ("@cond",), "--images": ("@images",), "--split": ("test",), **MASKS,

@@ -27,14 +27,14 @@ WEIGHT_METHODS = (None, "min-snr")
 # (the floor, then the clip). "auto" resolves per parameterisation (X0_CLIP_AUTO), as measured in
 # benchmarks/eps_sampling.py.
 X0_CLIPS = ("none", "clip", "dynamic", "floor", "floor-clip")
-X0_CLIP_AUTO = {"eps": "clip", "x0": "none", "v": "none"}
+X0_CLIP_AUTO = {"eps": "floor-clip", "x0": "none", "v": "none"}
 ALPHA_FLOOR = 1.0  # in units of sigma_t: the eps error reaches the x0 estimate multiplied by at most 1 / (2 ALPHA_FLOOR)
 DYNAMIC_PERCENTILE = 0.995  # Imagen's
 
 
 def resolve_x0_clip(x0_clip: str | None, parameterization: str) -> str:
     """The x0 bound in effect: ``x0_clip`` itself, or for ``"auto"`` / ``None`` the measured best for the
-    parameterisation (:data:`X0_CLIP_AUTO`: the clip to the data range for ``eps`` networks, nothing for ``x0`` and ``v``)."""
+    parameterisation (:data:`X0_CLIP_AUTO`: the floor and the clip for ``eps`` networks, nothing for ``x0`` and ``v``)."""
     if x0_clip in (None, "auto"):
         return X0_CLIP_AUTO.get(parameterization, "none")
     if x0_clip not in X0_CLIPS:

@@ -82,7 +82,7 @@ def encoder_run(tmp_path_factory):
 
 def test_spec_encoder_with_default_settings_is_eps_and_recorded(encoder_run):
     cfg = json.loads((encoder_run / "config.json").read_text())
-    assert (cfg["parameterization"], cfg["loss"], cfg["x0_clip"]) == ("eps", "dsm", "clip")
+    assert (cfg["parameterization"], cfg["loss"], cfg["x0_clip"]) == ("eps", "dsm", "floor-clip")
 
 
 @pytest.mark.parametrize("res", [16, 32])

@@ -8,10 +8,13 @@ classical method on identical masks.
 Each dataset's model is trained as ``ddo demo`` trains it (preset ``cpu-small``, ``sparse-biharmonic``
 with the demo's refiner and residual scale, ``--augment photometric``, ``--minutes`` of training on
 two cores) plus ``--train-flags`` (default: a log-uniform context ratio in 1%-30% and the resolutions
-32 and 64 in turn). Every cell ``(context ratio, resolution)`` reconstructs the first ``--limit`` test
-images under masks of ``--mask-seed`` (not the training seed) with one sample and the posterior-mean
-estimate (``ddo-mean``), beside biharmonic inpainting, cubic interpolation and the thin-plate spline
-on the same masks. The margin of a cell is ``ddo-mean`` minus the best of the three, in query PSNR.
+32 and 64 in turn). Every cell ``(context ratio, resolution)`` reconstructs the first test images
+under masks of ``--mask-seed`` (not the training seed) by the posterior-mean estimate (``ddo-mean``,
+averaged over the square's rotations and flips where the dataset has them), beside biharmonic
+inpainting, cubic interpolation and the thin-plate spline on the same masks: ``--limit`` images at
+32x32 and as many pixels at larger sizes (``limit (32 / N)^2`` images, at least 4). The margin of a
+cell is ``ddo-mean`` minus the best of the three, in query PSNR. (The sampler's one required sample is
+taken with one step and not reported.)
 
 Writes ``--json`` (default ``benchmarks/results/density_resolution.json``) and one heat map of the
 margins per dataset in ``--figure`` (default ``docs/density_resolution.png``); prints a table per
@@ -57,6 +60,11 @@ def train(workdir: Path, dataset: str, minutes: float, extra: list[str]) -> Path
     return run / "checkpoint.pt"
 
 
+def images_at(limit: int, res: int) -> int:
+    """Test images of a cell at ``res``: ``limit`` at 32x32, the same number of pixels above, at least 4."""
+    return max(4, limit * 32 * 32 // (res * res)) if res > 32 else limit
+
+
 def cell(host, gen, wrapper, dataset: str, ratio: float, res: int, a) -> dict | None:
     """One grid cell: query PSNR and relative L2 of ``ddo-mean`` and the baselines (``None``: the
     dataset has no test split at ``res``)."""
@@ -66,14 +74,15 @@ def cell(host, gen, wrapper, dataset: str, ratio: float, res: int, a) -> dict | 
         print(f"{dataset} @ {res}: skipped ({e})", file=sys.stderr, flush=True)
         return None
     masks = wrapper.mask_dataset(test, context_ratio=ratio, seed=a.mask_seed)
-    plan = SamplingPlan(samples=1, steps=a.steps, sampler=host.samplers.get("ddim"), sampler_name="ddim",
+    plan = SamplingPlan(samples=1, steps=1, sampler=host.samplers.get("ddim"), sampler_name="ddim",
                         symmetrize=dihedral_invariant(test))
     t0 = time.time()
-    ev = evaluate(Reconstructor(gen, plan), wrapper, masks, limit=a.limit, baselines=BASELINES)
+    limit = images_at(a.limit, res)
+    ev = evaluate(Reconstructor(gen, plan), wrapper, masks, limit=limit, baselines=BASELINES)
     keep = ("psnr_query", "ssim_query", "rel_l2_query")
     methods = {m: {k: v[k] for k in keep if k in v} for m, v in ev.methods.items() if m in ("ddo-mean",) + BASELINES}
     best = max(BASELINES, key=lambda m: methods[m]["psnr_query"])
-    out = {"methods": methods, "best_classical": best, "images": min(a.limit, len(test)),
+    out = {"methods": methods, "best_classical": best, "images": min(limit, len(test)),
            "context_points": int(round(ratio * res * res)),
            "margin_db": methods["ddo-mean"]["psnr_query"] - methods[best]["psnr_query"],
            "seconds": round(time.time() - t0, 1), "model_seconds": round(ev.seconds.get("model_s", 0.0), 1)}
@@ -88,7 +97,7 @@ def heat_maps(results: dict, ratios, resolutions, path: Path) -> None:
     in dB over the best classical method (green ahead, red behind; grey where the dataset has no cell)."""
     cw, ch, left, top, gap = 92, 34, 64, 44, 24
     names = list(results)
-    width = len(names) * (left + cw * len(resolutions)) + (len(names) - 1) * gap + 8
+    width = max(480, len(names) * (left + cw * len(resolutions)) + (len(names) - 1) * gap + 8)
     height = top + ch * len(ratios) + 30
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
@@ -124,8 +133,8 @@ def main() -> int:
                    f"{TRAIN_FLAGS!r})")
     p.add_argument("--ratios", default="0.01,0.03,0.1,0.3")
     p.add_argument("--resolutions", default="32,64,128")
-    p.add_argument("--limit", type=int, default=32, help="test images per cell (default 32)")
-    p.add_argument("--steps", type=int, default=20, help="ddim steps of the one sample (ddo-mean does not use it)")
+    p.add_argument("--limit", type=int, default=32, help="test images per cell at 32x32 (default 32; as many "
+                   "pixels at larger sizes)")
     p.add_argument("--mask-seed", type=int, default=1)
     p.add_argument("--workdir", default="runs/density_resolution")
     p.add_argument("--json", default="benchmarks/results/density_resolution.json")
@@ -139,7 +148,7 @@ def main() -> int:
         checkpoint = train(Path(a.workdir), dataset, a.minutes, shlex.split(a.train_flags))
         train_s = time.time() - t0
         gen, wrapper, cfg = load_model(checkpoint, host)
-        steps = json.loads((checkpoint.parent / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+        steps = int(torch.load(checkpoint, weights_only=True)["step"])
         cells = {}
         for res in resolutions:
             for ratio in ratios:
@@ -154,7 +163,8 @@ def main() -> int:
                                       "resolutions": cfg.get("resolutions") or [cfg["resolution"]]},
                             "cells": cells, "worst_margin_db": min(margins) if margins else None}
         print(f"\n{dataset}: margin of ddo-mean over the best classical method (dB, query PSNR), {steps} training "
-              f"steps, {a.limit} test images per cell, mask seed {a.mask_seed}\n")
+              f"steps, test images per cell " + ", ".join(f"{images_at(a.limit, r)} at {r}" for r in resolutions)
+              + f", mask seed {a.mask_seed}\n")
         print("| context | " + " | ".join(f"{r}x{r}" for r in resolutions) + " |")
         print("|---" * (len(resolutions) + 1) + "|")
         for ratio in ratios:
@@ -164,13 +174,14 @@ def main() -> int:
                                                   f"{c['best_classical']} {c['methods'][c['best_classical']]['psnr_query']:.2f})"
                                                   for c in row) + " |")
         sys.stdout.flush()
-    out = {"datasets": results, "ratios": ratios, "resolutions": resolutions, "limit": a.limit, "steps": a.steps,
-           "mask_seed": a.mask_seed, "baselines": list(BASELINES), "minutes": a.minutes,
-           "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "seconds": round(time.time() - t_start, 1)}
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
-    heat_maps(results, ratios, resolutions, Path(a.figure))
+        # after every dataset, so that a long run keeps what it measured
+        out = {"datasets": results, "ratios": ratios, "resolutions": resolutions, "limit": a.limit,
+               "images_per_cell": {r: images_at(a.limit, r) for r in resolutions}, "mask_seed": a.mask_seed,
+               "baselines": list(BASELINES), "minutes": a.minutes, "machine": platform.processor() or platform.machine(),
+               "threads": torch.get_num_threads(), "torch": torch.__version__, "seconds": round(time.time() - t_start, 1)}
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
+        heat_maps(results, ratios, resolutions, Path(a.figure))
     print(f"\nwrote {a.json} and {a.figure}")
     return 0
 

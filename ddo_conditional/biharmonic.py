@@ -14,6 +14,10 @@ stencil row sums to 0); for observed pixels ``K`` the solution is
 (block inversion of the system whose observed rows are replaced by identity rows; the second term
 undoes the rank-one term added to make ``A`` invertible). Per batch this is a batched ``K x K``
 solve and one ``N x N`` by ``N x B (C + 1)`` product, in float64.
+
+Above :data:`MAX_PIXELS` (64x64) the dense ``G`` no longer pays (2.1 GB and an ``N^3`` inverse at
+128x128); there each image's sparse system (observed rows replaced by identity rows) is factorised
+and solved on its own (scipy's ``splu``), the same system as scikit-image's.
 """
 from __future__ import annotations
 
@@ -48,6 +52,52 @@ def stencil_matrix(h: int, w: int, radius: int = 2) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
+def sparse_stencil(h: int, w: int, radius: int = 2):
+    """:func:`stencil_matrix` as a scipy CSR matrix, built without the dense ``N x N`` array."""
+    from scipy.ndimage import laplace
+    from scipy.sparse import csr_matrix
+
+    rows, cols, vals, cache = [], [], [], {}
+    for y in range(h):
+        for x in range(w):
+            y0, y1, x0, x1 = max(y - radius, 0), min(y + radius + 1, h), max(x - radius, 0), min(x + radius + 1, w)
+            key = (y1 - y0, x1 - x0, y - y0, x - x0)
+            if key not in cache:
+                delta = np.zeros(key[:2])
+                delta[key[2], key[3]] = 1.0
+                coef = laplace(laplace(delta))
+                r, c = np.nonzero(coef)
+                cache[key] = (r, c, coef[r, c])
+            r, c, v = cache[key]
+            rows.append(np.full(len(r), y * w + x))
+            cols.append((r + y0) * w + c + x0)
+            vals.append(v)
+    return csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(h * w, h * w))
+
+
+def sparse_bytes(resolution: int) -> float:
+    """A bound on the sparse factorisation of a ``resolution``-square grid: nested dissection keeps
+    ``O(N log N)`` entries; 64 per pixel and level of ``log2 N``, float64 and indices."""
+    n = resolution * resolution
+    return 12.0 * 64 * n * max(1.0, np.log2(n))
+
+
+def _sparse_inpaint(values: np.ndarray, indices: np.ndarray, h: int, w: int) -> np.ndarray:
+    """One image ``(h w, C)`` from ``values (K, C)`` at distinct flat ``indices``: the biharmonic
+    system with observed rows replaced by identity rows, factorised once for all channels."""
+    from scipy.sparse import diags
+    from scipy.sparse.linalg import splu
+
+    observed = np.zeros(h * w)
+    observed[indices] = 1.0
+    system = diags(1.0 - observed) @ sparse_stencil(h, w) + diags(observed)
+    rhs = np.zeros((h * w, values.shape[1]))
+    rhs[indices] = values
+    u = splu(system.tocsc()).solve(rhs)
+    return np.clip(u, values.min(0), values.max(0))
+
+
+@functools.lru_cache(maxsize=4)
 def _green(h: int, w: int) -> torch.Tensor:
     n = h * w
     a = torch.from_numpy(stencil_matrix(h, w))
@@ -55,10 +105,10 @@ def _green(h: int, w: int) -> torch.Tensor:
 
 
 def green(h: int, w: int, device=None) -> torch.Tensor:
-    """``G = (A + 11^T / N)^{-1}`` of an ``h x w`` grid, float64, on ``device`` (computed once per size)."""
+    """``G = (A + 11^T / N)^{-1}`` of an ``h x w`` grid, float64, on ``device`` (computed once per size;
+    grids up to :data:`MAX_PIXELS`)."""
     if h * w > MAX_PIXELS:
-        raise UserError(f"batched biharmonic inpainting supports grids up to {MAX_PIXELS} pixels (64x64), got "
-                        f"{h}x{w}; use a smaller --resolution or --conditioning sparse-interp")
+        raise ValueError(f"the dense inverse is for grids up to {MAX_PIXELS} pixels, got {h}x{w}")
     # the stencil matrix, its inverse and the solver's workspace: N x N float64 each
     guard(f"biharmonic inpainting at {h}x{w}", lambda resolution: 4 * 8 * (resolution * resolution) ** 2,
           [Knob("resolution", "--resolution", max(h, w))], device)
@@ -72,6 +122,8 @@ def biharmonic_inpaint(values: torch.Tensor, indices: torch.Tensor, h: int, w: i
     ``valid (B, K)``: ``False`` marks padding (entries that repeat an observed pixel; images with
     fewer observations share the batch), which takes no part in the solve."""
     b, k, c = values.shape
+    if h * w > MAX_PIXELS:
+        return _inpaint_each(values, indices, h, w, valid)
     g = green(h, w, values.device)
     idx = indices.long()
     x = values.to(torch.float64)
@@ -95,4 +147,21 @@ def biharmonic_inpaint(values: torch.Tensor, indices: torch.Tensor, h: int, w: i
     return u.transpose(1, 2).reshape(b, c, h, w).to(values.dtype)
 
 
-__all__ = ["biharmonic_inpaint", "green", "stencil_matrix", "MAX_PIXELS"]
+def _inpaint_each(values: torch.Tensor, indices: torch.Tensor, h: int, w: int, valid) -> torch.Tensor:
+    """:func:`biharmonic_inpaint` one image at a time by sparse factorisation (grids above :data:`MAX_PIXELS`)."""
+    guard(f"biharmonic inpainting at {h}x{w}", sparse_bytes, [Knob("resolution", "--resolution", max(h, w))],
+          values.device)
+    b, k, c = values.shape
+    keep = torch.ones(b, k, dtype=torch.bool) if valid is None else valid.bool().cpu()
+    x, idx = values.detach().to("cpu", torch.float64).numpy(), indices.long().cpu().numpy()
+    out = np.empty((b, h * w, c))
+    for i in range(b):
+        sel = keep[i].numpy()
+        pix, first = np.unique(idx[i][sel], return_index=True)
+        out[i] = _sparse_inpaint(x[i][sel][first], pix, h, w)
+        out[i][pix] = x[i][sel][first]  # observed pixels exactly
+    u = torch.from_numpy(out).to(values.device)
+    return u.transpose(1, 2).reshape(b, c, h, w).to(values.dtype)
+
+
+__all__ = ["biharmonic_inpaint", "green", "stencil_matrix", "sparse_stencil", "MAX_PIXELS"]

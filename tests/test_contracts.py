@@ -48,7 +48,7 @@ REFUSED = [
      "network _PlainNet has none"),
     (["--conditioning", "sparse-biharmonic", "--model", "plain"], "sparse-interp adds its inputs at the lifting layer"),
     (["--conditioning", "sparse-wavelet"], "unknown conditioning 'sparse-wavelet'; known: none, sparse-attention, sparse-biharmonic"),
-    (["--conditioning", "sparse-biharmonic", "--resolution", "128"], "sparse-biharmonic supports resolutions up to 64"),
+    (["--conditioning", "sparse-biharmonic", "--resolution", "128"], "sparse-biharmonic trains at resolutions up to 64"),
     (["--crop-scales", "continuous"], "--crop-scales continuous draws crops of natural-patches' photographs; "
      "image-folder has fixed images (drop the flag)"),
     (["--conditioning", "sparse-encoder", "--augment", "photometric,dihedral"], None),

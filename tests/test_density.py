@@ -115,3 +115,18 @@ def test_thin_plate_baseline_reproduces_affine_fields_and_interpolates_the_conte
     assert np.abs(out[..., 1] - img[..., 1]).mean() < 0.02
     few = interpolate(img, idx[:3], "thin-plate")  # below four points: the nearest observed value
     assert set(np.round(few[..., 1].ravel(), 12)) <= set(np.round(img.reshape(-1, 2)[idx[:3], 1], 12))
+
+
+def test_biharmonic_above_the_dense_limit_solves_each_image_sparsely_and_equals_the_dense_path(monkeypatch):
+    import ddo_conditional.biharmonic as bh
+
+    images = _images(4, seed=5)
+    ds = FixedSparseMaskDataset(images, context_ratio="0.05:0.3", seed=2)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    valid = context_validity(batch)
+    dense = bh.biharmonic_inpaint(batch["context_values"].double(), batch["context_indices"], 16, 16, valid)
+    monkeypatch.setattr(bh, "MAX_PIXELS", 15 * 15)  # 16x16 is now "large"
+    sparse = bh.biharmonic_inpaint(batch["context_values"].double(), batch["context_indices"], 16, 16, valid)
+    assert sparse.shape == (4, 3, 16, 16)
+    assert torch.allclose(sparse, dense, atol=1e-9), (sparse - dense).abs().max()
+    assert np.abs(bh.sparse_stencil(9, 7).toarray() - bh.stencil_matrix(9, 7)).max() == 0.0

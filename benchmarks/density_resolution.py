@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ddo.api import UserError
 from ddo.cli import main as ddo
 from ddo.plugins import load_host
 from ddo.train import load_model
@@ -47,12 +48,16 @@ TRAIN_FLAGS = "--context-ratio 0.01:0.3 --resolutions 32,64"
 BASELINES = ("biharmonic", "cubic", "thin-plate")
 
 
+def train_argv(dataset: str, minutes: float, extra: list[str]) -> list[str]:
+    return ["train", "--dataset", dataset, "--channels", str(CHANNELS[dataset]), *DEMO_FLAGS, "--minutes", str(minutes),
+            *extra]
+
+
 def train(workdir: Path, dataset: str, minutes: float, extra: list[str]) -> Path:
     run = workdir / dataset
     if not (run / "checkpoint.pt").exists():
         t0 = time.time()
-        argv = ["train", "--dataset", dataset, "--channels", str(CHANNELS[dataset]), *DEMO_FLAGS, "--minutes",
-                str(minutes), *extra, "--out", str(run)]
+        argv = [*train_argv(dataset, minutes, extra), "--out", str(run)]
         print("ddo " + shlex.join(argv), file=sys.stderr, flush=True)
         if ddo(argv) != 0:
             raise SystemExit(f"training {dataset} failed")
@@ -70,7 +75,7 @@ def cell(host, gen, wrapper, dataset: str, ratio: float, res: int, a) -> dict | 
     dataset has no test split at ``res``)."""
     try:
         test = host.datasets.get(dataset)(split="test", resolution=res)
-    except Exception as e:  # a resolution the dataset cannot give (natural-patches crops, field sizes)
+    except UserError as e:  # a resolution the dataset cannot give
         print(f"{dataset} @ {res}: skipped ({e})", file=sys.stderr, flush=True)
         return None
     masks = wrapper.mask_dataset(test, context_ratio=ratio, seed=a.mask_seed)
@@ -83,7 +88,7 @@ def cell(host, gen, wrapper, dataset: str, ratio: float, res: int, a) -> dict | 
     methods = {m: {k: v[k] for k in keep if k in v} for m, v in ev.methods.items() if m in ("ddo-mean",) + BASELINES}
     best = max(BASELINES, key=lambda m: methods[m]["psnr_query"])
     out = {"methods": methods, "best_classical": best, "images": min(limit, len(test)),
-           "context_points": int(round(ratio * res * res)),
+           "context_points": int(ratio * res * res),  # floor, as the masks count
            "margin_db": methods["ddo-mean"]["psnr_query"] - methods[best]["psnr_query"],
            "seconds": round(time.time() - t0, 1), "model_seconds": round(ev.seconds.get("model_s", 0.0), 1)}
     print(f"{dataset} {ratio:.0%} @ {res}: ddo-mean {methods['ddo-mean']['psnr_query']:.2f} dB, {best} "
@@ -145,6 +150,7 @@ def main() -> int:
     host, results, t_start = load_host(), {}, time.time()
     for dataset in a.datasets.split(","):
         t0 = time.time()
+        reused = (Path(a.workdir) / dataset / "checkpoint.pt").exists()
         checkpoint = train(Path(a.workdir), dataset, a.minutes, shlex.split(a.train_flags))
         train_s = time.time() - t0
         gen, wrapper, cfg = load_model(checkpoint, host)
@@ -156,9 +162,10 @@ def main() -> int:
                 if c is not None:
                     cells[f"{ratio}@{res}"] = c
         margins = [c["margin_db"] for c in cells.values()]
-        results[dataset] = {"train": {"flags": ["--dataset", dataset, *DEMO_FLAGS, "--minutes", str(a.minutes),
-                                                *shlex.split(a.train_flags)], "steps": steps,
-                                      "seconds": round(train_s, 1),
+        results[dataset] = {"train": {"command": None if reused else ["ddo", *train_argv(dataset, a.minutes,
+                                                                                          shlex.split(a.train_flags))],
+                                      "reused": reused, "steps": steps, "minutes": cfg.get("minutes"),
+                                      "seconds": None if reused else round(train_s, 1),
                                       "context_ratio": cfg.get("context_ratio"),
                                       "resolutions": cfg.get("resolutions") or [cfg["resolution"]]},
                             "cells": cells, "worst_margin_db": min(margins) if margins else None}

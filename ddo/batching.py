@@ -17,7 +17,7 @@ from .data import RandomFlip
 
 def epoch_batches(n: int, global_batch: int, seed: int, epoch: int) -> list[list[int]]:
     """The global batches of one epoch over ``n`` images: a seeded permutation cut into full batches."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    g = torch.Generator().manual_seed((seed * 100_003 + epoch) % 2 ** 64)  # the generator takes 64 bits
     perm = torch.randperm(n, generator=g).tolist()
     return [perm[i * global_batch:(i + 1) * global_batch] for i in range(n // global_batch)]
 

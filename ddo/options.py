@@ -155,8 +155,16 @@ def check_resume(saved: dict, config: dict, host, where: str) -> None:
     """Refuse a resumed configuration that changes an architecture or data option of ``saved``."""
     for key, kind in frozen_keys(host).items():
         if saved.get(key) != config.get(key):
-            raise UserError(f"{where} was trained with {flag(key)} {saved.get(key)}; it cannot change to "
-                            f"{config.get(key)} on --resume ({kind} options are fixed for a run): drop the flag or start a new --out")
+            raise UserError(f"{where} was trained with {flag(key)} {_shown(saved.get(key))}; it cannot change to "
+                            f"{_shown(config.get(key))} on --resume ({kind} options are fixed for a run): drop the flag or "
+                            "start a new --out")
+
+
+def _shown(value) -> str:
+    """A configuration value as its flag takes it: lists comma-separated, ``None`` as "unset"."""
+    if value is None:
+        return "unset"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 __all__ = ["Option", "KINDS", "apply_option_defaults", "component_defaults", "validate", "frozen_keys", "check_resume",

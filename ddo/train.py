@@ -170,6 +170,7 @@ def _check_start(config: dict, host, out_dir: Path, resume: bool) -> dict | None
     if config.get("lr_schedule", "constant") not in LR_SCHEDULES:
         raise UserError(f"unknown --lr-schedule {config['lr_schedule']!r}; known: {', '.join(LR_SCHEDULES)}")
     validate(config, host)
+    complete(config)  # refuses what resolve() refuses, for a configuration built by hand (--resolutions)
     ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.exists() and not resume:
         raise UserError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
@@ -233,8 +234,13 @@ def training_resolutions(config: dict) -> list[int]:
 
 def _part(config: dict, host, wrapper, res: int) -> tuple:
     """The training data at resolution ``res``: the wrapped dataset and its :class:`RandomFlip`."""
-    base = host.datasets.get(config["dataset"])(split="train", data_root=config["data_root"], resolution=res,
-                                               crop_scales=config.get("crop_scales", "fixed"), seed=config["seed"])
+    try:
+        base = host.datasets.get(config["dataset"])(split="train", data_root=config["data_root"], resolution=res,
+                                                   crop_scales=config.get("crop_scales", "fixed"), seed=config["seed"])
+    except UserError as e:
+        if not config.get("resolutions"):
+            raise
+        raise UserError(f"--resolutions {','.join(map(str, config['resolutions']))}, at {res}: {e}") from None
     if len(base) and base[0]["image"].shape[0] != config["channels"]:
         raise UserError(f"the dataset {config['dataset']} has {base[0]['image'].shape[0]}-channel images and the run "
                         f"has --channels {config['channels']}; pass --channels {base[0]['image'].shape[0]}")

@@ -48,17 +48,17 @@ def interpolate(image: np.ndarray, context_indices: np.ndarray, method: str) -> 
 
 def thin_plate(values: np.ndarray, context_indices: np.ndarray, h: int, w: int) -> np.ndarray:
     """The thin-plate spline through ``values (K, C)`` at the centres of the pixels ``context_indices``,
-    on every pixel centre of the ``h x w`` grid: ``(h w, C)`` (float64; the nearest value below four
-    points, where the affine part is not determined)."""
+    on every pixel centre of the ``h x w`` grid: ``(h w, C)`` (float64; the nearest value where the
+    affine part is not determined: fewer than four points, or all on one line)."""
     from .points import cell_coords, grid_points, tps_eval, tps_fit
 
     k = len(context_indices)
-    if k < 4:
+    coords = torch.from_numpy(cell_coords(context_indices, h, w))[None]
+    if k < 4 or np.linalg.matrix_rank(np.c_[np.ones(k), coords[0].numpy()]) < 3:  # the affine part is undetermined
         rows, cols = np.divmod(np.arange(h * w), w)
         r, c = np.divmod(np.asarray(context_indices), w)
         nearest = ((rows[:, None] - r[None]) ** 2 + (cols[:, None] - c[None]) ** 2).argmin(1)
         return np.asarray(values, np.float64)[nearest]
-    coords = torch.from_numpy(cell_coords(context_indices, h, w))[None]
     vals = torch.from_numpy(np.asarray(values, np.float64))[None]
     coef, _ = tps_fit(coords, vals, torch.ones(1, k, dtype=torch.bool))
     return tps_eval(coef, coords, grid_points(h, w, dtype=torch.float64))[0].numpy()

@@ -156,7 +156,7 @@ def run_reconstruct(args: dict) -> int:
     dataset = _mask_dataset(wrapper, base, args)
     baselines = args.get("baselines") or BASELINES
     if "thin-plate" in baselines:
-        check_thin_plate(ratio_range(dataset.context_ratio)[1], res, device)
+        check_thin_plate(ratio_range(dataset.context_ratio)[1], res)  # host memory: the baselines run on the CPU
     spread = None if args.get("raw_spread") or args["num_samples"] < 2 else load_calibration(args["checkpoint"])
     plan = sampling_plan(args, host, config, denoiser, not args["no_symmetrize_x0"] and dihedral_invariant(base))
     ev = evaluate(Reconstructor(denoiser, plan), wrapper, dataset, spread=spread, limit=args.get("limit"),

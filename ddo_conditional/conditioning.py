@@ -85,10 +85,10 @@ class SparseConditioning(ModelWrapper):
             raise MaskError(f"unknown mask pattern {self.mask_pattern!r}; known: {', '.join(PATTERNS)}")
         if self.mask_seed < 0:
             raise MaskError(f"mask seed must be non-negative, got {self.mask_seed}")
-        res = int(cfg.get("resolution", 32))
         lo, hi = ratio_range(self.context_ratio)
-        mask_counts(res, res, hi, self.query_ratio)
-        mask_counts(res, res, lo, self.query_ratio)
+        for res in cfg.get("resolutions") or [int(cfg.get("resolution", 32))]:  # every size the run trains at
+            mask_counts(int(res), int(res), hi, self.query_ratio)
+            mask_counts(int(res), int(res), lo, self.query_ratio)
 
     def mask_dataset(self, dataset, **overrides) -> FixedSparseMaskDataset:
         kw = {"context_ratio": self.context_ratio, "query_ratio": self.query_ratio, "seed": self.mask_seed,

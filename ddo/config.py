@@ -14,7 +14,8 @@ from .options import apply_option_defaults, component_defaults
 
 DEFAULTS: dict = {
     # data
-    "dataset": "natural-patches", "data_root": None, "resolution": 32, "resolutions": None, "channels": 3, "num_workers": 0,
+    "dataset": "natural-patches", "data_root": None, "resolution": 32, "resolutions": None, "channels": 3,
+    "num_workers": 0,
     "crop_scales": "fixed",
     # network
     "model": "fno-unet", "ch": 64, "ch_mult": [1, 2, 2], "num_res_blocks": 2, "modes": 16, "use_pos": False,

@@ -156,8 +156,8 @@ def check_resume(saved: dict, config: dict, host, where: str) -> None:
     for key, kind in frozen_keys(host).items():
         if saved.get(key) != config.get(key):
             raise UserError(f"{where} was trained with {flag(key)} {_shown(saved.get(key))}; it cannot change to "
-                            f"{_shown(config.get(key))} on --resume ({kind} options are fixed for a run): drop the flag or "
-                            "start a new --out")
+                            f"{_shown(config.get(key))} on --resume ({kind} options are fixed for a run): drop the "
+                            "flag or start a new --out")
 
 
 def _shown(value) -> str:

@@ -1,10 +1,11 @@
 """Building a model from a configuration, and the training loop (a function; no argument parsing).
 
 Reproducibility: the global batch of step ``k`` is a pure function of ``(seed, k)`` (a seeded
-permutation per epoch; with several resolutions, the parts take turns: :mod:`ddo.batching`), flips are a pure function of ``(seed, epoch, index)``, and the RNG that
-draws diffusion times and noise is re-seeded from ``(seed, step, shard)`` at every step (a shard is
-one process's share of the batch, or one gradient-accumulation part of it). Resuming
-from a checkpoint therefore continues bit-exactly.
+permutation per epoch; with several resolutions, the parts take turns: :mod:`ddo.batching`), flips
+are a pure function of ``(seed, epoch, index)``, and the RNG that draws diffusion times and noise
+is re-seeded from ``(seed, step, shard)`` at every step (a shard is one process's share of the
+batch, or one gradient-accumulation part of it). Resuming from a checkpoint therefore continues
+bit-exactly.
 
 Several processes: launched by ``torchrun``, each rank trains on its slice of the global batch
 under ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA); rank 0 writes logs and checkpoints.

@@ -170,11 +170,12 @@ class DenoisingDiffusion:
         weight_method: ``None`` (plain DSM) or ``"min-snr"`` (per-example weight
             ``min(SNR, 5) / SNR`` with ``SNR = exp(lambda(t))``: the ``x0`` error weighted by SNR capped at 5).
         clip_min: floor on divisors ``alpha_t`` when an ``eps`` network's ``x0`` estimate is formed.
-        x0_clip: how sampler steps bound the ``x0`` estimate: ``"auto"`` (default: ``"clip"`` for ``eps``
-            networks, ``"none"`` for ``x0`` and ``v``), ``"none"``, ``"clip"`` (to ``[-1, 1]`` in grid
-            space), ``"dynamic"`` (Imagen: divided by ``max(1, q)``, ``q`` the 99.5th percentile of
-            ``|x0_hat|`` per image, after clipping to ``[-q, q]``) or ``"floor"`` (above; for ``x0`` and
-            ``v`` networks, which divide by no ``alpha_t``, the same as ``"none"``).
+        x0_clip: how sampler steps bound the ``x0`` estimate: ``"auto"`` (default: ``"floor-clip"`` for
+            ``eps`` networks, ``"none"`` for ``x0`` and ``v``), ``"none"``, ``"clip"`` (to ``[-1, 1]`` in
+            grid space), ``"dynamic"`` (Imagen: divided by ``max(1, q)``, ``q`` the 99.5th percentile of
+            ``|x0_hat|`` per image, after clipping to ``[-q, q]``), ``"floor"`` (above; for ``x0`` and
+            ``v`` networks, which divide by no ``alpha_t``, the same as ``"none"``) or ``"floor-clip"``
+            (the floor, then the clip).
     """
 
     def __init__(self, forward_diffusion: BlurringDiffusion, model: torch.nn.Module, parameterization: str = "eps",

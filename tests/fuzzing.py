@@ -176,13 +176,16 @@ class Spec:
     """A command's argument vectors: ``base`` (a valid, cheap invocation: ``(flag, value or None)``),
     ``valid`` (cheap valid values per flag; ``None`` for a flag without a value), ``huge`` (flags where
     a huge value must be refused by a memory guard, not run), and ``hostile``: whether every vector
-    carries at least one hostile change (for commands whose valid runs are expensive)."""
+    carries at least one hostile change (for commands whose valid runs are expensive), ``fixed``: flags of
+    the base that bound the cost (``--minutes`` of the demo) and are never changed, dropped or repeated:
+    a generated ``--minutes 1e3`` or a dropped ``--limit`` is a valid request that runs for hours."""
 
     command: str
     base: list
     valid: dict
     huge: tuple = ()
     hostile: bool = False
+    fixed: tuple = ()
     paths: tuple = field(default=PATHS)
 
 
@@ -202,7 +205,8 @@ def argv(draw, spec: Spec):
     hostile one: negative, zero, huge, NaN, infinite, empty, unicode, an existing file or folder, a
     missing path; a flag dropped; an unknown flag; a flag repeated)."""
     pairs = [list(p) for p in spec.base]
-    flags = sorted(spec.valid)
+    flags = sorted(f for f in spec.valid if f not in spec.fixed)
+    free = lambda: [i for i, p in enumerate(pairs) if p[0] not in spec.fixed]
     ops = draw(st.lists(st.sampled_from(["valid", "hostile", "hostile", "drop", "unknown", "repeat"]),
                         min_size=1 if spec.hostile else 0, max_size=3))
     if spec.hostile and "hostile" not in ops and "unknown" not in ops:
@@ -217,13 +221,13 @@ def argv(draw, spec: Spec):
                     break
             else:
                 pairs.append([flag, value])
-        elif op == "drop" and pairs:
-            del pairs[draw(st.integers(0, len(pairs) - 1))]
+        elif op == "drop" and free():
+            del pairs[draw(st.sampled_from(free()))]
         elif op == "unknown":
             pairs.insert(draw(st.integers(0, len(pairs))), [draw(st.sampled_from(UNKNOWN_FLAGS)),
                                                               draw(st.one_of(st.none(), st.sampled_from(BAD_WORDS)))])
-        elif op == "repeat" and pairs:
-            flag = pairs[draw(st.integers(0, len(pairs) - 1))][0]
+        elif op == "repeat" and free():
+            flag = pairs[draw(st.sampled_from(free()))][0]
             value = _value(draw, spec, flag, draw(st.booleans())) if flag in spec.valid else None
             pairs.append([flag, value])
     tokens = [spec.command]

@@ -47,7 +47,8 @@ TRAIN = Spec("train", PAIRS(tiny_train_args("@new", "@images", "--iterations", "
     "--context-feature-dim": ("4",), "--context-coords": ("grid", "jitter"), "--point-feature-dim": ("4",),
     "--attention-heads": ("1", "2"), **MASKS},
     huge=("--resolution", "--resolutions", "--batch-size", "--ch", "--modes", "--num-sample", "--context-feature-dim",
-          "--point-feature-dim", "--refiner-width", "--seed", "--mask-seed", "--warmup", "--ckpt-every", "--log-every"))
+          "--point-feature-dim", "--refiner-width", "--seed", "--mask-seed", "--warmup", "--ckpt-every", "--log-every"),
+    fixed=("--iterations",))
 
 SAMPLE = Spec("sample", [["--checkpoint", "@uncond"], ["--num", "2"], ["--steps", "1"], ["--out", "@png"],
                          ["--no-progress", None]], {
@@ -84,7 +85,8 @@ DEMO = Spec("demo", [["--minutes", "0.001"], ["--limit", "1"], ["--num-samples",
     "--lr-schedule": ("constant", "cosine"), "--augment": ("none", "photometric"), "--loss": ("x0-mse", "dsm"),
     "--num-samples": ("1", "2"), "--sampler": SAMPLERS, "--limit": ("1",), "--calibrate-spread": ("2",),
     "--calibrate-shrinkage": ("1",), "--precision": ("fp32", "auto"), "--device": ("cpu",), "--no-progress": None,
-    **INT_FLAGS_SMALL}, huge=("--num-samples", "--seed"), hostile=True)
+    **INT_FLAGS_SMALL}, huge=("--num-samples", "--seed"), hostile=True,
+    fixed=("--minutes", "--limit", "--steps", "--calibrate-spread", "--calibrate-shrinkage"))
 
 
 @pytest.fixture

@@ -170,6 +170,9 @@ def _check_start(config: dict, host, out_dir: Path, resume: bool) -> dict | None
         raise UserError("give --iterations N or --minutes M (or both)")
     if config.get("lr_schedule", "constant") not in LR_SCHEDULES:
         raise UserError(f"unknown --lr-schedule {config['lr_schedule']!r}; known: {', '.join(LR_SCHEDULES)}")
+    if config.get("sample_every") and not config.get("num_sample"):
+        raise UserError(f"--sample-every {config['sample_every']} draws preview samples and --num-sample is 0; "
+                        "give --num-sample N or drop --sample-every")
     validate(config, host)
     complete(config)  # refuses what resolve() refuses, for a configuration built by hand (--resolutions)
     ckpt_path = out_dir / CHECKPOINT

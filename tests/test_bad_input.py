@@ -86,6 +86,15 @@ def test_reconstruct_with_a_batch_size_beyond_sys_maxsize_runs(tiny_runs, tmp_pa
         assert np.isfinite(methods["ddo-sample"]["psnr_query"]), methods["ddo-sample"]
 
 
+def test_periodic_previews_of_no_samples_are_refused(image_folder, tmp_path, capsys):
+    """Was: ``ZeroDivisionError`` traceback from the preview grid after the first step (found by
+    tests/test_fuzz_cli.py, long profile): ``--num-sample 0 --sample-every 1``."""
+    out = tmp_path / "run"
+    refused(capsys, tiny_train_args(out, image_folder, "--iterations", "1", "--sample-every", "1"),
+            "--sample-every 1 draws preview samples and --num-sample is 0")
+    assert not out.exists()
+
+
 # --- memory guards ------------------------------------------------------------------------------
 def test_memory_guards_name_the_flag_and_how_far(tiny_runs, image_folder, tmp_path, capsys, limited):
     refused(capsys, ["sample", "--checkpoint", str(tiny_runs["uncond"]), "--num", "100000", "--out",

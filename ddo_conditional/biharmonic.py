@@ -32,28 +32,16 @@ MAX_PIXELS = 64 * 64  # G is N x N float64: 134 MB at 64x64
 
 
 def stencil_matrix(h: int, w: int, radius: int = 2) -> np.ndarray:
-    """The ``(h w, h w)`` biharmonic operator of scikit-image's inpainting (row ``p``: pixel ``p``'s stencil)."""
-    from scipy.ndimage import laplace
-
-    a = np.zeros((h * w, h * w))
-    cache = {}
-    for y in range(h):
-        for x in range(w):
-            y0, y1, x0, x1 = max(y - radius, 0), min(y + radius + 1, h), max(x - radius, 0), min(x + radius + 1, w)
-            key = (y1 - y0, x1 - x0, y - y0, x - x0)
-            if key not in cache:
-                delta = np.zeros(key[:2])
-                delta[key[2], key[3]] = 1.0
-                cache[key] = laplace(laplace(delta))
-            coef = cache[key]
-            rows, cols = np.nonzero(coef)
-            a[y * w + x, (rows + y0) * w + cols + x0] = coef[rows, cols]
-    return a
+    """The ``(h w, h w)`` biharmonic operator of scikit-image's inpainting (row ``p``: pixel ``p``'s stencil),
+    dense (:func:`sparse_stencil` holds it without the ``N x N`` array)."""
+    return sparse_stencil(h, w, radius).toarray()
 
 
 @functools.lru_cache(maxsize=4)
 def sparse_stencil(h: int, w: int, radius: int = 2):
-    """:func:`stencil_matrix` as a scipy CSR matrix, built without the dense ``N x N`` array."""
+    """The biharmonic operator as a scipy CSR matrix: row ``p`` is ``laplace(laplace(delta_p))`` on the
+    window of radius ``radius`` around pixel ``p``, truncated at the image border (scipy's ``reflect``
+    mode inside the window), as scikit-image's inpainting builds it."""
     from scipy.ndimage import laplace
     from scipy.sparse import csr_matrix
 

@@ -26,7 +26,7 @@ import functools
 import numpy as np
 import torch
 
-from ddo.api import Knob, UserError, guard
+from ddo.api import Knob, guard
 
 MAX_PIXELS = 64 * 64  # G is N x N float64: 134 MB at 64x64
 

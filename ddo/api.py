@@ -18,6 +18,9 @@ pytest's plugins use ``pytest`` and not ``_pytest``. Groups:
 - files and output: :func:`atomic_write`, :func:`save_grid`, :func:`progress_bar`, :func:`load_image_folder`,
   :func:`count_images`, :class:`WriteError` (a write the machine refused: one line, exit code 1), :func:`check_out_dir`,
   :func:`check_out_file`;
+- PDE fields: :func:`load_pairs` and the pair datasets' units (:func:`to_physical`, :func:`to_units`,
+  :data:`PAIR_KINDS`, :data:`PAIR_CHANNELS`), the solvers :class:`NavierStokes2d`, :func:`ns_forcing`,
+  :func:`ns_backward`, :data:`NS_PAIR_DEFAULTS` and :func:`darcy_solve`;
 - memory guards: :func:`guard`, :class:`Knob`, :func:`network_bytes`, :func:`images_bytes`, :func:`sampling_rows`;
 - flag types: :func:`positive_int`, :func:`nonneg_int`, :func:`seed_int`, :func:`positive_float`,
   :data:`BF16_INFERENCE_HELP`; :func:`check_resolution` (a grid too small for the network).
@@ -36,6 +39,8 @@ from .hookspecs import hookimpl
 from .memory import Knob, guard, images_bytes, network_bytes, sampling_rows
 from .models import FNOUNet2d, LiftedNetwork, coordinate_grid, count_parameters
 from .options import Option, validate
+from .pairs import PAIR_CHANNELS, PAIR_KINDS, load_pairs, to_physical, to_units
+from .fields import NS_PAIR_DEFAULTS, NavierStokes2d, darcy_solve, ns_backward, ns_forcing
 from .paths import check_out_dir, check_out_file
 from .progress import progress_bar
 from .rng import RowGenerators, randn, stream_seed
@@ -60,4 +65,5 @@ __all__ = ["hookimpl", "Option", "ModelWrapper", "UserError", "NumericalError", 
            "set_inference_dtype", "inference_dtype", "resolve_device", "sampling_choice", "atomic_write",
            "save_grid", "progress_bar", "load_image_folder", "BF16_INFERENCE_HELP", "positive_int", "nonneg_int",
            "positive_float", "WriteError", "check_out_dir", "check_out_file", "seed_int", "check_resolution", "validate", "count_images", "guard", "Knob", "network_bytes",
-           "images_bytes", "sampling_rows"]
+           "images_bytes", "sampling_rows", "PAIR_CHANNELS", "PAIR_KINDS", "load_pairs", "to_physical", "to_units",
+           "NS_PAIR_DEFAULTS", "NavierStokes2d", "darcy_solve", "ns_backward", "ns_forcing"]

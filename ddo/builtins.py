@@ -1,7 +1,7 @@
 """DDO's own components, registered through the same hooks as any plugin."""
 from __future__ import annotations
 
-from . import arguments, commands, data, sampling
+from . import arguments, commands, data, pairs, sampling
 from .errors import UserError
 from .hookspecs import hookimpl
 from .models import FNOUNet2d
@@ -92,11 +92,22 @@ def _fields(kind: str):
     return factory
 
 
+def _pairs(kind: str):
+    def factory(split="train", resolution=64, download=False, crop_scales="fixed", **_):
+        _local(f"{kind} (generated on this machine)", download)
+        _fixed_crops(kind, crop_scales)
+        return pairs.load_pairs(kind, split, resolution)
+
+    return factory
+
+
 @hookimpl
 def register_datasets(register):
     register("natural-patches", _natural_patches)
     register("navier-stokes", _fields("navier-stokes"))
     register("darcy", _fields("darcy"))
+    register("navier-stokes-pair", _pairs("navier-stokes-pair"))
+    register("darcy-pair", _pairs("darcy-pair"))
     register("cifar10", _cifar10)
     register("image-folder", _image_folder)
 

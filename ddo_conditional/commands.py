@@ -15,12 +15,13 @@ from .baselines import BASELINES, EXTRA_BASELINES
 from .calibration import SHRINKAGE_LIMIT, fit_calibration, load_calibration, save_calibration
 from .conditioning import PointConditioning, SparseConditioning
 from .evaluate import evaluate
-from .masks import PATTERNS, MaskError, context_ratio_arg, ratio_range
+from .masks import PATTERNS, TASKS, MaskError, context_ratio_arg, ratio_range
 from .memory import check_reconstruction, check_thin_plate
 from .metrics import SSIM_WINDOW
 from .reconstruct import Reconstructor, SamplingPlan
 from .report import coverage_table, mask_line, metrics_record, shrinkage_line, table, write_outputs
 from .scattered import run_points
+from .task_command import run_task
 
 MASK_FLAGS = ("context_ratio", "query_ratio", "mask_seed", "mask_pattern")
 
@@ -54,6 +55,11 @@ def add_reconstruct_parser(parser) -> None:
     parser.add_argument("--baselines", type=baseline_list,
                         help=f"classical methods scored beside the model, comma-separated (default "
                         f"{','.join(BASELINES)}; {', '.join(EXTRA_BASELINES)} on request: a dense solve per image)")
+    parser.add_argument("--task", choices=TASKS, help="score a field-pair model (--conditioning sparse-route) on a PDE "
+                        "task: forward (points of the input), inverse (points of the solution) or joint (both): "
+                        "relative L2 of the target fields beside co-kriging and the classical route")
+    parser.add_argument("--points-per-channel", type=positive_int, help="with --task: observed points of each observed "
+                        "channel (default: as many as the model was trained with)")
     parser.add_argument("--raw-spread", action="store_true",
                         help="report the samples' own std even when the checkpoint has a calibration (`ddo calibrate`)")
     _add_run_flags(parser)
@@ -139,6 +145,10 @@ def run_reconstruct(args: dict) -> int:
     device = resolve_device(args.get("device"))
     denoiser, wrapper, config = load_conditional(args, host, device)
     _check_point_flags(args, wrapper, config)
+    if args.get("task"):
+        return run_task(args, host, denoiser, wrapper, config, sampling_plan(args, host, config, denoiser, False))
+    if args.get("points_per_channel"):
+        raise UserError("--points-per-channel sets the observations of a --task; pass --task or drop it")
     if args.get("points"):
         return run_points(args, denoiser, config, sampling_plan(args, host, config, denoiser, not args["no_symmetrize_x0"]))
     res = args.get("resolution") or config["resolution"]

@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import logging
 
-from ddo.api import ModelWrapper, Option, nonneg_int, positive_int
+from ddo.api import PAIR_KINDS, ModelWrapper, Option, nonneg_int, positive_int
 
 from .augment import DihedralAugment, PhotometricAugment, augment_list
 from .biharmonic import MAX_PIXELS, biharmonic_inpaint
 from .datasets import POINT_COORDS, FixedSparseMaskDataset, context_tensors, context_validity
-from .masks import PATTERNS, MaskError, context_ratio_arg, mask_counts, ratio_range
+from .masks import OBSERVE_RULES, PATTERNS, MaskError, context_ratio_arg, mask_counts, ratio_range
 from .models import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
 from .refiners import RESIDUAL_SCALES, PointSetModel, SparseInterpModel
+from .pde import RouteCache
 from .points import ENCODERS, point_context
 
 log = logging.getLogger("ddo_conditional")
 
 POINT_KEYS = ("sparse-setconv", "sparse-attention")
-SPARSE_KEYS = ("sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp", "sparse-biharmonic") + POINT_KEYS
+SPARSE_KEYS = ("sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp", "sparse-biharmonic") + POINT_KEYS + (
+    "sparse-route",)
 INTERP_KEYS = ("sparse-interp", "sparse-biharmonic")
-DENSE_KEYS = ("sparse-biharmonic",) + POINT_KEYS  # those whose kwargs hold a dense interpolation (context_dense)
+DENSE_KEYS = ("sparse-biharmonic", "sparse-route") + POINT_KEYS  # kwargs hold a dense estimate (context_dense)
 X0_OR_V = ("x0", "v")
 
 OPTIONS = (
@@ -44,7 +46,7 @@ OPTIONS = (
     Option("context_feature_dim", positive_int, 32, "width of the context encoder", "architecture",
            conditioning=("sparse-encoder",)),
     Option("refiner_width", nonneg_int, 0, "width of a local 3x3 refiner beside the spectral trunk (0: none)",
-           "architecture", conditioning=INTERP_KEYS),
+           "architecture", conditioning=INTERP_KEYS + ("sparse-route",)),
     Option("residual_scale", str, "none", "'context' scales the network's residual per image by the context's "
            "leave-one-out interpolation error; 'context-input' also feeds the interpolation's detail in those "
            "units", "architecture", choices=RESIDUAL_SCALES, conditioning=INTERP_KEYS,
@@ -54,6 +56,10 @@ OPTIONS = (
            "data", choices=POINT_COORDS[1:], conditioning=POINT_KEYS),
     Option("point_feature_dim", positive_int, 32, "width of the point-set encoder's features", "architecture",
            conditioning=POINT_KEYS),
+    Option("observe", str, "tasks", "which channels of a field pair the context pixels observe: 'forward' (the "
+           "input), 'inverse' (the solution), 'joint' (both), 'tasks' (each image one of the three, a function of "
+           "seed and index: one model for all three) or 'all'", "data", choices=OBSERVE_RULES,
+           conditioning=("sparse-route",)),
     Option("attention_heads", positive_int, 4, "heads of the grid-to-points attention", "architecture",
            conditioning=("sparse-attention",)),
 )
@@ -212,6 +218,36 @@ class PointConditioning(SparseConditioning):
         return PointSetModel(make_base(), encoder, dim, input_dim=self.channels, residual=self.parameterization == "x0")
 
 
+class RouteConditioning(SparseConditioning):
+    """``sparse-route``: a field pair (``--dataset navier-stokes-pair`` or ``darcy-pair``) observed channel by
+    channel (``--observe``); the network refines the classical route of each image's task (co-kriging
+    pushed through the PDE's solver where a route exists, :class:`~ddo_conditional.pde.Routes`) as
+    ``sparse-biharmonic`` refines biharmonic inpainting, with one observation mask per channel."""
+
+    needs = ("context_image", "observation_mask", "context_dense")
+    dense_in_kwargs = True
+
+    def __init__(self, config: dict | None = None):
+        super().__init__(config)
+        self.kind = self.run_config.get("dataset")
+        if self.kind not in PAIR_KINDS:
+            raise ValueError(f"--conditioning sparse-route refines a PDE's classical route; use --dataset "
+                             f"{' or '.join(PAIR_KINDS)} (got {self.kind})")
+        self.observe = self.options["observe"]
+        self.routes = RouteCache(self.kind)
+
+    def mask_dataset(self, dataset, **overrides) -> FixedSparseMaskDataset:
+        return super().mask_dataset(dataset, **{"observe": self.observe, **overrides})
+
+    def model_kwargs(self, batch: dict, device) -> dict:
+        dense = self.routes.dense(batch).to(device=device, dtype=batch["image"].dtype)
+        return {**super().model_kwargs(batch, device), "context_dense": dense}
+
+    def build_model(self, make_base):
+        return SparseInterpModel(make_base(), input_dim=self.channels, refiner_width=int(self.options["refiner_width"]),
+                                 residual=self.parameterization == "x0", mask_channels=self.channels)
+
+
 # The parameterisation and loss each key was measured best with, applied by the host when a run gives
 # neither flag (nor a preset value): the keys whose network refines an interpolation predict x0 and are
 # trained with x0-mse-relative (README: the demo and the point-set models); sparse-interp's inputs hold
@@ -222,9 +258,10 @@ KEY_DEFAULTS = {
     "sparse-setconv": {"parameterization": "x0", "loss": "x0-mse-relative"},
     "sparse-attention": {"parameterization": "x0", "loss": "x0-mse-relative"},
     "sparse-interp": {"parameterization": "x0", "loss": "x0-mse-mixed"},
+    "sparse-route": {"parameterization": "x0", "loss": "x0-mse-relative"},
 }
 
 WRAPPERS = {"sparse-encoder": EncoderConditioning, "sparse-concat": ConcatConditioning,
             "sparse-lift": LiftConditioning, "sparse-interp": InterpConditioning,
             "sparse-biharmonic": BiharmonicInterpConditioning, "sparse-setconv": PointConditioning,
-            "sparse-attention": PointConditioning}
+            "sparse-attention": PointConditioning, "sparse-route": RouteConditioning}

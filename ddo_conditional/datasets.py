@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .biharmonic import biharmonic_inpaint
-from .masks import PATTERNS, MaskError, fixed_mask, image_ratio, mask_counts, ratio_range
+from .masks import OBSERVE_RULES, PATTERNS, MaskError, fixed_mask, image_ratio, mask_counts, observed_channels, ratio_range
 from .points import bilinear, cell_coords
 
 
@@ -76,10 +76,14 @@ class FixedSparseMaskDataset(Dataset):
     pixels (the values are the pixels'); ``"jitter"``: each point moved to a fixed random position
     inside its pixel's cell (a function of seed and index, like the mask), its value read from the
     image there by bilinear interpolation.
+
+    ``observe`` (field pairs; :mod:`~ddo_conditional.masks`): which channels the context pixels observe.
+    Other than ``"all"``, items gain ``context_channels (C,)`` (1 on the observed channels) and the
+    unobserved channels' context values are zero.
     """
 
     def __init__(self, dataset, context_ratio: float = 0.1, query_ratio: float = 0.1, seed: int = 42,
-                 pattern: str = "random", value_range: str = "auto", coords: str = "none"):
+                 pattern: str = "random", value_range: str = "auto", coords: str = "none", observe: str = "all"):
         if pattern not in PATTERNS:
             raise MaskError(f"unknown mask pattern {pattern!r}; known: {', '.join(PATTERNS)}")
         if seed < 0:
@@ -88,7 +92,9 @@ class FixedSparseMaskDataset(Dataset):
             raise ValueError(f"unknown value range {value_range!r}; known: {', '.join(VALUE_RANGES)}")
         if coords not in POINT_COORDS:
             raise ValueError(f"unknown context coordinates {coords!r}; known: {', '.join(POINT_COORDS)}")
-        self.dataset, self.value_range, self.coords = dataset, value_range, coords
+        if observe not in OBSERVE_RULES:
+            raise ValueError(f"unknown observation rule {observe!r}; known: {', '.join(OBSERVE_RULES)}")
+        self.dataset, self.value_range, self.coords, self.observe = dataset, value_range, coords, observe
         self.context_ratio, self.query_ratio, self.seed, self.pattern = context_ratio, query_ratio, seed, pattern
         self.ratio_range = ratio_range(context_ratio)
         self._masks: dict = {}  # (index, h, w) -> (context, query) int32 indices: computed once per image
@@ -128,6 +134,9 @@ class FixedSparseMaskDataset(Dataset):
         flat = image.reshape(c, h * w)
         item.update(context_indices=ctx, context_values=flat[:, ctx].T.contiguous(), context_count=count,
                     query_indices=qry, query_values=flat[:, qry].T.contiguous())
+        if self.observe != "all":
+            observed = observed_channels(self.observe, self.seed, item["index"], c)
+            item.update(context_channels=observed, context_values=item["context_values"] * observed)
         if self.coords != "none":
             coords = self.point_coords(item["index"], h, w, ctx)
             values = item["context_values"] if self.coords == "grid" else bilinear(image, coords)
@@ -158,13 +167,16 @@ def create_observation_mask_batched(indices: torch.Tensor, h: int, w: int, dtype
 
 
 def context_tensors(batch: dict, device=None) -> dict:
-    """``context_image (B, C, H, W)`` and ``observation_mask (B, 1, H, W)`` of a collated batch."""
+    """``context_image (B, C, H, W)`` and ``observation_mask (B, 1, H, W)`` of a collated batch; with
+    ``context_channels (B, C)`` (field pairs observed channel by channel) the mask is ``(B, C, H, W)``."""
     image = batch["image"]
     _, c, h, w = image.shape
     idx = batch["context_indices"].to(device)
     vals = batch["context_values"].to(device=device, dtype=image.dtype)
-    return {"context_image": create_context_image_batched(vals, idx, h, w, c),
-            "observation_mask": create_observation_mask_batched(idx, h, w, image.dtype)}
+    mask = create_observation_mask_batched(idx, h, w, image.dtype)
+    if "context_channels" in batch:
+        mask = mask * batch["context_channels"].to(device=device, dtype=image.dtype)[:, :, None, None]
+    return {"context_image": create_context_image_batched(vals, idx, h, w, c), "observation_mask": mask}
 
 
 def context_validity(batch: dict) -> torch.Tensor:

@@ -9,6 +9,11 @@ A context ratio may be a range ``"lo:hi"``: each image then observes its own rat
 ``[lo, hi]`` and a pure function of ``(seed, index)`` (:func:`image_ratio`), so the mask of an image
 is still fixed across epochs, workers and world sizes.
 
+Field pairs (channel 0 a PDE's input, channel 1 its solution) may be observed one channel at a time:
+``observe`` is ``all`` (every channel at the context pixels), a task of :data:`TASKS` (``forward``:
+the input; ``inverse``: the solution; ``joint``: both), or ``tasks`` (each image its own task,
+:func:`image_task`).
+
 Patterns:
 - ``random``: a random permutation; the first ``K`` pixels are context, the next ``Q`` query.
 - ``grid``: context on a regular lattice (random offset), query random among the rest.
@@ -21,6 +26,7 @@ import argparse
 import math
 
 import numpy as np
+import torch
 
 PATTERNS = ("random", "grid", "block", "lines")
 
@@ -138,3 +144,23 @@ def fixed_mask(seed: int, index: int, h: int, w: int, context_ratio: float = 0.1
             i += 1
         ctx, qry = _hole_split(rng, hole.ravel(), n, k, q)
     return np.sort(ctx).astype(np.int64), np.sort(qry).astype(np.int64)
+
+
+TASKS = ("forward", "inverse", "joint")
+OBSERVED = {"forward": (True, False), "inverse": (False, True), "joint": (True, True)}
+OBSERVE_RULES = ("all", "tasks") + TASKS
+
+
+def image_task(seed: int, index: int) -> str:
+    """The task of image ``index`` under ``--observe tasks``: uniform over :data:`TASKS`, a pure
+    function of ``(seed, index)``."""
+    return TASKS[int(np.random.default_rng([seed, index, 0x7A5C]).integers(len(TASKS)))]
+
+
+def observed_channels(rule: str, seed: int, index: int, channels: int) -> torch.Tensor:
+    """``(C,)`` float: 1 on the channels image ``index`` observes at its context pixels."""
+    if rule == "all":
+        return torch.ones(channels)
+    if channels != 2:
+        raise ValueError(f"--observe {rule} needs a dataset of field pairs (2 channels), got {channels} channels")
+    return torch.tensor(OBSERVED[image_task(seed, index) if rule == "tasks" else rule], dtype=torch.float32)

@@ -83,10 +83,14 @@ class SparseInterpModel(ConditionalNetwork):
     the network learns one problem in units of ``s`` instead of one per contrast level.
     ``"context-input"`` also feeds the interpolation's deviation from its mean in units of ``s``
     (soft-clipped at 8 by ``8 tanh(./8)``), so the input's detail has the same scale on smooth images.
+
+    ``mask_channels``: 1 when the observation mask is shared by the channels, ``input_dim`` when each
+    channel has its own (field pairs observed one channel at a time, :mod:`~ddo_conditional.pde`).
     """
 
     def __init__(self, base_model: LiftedNetwork, input_dim: int = 3, refiner_width: int = 0,
-                 residual_scale: str = "none", scale_floor: float = 0.01, residual: bool = False):
+                 residual_scale: str = "none", scale_floor: float = 0.01, residual: bool = False,
+                 mask_channels: int = 1):
         super().__init__()
         needs_lifted(base_model, "sparse-interp")
         if residual_scale not in RESIDUAL_SCALES:
@@ -95,7 +99,7 @@ class SparseInterpModel(ConditionalNetwork):
         self.interp = NormalizedConvolution()
         self.residual_scale, self.scale_floor, self.residual = residual_scale, float(scale_floor), residual
         extra = {"none": 0, "context": 1, "context-input": 1 + input_dim}[residual_scale]
-        self.context_lift = nn.Conv2d(input_dim + 1 + extra, base_model.lift_width, 1)
+        self.context_lift = nn.Conv2d(input_dim + mask_channels + extra, base_model.lift_width, 1)
         nn.init.zeros_(base_model.out.weight)  # start as the interpolation itself (a zero residual)
         nn.init.zeros_(base_model.out.bias)
         self.refiner = None
@@ -104,7 +108,7 @@ class SparseInterpModel(ConditionalNetwork):
             # cannot produce; sees the noisy image, the interpolation, the mask and the trunk's output
             w, c = refiner_width, input_dim
             self.refiner = nn.Sequential(
-                nn.Conv2d(3 * c + 1, w, 3, padding=1), nn.SiLU(),
+                nn.Conv2d(3 * c + mask_channels, w, 3, padding=1), nn.SiLU(),
                 nn.Conv2d(w, w, 3, padding=1), nn.SiLU(),
                 nn.Conv2d(w, c, 3, padding=1),
             )
@@ -128,7 +132,7 @@ class SparseInterpModel(ConditionalNetwork):
         s = None
         if self.residual_scale != "none":
             s = self.scale(context_image, observation_mask)
-            inputs.append(s.log().expand_as(observation_mask))
+            inputs.append(s.log().expand_as(observation_mask[:, :1]))
             if self.residual_scale == "context-input":  # the interpolation's detail in units of s, soft-clipped
                 detail = (dense - dense.mean((2, 3), keepdim=True)) / s
                 inputs.append(8 * torch.tanh(detail / 8))

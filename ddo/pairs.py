@@ -1,0 +1,108 @@
+"""PDE datasets whose samples are the two fields of one solution: the input and the solution.
+
+- ``navier-stokes-pair``: channel 0 the initial vorticity ``w0``, channel 1 the vorticity ``w1`` at
+  ``T = 1`` (:func:`ddo.fields.navier_stokes_pair`), 400 train and 50 test pairs;
+- ``darcy-pair``: channel 0 the coefficient ``a`` (12 or 3), channel 1 the pressure ``u``
+  (:func:`ddo.fields.darcy`), 1,000 train and 50 test pairs.
+
+Both are generated at 128x128, the grid of the published sparse-observation benchmarks (500 observed
+points per field), cached on disk, and area-downsampled to 64 or 32. In the model's units each
+channel is ``(field - offset) / scale`` (:data:`PAIR_UNITS`); ``field`` records how to undo it, so
+errors are measured on the physical fields.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import torch
+
+from . import fields
+from .data import FieldImages, _area_downsample, cache_dir
+from .errors import UserError
+from .progress import progress_bar
+
+PAIR_KINDS = ("navier-stokes-pair", "darcy-pair")
+PAIR_SIZES = {"navier-stokes-pair": (400, 50), "darcy-pair": (1000, 50)}  # (train, test) pairs
+PAIR_NATIVE = 128
+PAIR_SEED = 1
+# (offset, scale) per channel: model units = (field - offset) / scale, chosen so that the generated
+# fields stay inside [-1, 1] (Darcy's coefficient maps to exactly -1 and 1)
+PAIR_UNITS = {"navier-stokes-pair": ((0.0, 1.2), (0.0, 1.2)),
+              "darcy-pair": ((7.5, 4.5), (0.0075, 0.009))}
+PAIR_CHANNELS = {"navier-stokes-pair": ("w0", "w1"), "darcy-pair": ("a", "u")}
+
+
+def _generate(kind: str, indices) -> np.ndarray:
+    if kind == "navier-stokes-pair":
+        w0, w1 = fields.navier_stokes_pair(PAIR_SEED, indices, **fields.NS_PAIR_DEFAULTS)
+        return np.stack([w0, w1], 1)
+    u, a = fields.darcy(PAIR_SEED, indices, **{**fields.DARCY_DEFAULTS, "resolution": PAIR_NATIVE})
+    return np.stack([a, u], 1)
+
+
+def generate_pairs(kind: str, count: int, start: int = 0, progress: bool = False) -> np.ndarray:
+    """``count`` raw pairs ``(count, 2, 128, 128)`` float32 of ``kind``, indices ``start..``; cached on
+    disk keyed by the kind, the solver's parameters and the index range."""
+    params = fields.NS_PAIR_DEFAULTS if kind == "navier-stokes-pair" else fields.DARCY_DEFAULTS
+    key = hashlib.sha256(json.dumps([kind, PAIR_SEED, PAIR_NATIVE, params, start, count],
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "fields" / f"{kind}_{start}_{count}_{key}.npy"
+    if path.exists():
+        return np.load(path)
+    chunks, chunk = [], 8
+    for lo in progress_bar(range(start, start + count, chunk), desc=f"generate {kind}", enabled=progress):
+        chunks.append(_generate(kind, range(lo, min(lo + chunk, start + count))))
+    out = np.concatenate(chunks).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, out)
+    os.replace(tmp, path)
+    return out
+
+
+def to_units(kind: str, x: np.ndarray | torch.Tensor):
+    """Physical fields ``(..., 2, H, W)`` in the model's units."""
+    off, sc = np.array(PAIR_UNITS[kind], dtype=np.float32).T
+    shape = (2, 1, 1)
+    if torch.is_tensor(x):
+        return (x - torch.as_tensor(off, dtype=x.dtype, device=x.device).view(shape)) / torch.as_tensor(
+            sc, dtype=x.dtype, device=x.device).view(shape)
+    return (x - off.reshape(shape)) / sc.reshape(shape)
+
+
+def to_physical(kind: str, x: np.ndarray | torch.Tensor):
+    """Fields ``(..., 2, H, W)`` in the model's units back in physical units."""
+    off, sc = np.array(PAIR_UNITS[kind], dtype=np.float32).T
+    shape = (2, 1, 1)
+    if torch.is_tensor(x):
+        return x * torch.as_tensor(sc, dtype=x.dtype, device=x.device).view(shape) + torch.as_tensor(
+            off, dtype=x.dtype, device=x.device).view(shape)
+    return x * sc.reshape(shape) + off.reshape(shape)
+
+
+def load_pairs(kind: str, split: str, resolution: int = 64, progress: bool = True, limit: int | None = None) -> FieldImages:
+    """The ``split`` of ``kind`` (train indices ``0..n_train``, test after them) at ``resolution``
+    (128, 64 or 32; area averages of the 128x128 fields), in the model's units. ``limit``: only the
+    first pairs of the split (generated and cached on their own)."""
+    if kind not in PAIR_KINDS:
+        raise UserError(f"unknown field pair {kind!r}; known: {', '.join(PAIR_KINDS)}")
+    if split not in ("train", "test"):
+        raise UserError(f"{kind} has splits 'train' and 'test', not {split!r}")
+    if resolution not in (32, 64, 128):
+        raise UserError(f"{kind} is generated at 128x128; --resolution must be 32, 64 or 128, got {resolution}")
+    n_train, n_test = PAIR_SIZES[kind]
+    start, count = (0, n_train) if split == "train" else (n_train, n_test)
+    if limit is not None:
+        count = min(count, limit)
+    raw = _area_downsample(generate_pairs(kind, count, start, progress), resolution)
+    field = {"name": kind, "channels": list(PAIR_CHANNELS[kind]), "units": [list(u) for u in PAIR_UNITS[kind]],
+             "signed": kind == "navier-stokes-pair", "quantity": "/".join(PAIR_CHANNELS[kind]),
+             "dihedral_invariant": kind == "darcy-pair", "pair": True}
+    return FieldImages(to_units(kind, raw).astype(np.float32), start, field)
+
+
+__all__ = ["PAIR_KINDS", "PAIR_SIZES", "PAIR_UNITS", "PAIR_CHANNELS", "generate_pairs", "load_pairs",
+           "to_units", "to_physical"]

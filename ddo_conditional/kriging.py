@@ -1,0 +1,131 @@
+"""Gaussian conditioning (simple kriging and co-kriging) of multi-channel fields from sparse points.
+
+A Gaussian model of fields ``(C, H, W)`` gives the best linear estimate of every channel at every
+pixel from observations ``y`` of some channels at some pixels:
+``E[z | y] = mu_z + S_zy (S_yy + j I)^-1 (y - mu_y)``, optimal when the fields are Gaussian. Two
+models, both estimated from training fields:
+
+- :class:`TorusGaussian`: deviations from a smooth mean field that are stationary on the periodic grid:
+  the training mean kept to its lowest Fourier modes (a forcing's deterministic response lives
+  there) and the cross-covariance tables ``cov[i, j, d] = Cov(x_i(p), x_j(p + d))`` (indices mod the
+  grid) from the averaged cross-spectra of the deviations; the estimate is applied by FFT (a sum of
+  correlations of sparse weights);
+- :class:`EmpiricalGaussian`: a mean field and the sample covariance of the training fields (rank at
+  most the number of fields), for fields with boundaries or otherwise not stationary.
+
+Observations are ``(channels (M,), pixels (M,), values (M,))``: ``values[m]`` is channel
+``channels[m]`` at flat pixel ``pixels[m] = y * W + x``. Computations are in float64.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class TorusGaussian:
+    """Stationary Gaussian fields on an ``H x W`` torus (see the module doc)."""
+
+    def __init__(self, mean: torch.Tensor, cov: torch.Tensor):
+        self.mean, self.cov = mean.double(), cov.double()  # (C, H, W), (C, C, H, W)
+        self.channels, _, self.h, self.w = self.cov.shape
+        self._spectra = torch.fft.fft2(self.cov)
+
+    @classmethod
+    def fit(cls, fields: torch.Tensor, mean_modes: int = 4) -> "TorusGaussian":
+        """Estimate from training fields ``(n, C, H, W)``; the mean keeps the integer wavenumbers
+        ``|m_x|, |m_y| <= mean_modes`` of the sample mean (0: a constant per channel)."""
+        x = fields.double()
+        n, _, h, w = x.shape
+        my = torch.fft.fftfreq(h, 1.0 / h).abs()[:, None]
+        mx = torch.fft.fftfreq(w, 1.0 / w).abs()[None, :]
+        low = ((my <= mean_modes) & (mx <= mean_modes)).double()
+        mean = torch.fft.ifft2(torch.fft.fft2(x.mean(0)) * low).real
+        f = torch.fft.fft2(x - mean)
+        spectra = torch.einsum("nihw,njhw->ijhw", f.conj(), f) / (n * h * w)
+        return cls(mean, torch.fft.ifft2(spectra).real)
+
+    def mean_field(self) -> torch.Tensor:
+        return self.mean.clone()
+
+    def observed_cov(self, channels: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """``S_yy (M, M)``."""
+        py, px = pixels // self.w, pixels % self.w
+        dy = (py[None, :] - py[:, None]) % self.h
+        dx = (px[None, :] - px[:, None]) % self.w
+        return self.cov[channels[:, None], channels[None, :], dy, dx]
+
+    def apply(self, channels: torch.Tensor, pixels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``S_zy weights`` as fields ``(C, H, W)``: ``sum_m cov[i, c_m, p_m - q] weights_m`` at ``(i, q)``."""
+        sparse = torch.zeros(self.channels, self.h * self.w, dtype=torch.float64)
+        sparse.index_put_((channels, pixels), weights.double(), accumulate=True)
+        f = torch.fft.fft2(sparse.view(self.channels, self.h, self.w))  # (C_obs, H, W)
+        # g_i(q) = sum_j sum_p A_j(p) cov[i, j, p - q]  ->  G_i = sum_j F(A_j) conj(F(cov[i, j]))
+        return torch.fft.ifft2(torch.einsum("jhw,ijhw->ihw", f, self._spectra.conj())).real
+
+    def dense(self) -> torch.Tensor:
+        """The full covariance ``(C H W, C H W)`` (small grids only; for tests)."""
+        c, h, w = self.channels, self.h, self.w
+        idx = torch.arange(h * w)
+        ch = torch.arange(c).repeat_interleave(h * w)
+        return self.observed_cov(ch, idx.repeat(c))
+
+
+class EmpiricalGaussian:
+    """The mean field and the sample covariance of training fields (see the module doc)."""
+
+    def __init__(self, mean: torch.Tensor, centred: torch.Tensor):
+        self.mean_, self.centred = mean.double(), centred.double()  # (C, H, W), (n, C H W) / sqrt(n - 1)
+        self.channels, self.h, self.w = self.mean_.shape
+
+    @classmethod
+    def fit(cls, fields: torch.Tensor) -> "EmpiricalGaussian":
+        x = fields.double()
+        mean = x.mean(0)
+        return cls(mean, (x - mean).flatten(1) / max(1, x.shape[0] - 1) ** 0.5)
+
+    def mean_field(self) -> torch.Tensor:
+        return self.mean_.clone()
+
+    def _columns(self, channels, pixels) -> torch.Tensor:
+        return self.centred[:, channels * self.h * self.w + pixels]  # (n, M)
+
+    def observed_cov(self, channels, pixels) -> torch.Tensor:
+        a = self._columns(channels, pixels)
+        return a.T @ a
+
+    def apply(self, channels, pixels, weights) -> torch.Tensor:
+        return (self.centred.T @ (self._columns(channels, pixels) @ weights.double())).view(self.channels, self.h, self.w)
+
+    def dense(self) -> torch.Tensor:
+        return self.centred.T @ self.centred
+
+
+def krige(model, channels: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor,
+          jitter: float = 1e-8) -> torch.Tensor:
+    """The Gaussian conditional mean ``(C, H, W)`` float64 of every channel given the observations.
+
+    ``jitter``: a nugget, each observation's prior variance times ``jitter`` added to the diagonal of
+    ``S_yy`` (relative, so that channels of different units are treated alike); exact observations
+    need only enough to keep the solve stable where close points make ``S_yy`` nearly singular, a
+    sample covariance of few fields more. Duplicate observations (the same channel and pixel) are used once."""
+    key = channels.long() * (model.h * model.w) + pixels.long()
+    key, first = _unique_first(key)
+    channels, pixels = key // (model.h * model.w), key % (model.h * model.w)
+    values = values.double()[first]
+    mean = model.mean_field()
+    if len(key) == 0:
+        return mean
+    s = model.observed_cov(channels, pixels)
+    s = s + torch.diag(jitter * s.diagonal().clamp_min(1e-300))
+    resid = values - mean.flatten()[key]
+    weights = torch.linalg.solve(s, resid)
+    return mean + model.apply(channels, pixels, weights)
+
+
+def _unique_first(key: torch.Tensor):
+    uniq, inverse = torch.unique(key, return_inverse=True)
+    first = torch.full((len(uniq),), len(key), dtype=torch.long).scatter_reduce(
+        0, inverse, torch.arange(len(key)), reduce="amin")
+    return uniq, first
+
+
+__all__ = ["TorusGaussian", "EmpiricalGaussian", "krige"]

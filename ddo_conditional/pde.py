@@ -1,0 +1,183 @@
+"""Sparse-observation tasks on PDE field pairs (channel 0 the input, channel 1 the solution).
+
+The published benchmark of sparse sensors on PDEs observes 500 points of a 128x128 grid and asks for
+the *forward* task (points of the input -> the solution), the *inverse* task (points of the
+solution -> the input) or the *joint* one (points of both -> both). Here a task is the set of
+channels observed at an image's context pixels (:data:`OBSERVED`); ``--observe tasks`` gives every
+image one task, a pure function of ``(seed, index)``, so one model learns all three.
+
+:class:`Routes` holds the classical estimates, in physical units: Gaussian conditioning
+(co-kriging, :mod:`~ddo_conditional.kriging`) of both channels from whatever is observed, and the
+best classical route through the physics where one exists: forward, the kriged input pushed through
+the solver (Navier-Stokes to ``T = 1``; Darcy's coefficient thresholded, then solved for the
+pressure); inverse Navier-Stokes, the kriged ``w1`` integrated backward with its low modes
+(:func:`ddo.api.ns_backward`); joint Navier-Stokes, that backward estimate's low modes of ``w0`` with
+the co-kriged ``w0``'s higher ones. Darcy's inverse and joint tasks have no such route: the route is
+the co-kriging there.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from ddo.api import (NS_PAIR_DEFAULTS, NavierStokes2d, darcy_solve, load_pairs, ns_backward, ns_forcing, to_physical,
+                     to_units)
+
+from .kriging import EmpiricalGaussian, TorusGaussian, krige
+from .masks import OBSERVED, TASKS
+
+DARCY_LEVELS = (3.0, 12.0)  # the coefficient's two values
+
+
+def task_of(observed) -> str:
+    """The task whose observed channels are ``observed`` (a pair of truth values)."""
+    key = tuple(bool(v) for v in observed)
+    return next(t for t, o in OBSERVED.items() if o == key)
+
+
+def threshold(a: torch.Tensor, levels=DARCY_LEVELS) -> torch.Tensor:
+    """Darcy's coefficient estimate set to the nearer of its two values."""
+    lo, hi = levels
+    return torch.where(a >= (lo + hi) / 2, torch.as_tensor(hi, dtype=a.dtype), torch.as_tensor(lo, dtype=a.dtype))
+
+
+def relative_l2(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """``||pred - true|| / ||true||`` per image and channel: ``(B, C)`` from ``(B, C, H, W)``."""
+    return (pred - true).flatten(2).norm(dim=2) / true.flatten(2).norm(dim=2).clamp_min(1e-300)
+
+
+def error_rate(pred: torch.Tensor, true: torch.Tensor, levels=DARCY_LEVELS) -> torch.Tensor:
+    """The fraction of pixels where the thresholded ``pred`` and ``true`` differ: ``(B,)`` from ``(B, H, W)``."""
+    return (threshold(pred, levels) != threshold(true, levels)).flatten(1).double().mean(1)
+
+
+def task_errors(kind: str, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Per-image, per-channel errors ``(B, 2)`` of physical pairs ``(B, 2, H, W)``: relative L2, except
+    Darcy's coefficient (channel 0), whose error is the thresholded error rate."""
+    err = relative_l2(pred.double(), true.double())
+    if kind == "darcy-pair":
+        err[:, 0] = error_rate(pred[:, 0], true[:, 0])
+    return err
+
+
+JOINT_MODES = 10  # Navier-Stokes joint: w0's modes up to this from the backward solve, above from kriging
+
+
+def splice(low: torch.Tensor, high: torch.Tensor, modes: int) -> torch.Tensor:
+    """The integer wavenumbers ``|m_x|, |m_y| <= modes`` of ``low`` and the rest of ``high`` (``(..., H, W)``)."""
+    h, w = low.shape[-2:]
+    keep = ((torch.fft.fftfreq(h, 1.0 / h).abs()[:, None] <= modes)
+            & (torch.fft.fftfreq(w, 1.0 / w).abs()[None, :] <= modes)).to(low.dtype)
+    return torch.fft.ifft2(torch.fft.fft2(low) * keep + torch.fft.fft2(high) * (1 - keep)).real
+
+
+class Routes:
+    """The classical estimates of ``kind`` at one resolution, from the training fields (see the module doc)."""
+
+    def __init__(self, kind: str, train_fields: torch.Tensor, dt: float = NS_PAIR_DEFAULTS["dt"]):
+        self.kind, self.dt = kind, dt
+        self.h, self.w = train_fields.shape[-2:]
+        if kind == "navier-stokes-pair":  # periodic and stationary about the forcing's mean response
+            self.gaussian, self.jitter, self.coefficient = TorusGaussian.fit(train_fields), 1e-8, None
+        else:
+            # the pressure vanishes on the boundary: the sample covariance of the pairs, with a nugget (the
+            # best of 1e-8, 1e-4, 1e-2 on the coefficient's inverse error rate); the coefficient alone is a
+            # thresholded periodic field, stationary: from its own points it is kriged with that model
+            self.gaussian, self.jitter = EmpiricalGaussian.fit(train_fields), 1e-2
+            self.coefficient = TorusGaussian.fit(train_fields[:, :1], mean_modes=0)
+
+    @classmethod
+    def for_dataset(cls, kind: str, resolution: int, progress: bool = False) -> "Routes":
+        train = load_pairs(kind, "train", resolution, progress=progress)
+        return cls(kind, torch.from_numpy(to_physical(kind, train.images)))
+
+    def kriging(self, pixels: torch.Tensor, values: torch.Tensor, observed) -> torch.Tensor:
+        """Co-kriging ``(2, H, W)`` of both channels from ``values (K, 2)`` at flat ``pixels (K,)``, the
+        channels ``observed`` only; Darcy's coefficient thresholded."""
+        chans = [c for c in range(2) if observed[c]]
+        ch = torch.tensor(chans).repeat_interleave(len(pixels))
+        px = pixels.long().repeat(len(chans))
+        est = krige(self.gaussian, ch, px, values[:, chans].T.reshape(-1), self.jitter)
+        if self.kind == "darcy-pair":
+            if chans == [0]:
+                est[0] = krige(self.coefficient, torch.zeros_like(pixels).long(), pixels.long(), values[:, 0])[0]
+            est[0] = threshold(est[0])
+        return est
+
+    def route(self, pixels: torch.Tensor, values: torch.Tensor, observed) -> torch.Tensor:
+        """The best classical route ``(2, H, W)`` (see the module doc)."""
+        return self.routes([pixels], [values], [observed])[0]
+
+    def routes(self, pixels: list, values: list, observed: list) -> list[torch.Tensor]:
+        """:meth:`route` of several images; the Navier-Stokes solves run as one batch per direction."""
+        out = [self.kriging(p, v, o) for p, v, o in zip(pixels, values, observed)]
+        tasks = [task_of(o) for o in observed]
+        if self.kind == "navier-stokes-pair":
+            fwd = [i for i, t in enumerate(tasks) if t == "forward"]
+            if fwd:
+                solver = NavierStokes2d(self.h, NS_PAIR_DEFAULTS["visc"], self.dt, ns_forcing(self.h))
+                w1 = solver.solve(torch.stack([out[i][0] for i in fwd]), NS_PAIR_DEFAULTS["t_end"])
+                for i, w in zip(fwd, w1):
+                    out[i][1] = w
+            back = [i for i, t in enumerate(tasks) if t != "forward"]
+            if back:
+                w0 = ns_backward(torch.stack([out[i][1] for i in back]), NS_PAIR_DEFAULTS["t_end"],
+                                 NS_PAIR_DEFAULTS["visc"], self.dt)
+                for i, w in zip(back, w0):
+                    out[i][0] = w if tasks[i] == "inverse" else splice(w, out[i][0], JOINT_MODES)
+        else:
+            for i, t in enumerate(tasks):
+                if t == "forward":
+                    out[i][1] = torch.from_numpy(darcy_solve(out[i][0].numpy()))
+        return out
+
+
+def physical_values(kind: str, values: torch.Tensor) -> torch.Tensor:
+    """Context values ``(..., K, 2)`` in the model's units back in physical units."""
+    return to_physical(kind, values.transpose(-1, -2)[..., None])[..., 0].transpose(-1, -2)
+
+
+class RouteCache:
+    """The route of every image, computed once: :class:`Routes` per resolution (fitted from the
+    training split on first use) and each image's route keyed by its index, size, context pixels and
+    observed channels, so a changed mask or task is a new entry, never a stale one."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._routes: dict = {}
+        self._dense: dict = {}
+
+    def routes_at(self, resolution: int) -> Routes:
+        if resolution not in self._routes:
+            self._routes[resolution] = Routes.for_dataset(self.kind, resolution)
+        return self._routes[resolution]
+
+    def dense(self, batch: dict) -> torch.Tensor:
+        """The routes ``(B, 2, H, W)`` of a collated batch, in the model's units."""
+        h, w = batch["image"].shape[-2:]
+        idx, vals, chans = batch["context_indices"], batch["context_values"], batch["context_channels"]
+        counts = batch.get("context_count", torch.full((len(idx),), idx.shape[1]))
+        keys, todo = [], []
+        for b in range(len(idx)):
+            pixels = idx[b, :int(counts[b])]
+            key = (int(batch["index"][b]), h, w, hashlib.sha256(pixels.numpy().tobytes()).hexdigest(),
+                   tuple(bool(v) for v in chans[b]))
+            keys.append(key)
+            if key not in self._dense:
+                todo.append((key, pixels, physical_values(self.kind, vals[b, :int(counts[b])].double())))
+        if todo:
+            out = self.routes_at(h).routes([t[1] for t in todo], [t[2] for t in todo], [t[0][-1] for t in todo])
+            for (key, _, _), r in zip(todo, out):
+                self._dense[key] = to_units(self.kind, r.float())
+        return torch.stack([self._dense[k] for k in keys])
+
+
+ROUTE_NOTES = {
+    ("navier-stokes-pair", "forward"): "kriged w0 solved to T = 1",
+    ("navier-stokes-pair", "inverse"): "kriged w1 integrated backward (modes <= 12)",
+    ("navier-stokes-pair", "joint"): "w0: backward solve's modes <= 10, co-kriging's above; w1: co-kriging",
+    ("darcy-pair", "forward"): "kriged a, thresholded, solved for u",
+}
+
+__all__ = ["task_of", "threshold",
+           "relative_l2", "error_rate", "task_errors", "Routes", "RouteCache", "physical_values", "ROUTE_NOTES"]

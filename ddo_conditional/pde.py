@@ -115,7 +115,7 @@ class Routes:
         if self.kind == "navier-stokes-pair":
             fwd = [i for i, t in enumerate(tasks) if t == "forward"]
             if fwd:
-                solver = NavierStokes2d(self.h, NS_PAIR_DEFAULTS["visc"], self.dt, ns_forcing(self.h))
+                solver = NavierStokes2d(self.h, NS_PAIR_DEFAULTS["visc"], self.dt, ns_forcing(self.h), dtype=torch.float32)
                 w1 = solver.solve(torch.stack([out[i][0] for i in fwd]), NS_PAIR_DEFAULTS["t_end"])
                 for i, w in zip(fwd, w1):
                     out[i][1] = w

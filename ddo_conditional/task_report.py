@@ -7,6 +7,7 @@ from .report import diverging
 from .tasks import TARGETS, TaskEvaluation
 
 METHOD_ORDER = ("ddo", "interpolation", "kriging", "biharmonic")
+ERROR_GAIN = 5.0  # the error row is drawn 5x stronger than the fields: a few percent is visible
 
 
 def methods_of(ev: TaskEvaluation) -> list[str]:
@@ -38,14 +39,14 @@ def task_table(evs: list[TaskEvaluation], channels=("input", "solution")) -> str
 def task_figure(ev: TaskEvaluation, image: int = 0) -> torch.Tensor:
     """``(rows x 2, 3, H, W)`` in ``[0, 1]``: for the first image, each figure row (observed, truth, ddo,
     error, std) of both channels, in a diverging map scaled per channel by the truth's largest value
-    (the std and the error in the same units as the field)."""
+    (the std in the same units as the field, the error :data:`ERROR_GAIN` times stronger)."""
     truth = ev.figure["truth"][image]
     scale = truth.flatten(1).abs().amax(1).clamp_min(1e-12).view(2, 1, 1)
     centre = truth.mean((1, 2), keepdim=True) if ev.kind == "darcy-pair" else torch.zeros(2, 1, 1, dtype=truth.dtype)
     tiles = []
     for name, rows in ev.figure.items():
         x = rows[image]
-        x = x / scale if name in ("error", "std") else (x - centre) / scale
+        x = x / scale * (ERROR_GAIN if name == "error" else 1.0) if name in ("error", "std") else (x - centre) / scale
         if name == "observed":
             x = torch.where(ev.figure["observed"][image] != 0, x, torch.zeros_like(x))
         tiles.append(diverging((0.5 + 0.5 * x.clamp(-1, 1)).float()[:, None]))

@@ -6,10 +6,12 @@ inverse and joint), with co-kriging and the classical routes through the physics
     python benchmarks/pde_tasks.py --mask-seed 1,2                 # the committed observations and others
 
 One model per PDE (`--conditioning sparse-route --observe tasks`: each training image observes one
-task's channels, so one checkpoint serves all three), preset ``cpu-small``, trained ``--minutes`` on
-the CPU at 64x64 with 500 observed points per channel (the benchmark's sensor count on a coarser
-grid), evaluated at 128x128 on the first ``--limit`` test pairs with 500 points per observed channel
-drawn by each ``--mask-seed``. Methods on identical observations: ``ddo`` (the network's one-call
+task's channels, so one checkpoint serves all three), preset ``cpu-small`` without the local 3x3
+refiner (a spectral network whose inputs and outputs are pointwise, for a model evaluated on a finer
+grid than it was trained on), trained ``--minutes`` on the CPU at 64x64 with 500 observed points per
+channel (the benchmark's sensor count on a coarser grid), evaluated at 128x128 on the first
+``--limit`` test pairs with 500 points per observed channel drawn by each ``--mask-seed``, and at
+64x64 with the first seed (``at_64``). Methods on identical observations: ``ddo`` (the network's one-call
 posterior-mean estimate, refining the route), ``interpolation`` (the best classical route:
 :data:`ddo_conditional.pde.ROUTE_NOTES`), ``kriging`` (co-kriging of both channels from the
 observations; Darcy's coefficient thresholded) and, for the joint task, ``biharmonic`` (each channel
@@ -46,7 +48,7 @@ NAMES = {"navier-stokes-pair": "navier-stokes", "darcy-pair": "darcy"}
 POINTS = 500
 TRAIN_RES, EVAL_RES = 64, 128
 TRAIN_FLAGS = ["--channels", "2", "--preset", "cpu-small", "--conditioning", "sparse-route", "--observe", "tasks",
-               "--refiner-width", "32", "--resolution", str(TRAIN_RES), "--context-ratio", repr(POINTS / TRAIN_RES**2),
+               "--refiner-width", "0", "--resolution", str(TRAIN_RES), "--context-ratio", repr(POINTS / TRAIN_RES**2),
                "--num-sample", "0", "--no-progress"]
 # relative errors (%) reported by the papers on their own data (forward / inverse), not run here
 PUBLISHED = {
@@ -73,15 +75,22 @@ def train(workdir: Path, pde: str, minutes: float) -> tuple[Path, dict]:
     return run / "checkpoint.pt", info
 
 
-def evaluate(host, checkpoint: Path, pde: str, seed: int, limit: int) -> list:
+def evaluate(host, checkpoint: Path, pde: str, seed: int, limit: int, res: int = EVAL_RES) -> list:
     denoiser, wrapper, config = load_model(checkpoint, host)
     plan = SamplingPlan(samples=1, steps=1, rows=16, seed=0, symmetrize=False, progress=False)
-    base = host.datasets.get(pde)(split="test", resolution=EVAL_RES)
+    base = host.datasets.get(pde)(split="test", resolution=res)
     out = []
     for task in TASKS:
-        masked = wrapper.mask_dataset(base, context_ratio=POINTS / EVAL_RES**2, query_ratio=0.0, seed=seed, observe=task)
+        masked = wrapper.mask_dataset(base, context_ratio=POINTS / res**2, query_ratio=0.0, seed=seed, observe=task)
         out.append(evaluate_task(pde, task, masked, wrapper, Reconstructor(denoiser, plan), limit))
     return out
+
+
+def report(pde: str, seed: int, steps: int, evs: list, res: int) -> None:
+    print(f"\n{pde}, mask seed {seed}, {steps} training steps, {len(evs[0].errors['ddo'])} test pairs, {POINTS} points "
+          f"per observed channel at {res}x{res}\n")
+    print(task_table(evs, ("input", "solution")))
+    sys.stdout.flush()
 
 
 def figure(evs: dict, path: Path) -> None:
@@ -125,10 +134,12 @@ def main() -> int:
                 out["records"][NAMES[pde]] = [task_record(ev, ("input", "solution")) for ev in evs]
             else:
                 out["other_seeds"].setdefault(str(seed), {})[NAMES[pde]] = table
-            print(f"\n{pde}, mask seed {seed}, {out['training'][NAMES[pde]]['steps']} training steps, "
-                  f"{len(evs[0].errors['ddo'])} test pairs, {POINTS} points per observed channel at {EVAL_RES}x{EVAL_RES}\n")
-            print(task_table(evs, ("input", "solution")))
-            sys.stdout.flush()
+            report(pde, seed, out["training"][NAMES[pde]]["steps"], evs, EVAL_RES)
+        # the same sensors on the training grid: what the model does where it was trained
+        evs = evaluate(host, checkpoint, pde, seeds[0], a.limit, TRAIN_RES)
+        out.setdefault(f"at_{TRAIN_RES}", {})[NAMES[pde]] = {ev.task: {m: round(ev.target(m), 3) for m in ev.errors}
+                                                              for ev in evs}
+        report(pde, seeds[0], out["training"][NAMES[pde]]["steps"], evs, TRAIN_RES)
         out["seconds"] = round(time.time() - t_start, 1)
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -252,13 +252,15 @@ class RouteConditioning(SparseConditioning):
 # neither flag (nor a preset value): the keys whose network refines an interpolation predict x0 and are
 # trained with x0-mse-relative (README: the demo and the point-set models); sparse-interp's inputs hold
 # no dense interpolation for that loss's weights, so it gets x0-mse-mixed, the same loss unweighted.
-# The spec's keys (sparse-encoder, sparse-concat) and sparse-lift keep the host's eps and dsm.
+# sparse-route's field pairs are scored per channel, so its loss weighs each channel of each image
+# (x0-mse-relative-l2; README: PDE tasks). The spec's keys (sparse-encoder, sparse-concat) and
+# sparse-lift keep the host's eps and dsm.
 KEY_DEFAULTS = {
     "sparse-biharmonic": {"parameterization": "x0", "loss": "x0-mse-relative"},
     "sparse-setconv": {"parameterization": "x0", "loss": "x0-mse-relative"},
     "sparse-attention": {"parameterization": "x0", "loss": "x0-mse-relative"},
     "sparse-interp": {"parameterization": "x0", "loss": "x0-mse-mixed"},
-    "sparse-route": {"parameterization": "x0", "loss": "x0-mse-relative"},
+    "sparse-route": {"parameterization": "x0", "loss": "x0-mse-relative-l2"},
 }
 
 WRAPPERS = {"sparse-encoder": EncoderConditioning, "sparse-concat": ConcatConditioning,

@@ -1,0 +1,207 @@
+"""PDE field pairs and their sparse-observation tasks: the solver against a reference step, the pairs per
+(seed, index), per-channel observations, co-kriging against the dense Gaussian conditional, the metrics,
+the classical routes, and ``ddo reconstruct --task`` end to end."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ddo import fields
+from ddo_conditional.datasets import FixedSparseMaskDataset, context_tensors
+from ddo_conditional.kriging import EmpiricalGaussian, TorusGaussian, krige
+from ddo_conditional.masks import OBSERVED, TASKS, image_task
+from ddo_conditional.pde import error_rate, relative_l2, splice, task_errors, threshold
+
+
+def reference_step(w: np.ndarray, visc: float, dt: float, forcing: np.ndarray) -> np.ndarray:
+    """One step of the scheme written out on full complex FFTs: Crank-Nicolson viscosity, Heun's method
+    for advection and forcing, 2/3 de-aliasing of the product, velocity (d psi/dy, -d psi/dx), -lap psi = w."""
+    n = w.shape[0]
+    m = np.fft.fftfreq(n, 1.0 / n)
+    ky, kx = np.meshgrid(2 * np.pi * m, 2 * np.pi * m, indexing="ij")
+    k2 = kx**2 + ky**2
+    keep = (np.abs(m)[:, None] <= n / 3) & (np.abs(m)[None, :] <= n / 3)
+
+    def rhs(wh):
+        psi = np.where(k2 > 0, wh / np.where(k2 > 0, k2, 1), 0)
+        u, v = np.fft.ifft2(1j * ky * psi).real, np.fft.ifft2(-1j * kx * psi).real
+        wx, wy = np.fft.ifft2(1j * kx * wh).real, np.fft.ifft2(1j * ky * wh).real
+        return -np.fft.fft2(u * wx + v * wy) * keep + np.fft.fft2(forcing)
+
+    wh = np.fft.fft2(w)
+    a, b = 1 - 0.5 * dt * visc * k2, 1 + 0.5 * dt * visc * k2
+    n1 = rhs(wh)
+    n2 = rhs((a * wh + dt * n1) / b)
+    return np.fft.ifft2((a * wh + 0.5 * dt * (n1 + n2)) / b).real
+
+
+def test_the_solver_takes_the_reference_schemes_step_and_integrates_backward():
+    n = 16
+    w0 = fields.periodic_grf([fields.sample_generator(3, 0)], n, 2.5, 7.0, 7.0**1.5)
+    w0 = splice(w0, torch.zeros_like(w0), 7)[0]  # no Nyquist mode, whose derivative a real FFT drops
+    f = fields.ns_forcing(n)
+    solver = fields.NavierStokes2d(n, visc=1e-3, dt=1e-2, forcing=f)
+    got = torch.fft.irfft2(solver.step(torch.fft.rfft2(w0[None])), s=(n, n))[0].numpy()
+    want = reference_step(w0.numpy(), 1e-3, 1e-2, f.numpy())
+    np.testing.assert_allclose(got, want, atol=1e-12, rtol=0)
+    assert np.abs(got - w0.numpy()).max() > 1e-4  # the step moved the field
+    # backward: a field of low modes solved to T = 1 and back comes home
+    n = 64
+    w0 = fields.periodic_grf([fields.sample_generator(0, i) for i in range(2)], n, 2.5, 7.0, 7.0**1.5)
+    w0 = splice(w0, torch.zeros_like(w0), 6)
+    w1 = fields.NavierStokes2d(n, 1e-3, 1e-3, fields.ns_forcing(n)).solve(w0, 1.0)
+    back = fields.ns_backward(w1)
+    assert float((back - w0).norm() / w0.norm()) < 1e-3 < float((w1 - w0).norm() / w0.norm())
+
+
+def test_pairs_are_a_pure_function_of_seed_and_index_and_w1_is_w0_solved():
+    kw = {"t_end": 0.05, "dt": 5e-3, "resolution": 32}
+    w0, w1 = fields.navier_stokes_pair(0, [3, 4], **kw)
+    a0, a1 = fields.navier_stokes_pair(0, [4], **kw)
+    np.testing.assert_array_equal(w0[1], a0[0])
+    np.testing.assert_array_equal(w1[1], a1[0])
+    solved = fields.NavierStokes2d(32, 1e-3, 5e-3, fields.ns_forcing(32), dtype=torch.float32).solve(
+        torch.from_numpy(w0).double(), 0.05)
+    np.testing.assert_allclose(w1, solved.numpy(), atol=1e-5)
+    assert not np.array_equal(w0[0], w0[1])
+
+
+class Pairs(torch.utils.data.Dataset):
+    def __init__(self, n=12, size=16):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 2, size, size, generator=g).clamp(-1, 1)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"image": self.x[i], "index": 100 + i}
+
+
+def test_per_channel_observations_follow_the_task_fixed_across_workers():
+    ds = FixedSparseMaskDataset(Pairs(), context_ratio=0.2, seed=5, observe="tasks")
+    items = [ds[i] for i in range(len(ds))]
+    loaded = next(iter(torch.utils.data.DataLoader(ds, batch_size=len(ds), num_workers=2)))
+    torch.testing.assert_close(loaded["context_channels"], torch.stack([it["context_channels"] for it in items]))
+    torch.testing.assert_close(loaded["context_values"], torch.stack([it["context_values"] for it in items]))
+    seen = set()
+    for it in items:
+        task = image_task(5, it["index"])
+        seen.add(task)
+        want = torch.tensor(OBSERVED[task], dtype=torch.float32)
+        torch.testing.assert_close(it["context_channels"], want)
+        truth = it["image"].reshape(2, -1)[:, it["context_indices"]].T
+        torch.testing.assert_close(it["context_values"], truth * want)  # unobserved channels carry zeros
+    assert seen == set(TASKS)
+    ctx = context_tensors(loaded)
+    assert ctx["observation_mask"].shape == (12, 2, 16, 16)
+    per_channel = ctx["observation_mask"].sum((2, 3))
+    assert torch.equal(per_channel, loaded["context_channels"] * math.floor(0.2 * 256))
+    fixed = FixedSparseMaskDataset(Pairs(), context_ratio=0.2, seed=5, observe="inverse")
+    assert all(fixed[i]["context_channels"].tolist() == [0.0, 1.0] for i in range(3))
+    with pytest.raises(ValueError, match="unknown observation rule 'sideways'"):
+        FixedSparseMaskDataset(Pairs(), observe="sideways")
+
+
+@pytest.mark.parametrize("model", [TorusGaussian, EmpiricalGaussian])
+def test_kriging_is_the_dense_gaussian_conditional(model):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 2, 6, 8, generator=g, dtype=torch.float64)
+    x[:, 1] += torch.roll(x[:, 0], 1, -1) + 0.3 * torch.sin(torch.arange(8.0, dtype=torch.float64))  # a cross term, a mean
+    gauss = model.fit(x)
+    channels, pixels = torch.tensor([0, 0, 1, 1, 0, 0]), torch.tensor([3, 10, 3, 40, 47, 3])  # the last repeats one
+    values = torch.randn(6, generator=g, dtype=torch.float64)
+    values[5] = values[0]
+    got = krige(gauss, channels, pixels, values, jitter=0.0)
+    cov, mean = gauss.dense(), gauss.mean_field().flatten()
+    key = (channels * 48 + pixels)[:5]
+    want = mean + cov[:, key] @ torch.linalg.solve(cov[key][:, key], values[:5] - mean[key])
+    torch.testing.assert_close(got.flatten(), want, atol=1e-8, rtol=0)
+    torch.testing.assert_close(got.flatten()[key], values[:5], atol=1e-8, rtol=0)  # exact observations are kept
+    torch.testing.assert_close(krige(gauss, channels[:0], pixels[:0], values[:0]), gauss.mean_field())
+
+
+def test_the_torus_model_estimates_a_known_stationary_covariance():
+    # fields with one Fourier mode of random phase: Cov(x(p), x(p + d)) = cos(2 pi d_x / W) / 2
+    g = torch.Generator().manual_seed(1)
+    phase = torch.rand(4000, 1, 1, 1, generator=g, dtype=torch.float64) * 2 * math.pi
+    xs = torch.arange(8, dtype=torch.float64).view(1, 1, 1, 8)
+    x = torch.cos(2 * math.pi * xs / 8 + phase).expand(-1, 1, 4, 8)
+    cov = TorusGaussian.fit(x, mean_modes=0).cov[0, 0]
+    torch.testing.assert_close(cov, (torch.cos(2 * math.pi * xs[0, 0] / 8) / 2).expand(4, 8), atol=0.03, rtol=0)
+
+
+def test_relative_l2_and_the_threshold_error_rate_on_hand_made_fields():
+    true = torch.zeros(1, 2, 4, 4, dtype=torch.float64)
+    true[0, 0] = 12.0
+    true[0, 0, :2] = 3.0  # half 3, half 12
+    true[0, 1] = 2.0
+    pred = true.clone()
+    pred[0, 1] = 2.2  # 10% everywhere
+    pred[0, 0, 0, :2] = 9.0  # two pixels cross the midpoint 7.5
+    pred[0, 0, 3, 0] = 8.0  # above the midpoint: still 12
+    torch.testing.assert_close(relative_l2(pred, true)[0, 1], torch.tensor(0.1, dtype=torch.float64))
+    assert float(error_rate(pred[:, 0], true[:, 0])[0]) == 2 / 16
+    assert threshold(torch.tensor([7.4, 7.5, 100.0])).tolist() == [3.0, 12.0, 12.0]
+    err = task_errors("darcy-pair", pred, true)
+    assert err.shape == (1, 2) and float(err[0, 0]) == 2 / 16 and abs(float(err[0, 1]) - 0.1) < 1e-12
+    assert abs(float(task_errors("navier-stokes-pair", pred, true)[0, 0]) - float(relative_l2(pred, true)[0, 0])) < 1e-15
+
+
+@pytest.fixture
+def small_pairs(monkeypatch, tmp_path):
+    import ddo.pairs as pairs
+
+    monkeypatch.setenv("DDO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(pairs.PAIR_SIZES, "darcy-pair", (10, 3))
+    return pairs
+
+
+def test_darcy_routes_solve_the_kriged_coefficient_and_beat_kriging_forward(small_pairs):
+    from ddo_conditional.pde import Routes
+
+    routes = Routes.for_dataset("darcy-pair", 32)
+    test = torch.from_numpy(small_pairs.to_physical("darcy-pair", small_pairs.load_pairs("darcy-pair", "test", 32).images))
+    pixels = torch.from_numpy(np.random.default_rng(0).choice(32 * 32, 200, replace=False))
+    values = test[0].flatten(1)[:, pixels].T.double()
+    kriged, route = routes.kriging(pixels, values, (True, False)), routes.route(pixels, values, (True, False))
+    assert set(torch.unique(route[0]).tolist()) <= {3.0, 12.0}
+    np.testing.assert_allclose(route[1].numpy(), fields.darcy_solve(route[0].numpy()), atol=1e-12)
+    torch.testing.assert_close(route[0], kriged[0])
+    err = task_errors("darcy-pair", torch.stack([kriged, route]), test[:1].double().expand(2, -1, -1, -1))
+    assert float(err[1, 1]) < float(err[0, 1])  # the solved pressure beats co-kriging it from the coefficient's points
+
+
+@pytest.mark.slow
+def test_reconstruct_task_scores_a_route_model_beside_the_classical_estimates(small_pairs, tmp_path, capsys):
+    from ddo.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--dataset", "darcy-pair", "--channels", "2", "--conditioning", "sparse-route", "--resolution", "32",
+            "--context-ratio", "0.2", "--ch", "8", "--ch-mult", "1,2", "--num-res-blocks", "1", "--modes", "4",
+            "--batch-size", "4", "--iterations", "2", "--num-sample", "0", "--no-progress"]
+    assert main([*args, "--out", str(run)]) == 0
+    ckpt = str(run / "checkpoint.pt")
+    out = tmp_path / "joint"
+    assert main(["reconstruct", "--checkpoint", ckpt, "--dataset", "darcy-pair", "--task", "joint", "--points-per-channel",
+                 "150", "--out", str(out), "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["task"] == "joint" and m["points_per_channel"] == 150 and m["target_channels"] == ["a", "u"]
+    assert set(m["methods"]) == {"ddo", "interpolation", "kriging", "biharmonic"}
+    for method in m["methods"].values():
+        assert len(method["per_image"]) == 3 and 0 <= method["error_percent"] < 100
+    assert (out / "reconstructions.png").stat().st_size > 0
+    assert "| joint | ddo |" in capsys.readouterr().out
+    bad = [(["--task", "forward", "--context-ratio", "0.1"], "drop --context-ratio"),
+           (["--points-per-channel", "10"], "--points-per-channel sets the observations of a --task"),
+           (["--task", "forward", "--points-per-channel", "5000"], "more than the 32x32 grid's 1024 pixels")]
+    for extra, message in bad:
+        assert main(["reconstruct", "--checkpoint", ckpt, "--dataset", "darcy-pair", *extra, "--out",
+                     str(tmp_path / "bad"), "--no-progress"]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert main(["train", "--dataset", "darcy", "--channels", "1", "--conditioning", "sparse-route", "--resolution", "32",
+                 "--iterations", "1", "--no-progress", "--out", str(tmp_path / "x")]) == 2
+    assert "--conditioning sparse-route refines a PDE's classical route" in capsys.readouterr().err

@@ -83,20 +83,12 @@ def register_model_wrappers(register):
     register("none", ModelWrapper)
 
 
-def _fields(kind: str):
-    def factory(split="train", resolution=32, download=False, crop_scales="fixed", **_):
+def _fields(kind: str, load=data.load_fields, default_resolution: int = 32):
+    """A generated dataset's factory: ``load(kind, split, resolution)``; nothing to download, fixed crops."""
+    def factory(split="train", resolution=default_resolution, download=False, crop_scales="fixed", **_):
         _local(f"{kind} (generated on this machine)", download)
         _fixed_crops(kind, crop_scales)
-        return data.load_fields(kind, split, resolution)
-
-    return factory
-
-
-def _pairs(kind: str):
-    def factory(split="train", resolution=64, download=False, crop_scales="fixed", **_):
-        _local(f"{kind} (generated on this machine)", download)
-        _fixed_crops(kind, crop_scales)
-        return pairs.load_pairs(kind, split, resolution)
+        return load(kind, split, resolution)
 
     return factory
 
@@ -106,8 +98,8 @@ def register_datasets(register):
     register("natural-patches", _natural_patches)
     register("navier-stokes", _fields("navier-stokes"))
     register("darcy", _fields("darcy"))
-    register("navier-stokes-pair", _pairs("navier-stokes-pair"))
-    register("darcy-pair", _pairs("darcy-pair"))
+    register("navier-stokes-pair", _fields("navier-stokes-pair", pairs.load_pairs, 64))
+    register("darcy-pair", _fields("darcy-pair", pairs.load_pairs, 64))
     register("cifar10", _cifar10)
     register("image-folder", _image_folder)
 

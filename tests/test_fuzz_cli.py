@@ -36,9 +36,9 @@ TRAIN = Spec("train", PAIRS(tiny_train_args("@new", "@images", "--iterations", "
     "--sigma-blur-max": ("0", "0.25"), "--gp-type": ("independent", "exponential"), "--gp-exponent": ("1", "2"),
     "--gp-length-scale": ("0.1",), "--gp-sigma": ("1",), "--timestep-sampler": ("uniform", "low_discrepancy"),
     "--weight-method": ("none", "min-snr"), "--parameterization": ("eps", "x0", "v"), "--x0-clip": X0_CLIPS,
-    "--loss": ("dsm", "query-dsm", "x0-mse", "x0-mse-mixed", "x0-mse-relative"),
+    "--loss": ("dsm", "query-dsm", "x0-mse", "x0-mse-mixed", "x0-mse-relative", "x0-mse-relative-l2"),
     "--conditioning": ("none", "sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp", "sparse-biharmonic",
-                       "sparse-setconv", "sparse-attention"),
+                       "sparse-setconv", "sparse-attention", "sparse-route"), "--observe": ("tasks", "forward"),
     "--batch-size": ("2", "4"), "--grad-accum": ("1", "2"), "--bf16": None, "--lr": ("1e-3",), "--grad-clip": ("1", "0"),
     "--ema-decay": ("0.9",), "--warmup": ("0", "1"), "--lr-schedule": ("constant", "cosine"), "--seed": ("0", "3"),
     "--ckpt-every": ("1",), "--log-every": ("1",), "--sample-every": ("1",), "--num-sample": ("0", "1"),
@@ -60,12 +60,14 @@ RECONSTRUCT_COMMON = {
     "--resolution": ("16", "8"), "--limit": ("1", "2"), "--num-samples": ("1", "2"), "--sampler": SAMPLERS,
     "--data-consistency": None, "--no-symmetrize-x0": None, "--raw-spread": None, "--batch-size": ("1", "2", "32"),
     "--bf16": None, "--device": ("cpu",), "--no-progress": None, "--out": ("@new", "@rel", "@dir", "@new/a/b"),
-    "--baselines": ("nearest", "biharmonic,thin-plate"), **INT_FLAGS_SMALL}
+    "--baselines": ("nearest", "biharmonic,thin-plate"), "--task": ("forward", "joint"), "--points-per-channel": ("10",),
+    **INT_FLAGS_SMALL}
 RECONSTRUCT = Spec("reconstruct", [["--checkpoint", "@cond"], ["--images", "@images"], ["--limit", "1"],
                                    ["--num-samples", "2"], ["--steps", "1"], ["--out", "@new"], ["--no-progress", None]],
                    {"--checkpoint": ("@cond",), "--images": ("@images",), "--split": ("test",), **MASKS,
                     **RECONSTRUCT_COMMON},
-                   huge=("--resolution", "--limit", "--num-samples", "--batch-size", "--seed", "--mask-seed"))
+                   huge=("--resolution", "--limit", "--num-samples", "--batch-size", "--seed", "--mask-seed",
+                         "--points-per-channel"))
 POINTS = Spec("reconstruct", [["--checkpoint", "@points"], ["--points", "@csv"], ["--num-samples", "2"], ["--steps", "1"],
                               ["--out", "@new"], ["--no-progress", None]],
               {"--checkpoint": ("@points",), "--points": ("@csv",), "--extent": ("1,1",), **RECONSTRUCT_COMMON},

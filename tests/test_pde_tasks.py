@@ -205,3 +205,24 @@ def test_reconstruct_task_scores_a_route_model_beside_the_classical_estimates(sm
     assert main(["train", "--dataset", "darcy", "--channels", "1", "--conditioning", "sparse-route", "--resolution", "32",
                  "--iterations", "1", "--no-progress", "--out", str(tmp_path / "x")]) == 2
     assert "--conditioning sparse-route refines a PDE's classical route" in capsys.readouterr().err
+
+
+def test_the_relative_l2_loss_weighs_each_channel_by_its_routes_error():
+    from types import SimpleNamespace
+
+    from ddo_conditional.losses import x0_mse_relative_l2_loss
+
+    x = torch.zeros(4, 2, 2, 2)
+    err = torch.tensor([[0.1, 0.2], [0.3, 0.1], [0.2, 0.2], [0.4, 0.4]])  # the stub's x0 is off by err[i, c]
+    gen_sde = SimpleNamespace(sample_timesteps=lambda b, device, dtype: torch.full((b,), 0.3),
+                              forward_diffusion=SimpleNamespace(sample=lambda t, x: x),
+                              x0=lambda z, t, v, **kw: x + err[:, :, None, None])
+    route = torch.tensor([[0.5, 0.01], [0.04, 0.0], [1.0, 1.0], [1.0, 1.0]])  # the route's error per image, channel
+    dense = x + route[:, :, None, None]
+    out = x0_mse_relative_l2_loss(floor=1e-8)(gen_sde, {"image": x}, None, {"context_dense": dense})["loss"]
+    w = 1 / (route[:2] ** 2 + 1e-8).sqrt()
+    want = torch.cat([(err[:2] ** 2 * w / w.mean()).mean(1), (err[2:] ** 2).mean(1)])
+    torch.testing.assert_close(out, want)
+    assert float(w[1, 1]) == pytest.approx(1e4)  # a channel the route renders exactly weighs by the floor
+    with pytest.raises(ValueError, match="use it with --conditioning sparse-route"):
+        x0_mse_relative_l2_loss()(gen_sde, {"image": x}, None, {})

@@ -88,7 +88,7 @@ def x0_mse_relative_loss(floor: float = 1e-4, t1_fraction: float = 0.5):
     return x0_mse_loss(t1_fraction=t1_fraction, t1_weights=weights)
 
 
-def x0_mse_relative_l2_loss(floor: float = 1e-8, t1_fraction: float = 0.5):
+def x0_mse_relative_l2_loss(floor: float = 1e-4, t1_fraction: float = 0.5):
     """:func:`x0_mse_mixed_loss` whose ``t = 1`` terms are weighted per image *and channel* by
     ``1 / sqrt(MSE of context_dense on that channel + floor)`` (normalised to mean 1 over those terms).
 

@@ -135,7 +135,7 @@ def navier_stokes_pair(seed: int, indices, visc: float = 1e-3, t_end: float = 1.
                        resolution: int = 128, alpha: float = 2.5, tau: float = 7.0,
                        sigma: float = 7.0**1.5) -> tuple[np.ndarray, np.ndarray]:
     """``(w0, w1)``, each ``(len(indices), resolution, resolution)`` float32: the initial vorticity and the
-    vorticity at ``t_end`` (the sparse-observation benchmark's setting: ``T = 1``); the initial field in
+    vorticity at ``t_end`` (the setting of the published PDE benchmarks: ``T = 1``); the initial field in
     float64, the time stepping in float32 (relative difference from float64 stepping about 4e-5)."""
     gens = [sample_generator(seed, int(i)) for i in indices]
     w0 = periodic_grf(gens, resolution, alpha, tau, sigma)

@@ -5,7 +5,7 @@
 - ``darcy-pair``: channel 0 the coefficient ``a`` (12 or 3), channel 1 the pressure ``u``
   (:func:`ddo.fields.darcy`), 1,000 train and 50 test pairs.
 
-Both are generated at 128x128, the grid of the published sparse-observation benchmarks (500 observed
+Both are generated at 128x128, the grid of the published PDE reconstruction benchmarks (500 observed
 points per field), cached on disk, and area-downsampled to 64 or 32. In the model's units each
 channel is ``(field - offset) / scale`` (:data:`PAIR_UNITS`); ``field`` records how to undo it, so
 errors are measured on the physical fields.

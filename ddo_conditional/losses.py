@@ -82,13 +82,13 @@ def x0_mse_relative_loss(floor: float = 1e-4, t1_fraction: float = 0.5):
         dense = model_kwargs.get("context_dense")
         if dense is None:
             raise ValueError("loss x0-mse-relative weighs images by the error of their biharmonic inpainting "
-                             "(context_dense); use it with --conditioning sparse-biharmonic, sparse-setconv or sparse-attention")
+                             "(context_dense); use it with --conditioning sparse-biharmonic, sparse-route, sparse-setconv or sparse-attention")
         return 1.0 / (((dense - x) ** 2).flatten(1).mean(1) + floor)
 
     return x0_mse_loss(t1_fraction=t1_fraction, t1_weights=weights)
 
 
-def x0_mse_relative_l2_loss(floor: float = 1e-4, t1_fraction: float = 0.5):
+def x0_mse_relative_l2_loss(floor: float = 1e-8, t1_fraction: float = 0.5):
     """:func:`x0_mse_mixed_loss` whose ``t = 1`` terms are weighted per image *and channel* by
     ``1 / sqrt(MSE of context_dense on that channel + floor)`` (normalised to mean 1 over those terms).
 

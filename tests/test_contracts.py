@@ -35,12 +35,12 @@ REFUSED = [
     (["--conditioning", "sparse-biharmonic", "--loss", "x0-mse-relative", "--parameterization", "x0",
       "--mask-seed", "1"], None),  # a valid combination, for contrast
     (["--conditioning", "sparse-interp", "--parameterization", "x0", "--loss", "x0-mse-relative"],
-     "loss x0-mse-relative needs --conditioning sparse-biharmonic, sparse-setconv or sparse-attention; this run has "
+     "loss x0-mse-relative needs --conditioning sparse-biharmonic, sparse-route, sparse-setconv or sparse-attention; this run has "
      "--conditioning sparse-interp"),
     (["--conditioning", "sparse-interp", "--parameterization", "eps", "--residual-scale", "context"],
      "--residual-scale context needs --parameterization x0 or v; this run has --parameterization eps"),
     (["--conditioning", "sparse-encoder", "--refiner-width", "4"],
-     "--refiner-width applies to --conditioning sparse-interp or sparse-biharmonic; this run has --conditioning "
+     "--refiner-width applies to --conditioning sparse-interp, sparse-biharmonic or sparse-route; this run has --conditioning "
      "sparse-encoder"),
     (["--mask-seed", "3"], "--mask-seed applies to --conditioning sparse-encoder"),
     (["--loss", "query-dsm"], "loss query-dsm needs --conditioning sparse-encoder, sparse-concat"),

@@ -23,8 +23,10 @@ KEYS = HOST.model_wrappers.keys()
 # one key per step function (ddim-x0 is another name of ddim)
 SAMPLERS = list({HOST.samplers.get(k): k for k in reversed(HOST.samplers.keys())}.values())
 RES = 16
-# (key, parameterization, sampler) -> the start of the one-line refusal; empty: every combination works
-REFUSED: dict = {}
+# (key, parameterization, sampler) -> the start of the one-line refusal
+# sparse-route refines a PDE's classical route: it trains on field pairs only (tests/test_pde_tasks.py)
+REFUSED: dict = {("sparse-route", p, None): "--conditioning sparse-route refines a PDE's classical route"
+                 for p in PARAMETERIZATIONS}
 
 
 @pytest.fixture(scope="module")

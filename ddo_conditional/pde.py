@@ -80,9 +80,9 @@ class Routes:
         if kind == "navier-stokes-pair":  # periodic and stationary about the forcing's mean response
             self.gaussian, self.jitter, self.coefficient = TorusGaussian.fit(train_fields), 1e-8, None
         else:
-            # the pressure vanishes on the boundary: the sample covariance of the pairs, with a nugget (the
-            # best of 1e-8, 1e-4, 1e-2 on the coefficient's inverse error rate); the coefficient alone is a
-            # thresholded periodic field, stationary: from its own points it is kriged with that model
+            # the pressure vanishes on the boundary: the sample covariance of the pairs, whose rank is the
+            # number of pairs, with a nugget against over-fitting it; the coefficient alone is a thresholded
+            # periodic field, stationary: from its own points it is kriged with that model
             self.gaussian, self.jitter = EmpiricalGaussian.fit(train_fields), 1e-2
             self.coefficient = TorusGaussian.fit(train_fields[:, :1], mean_modes=0)
 

@@ -63,24 +63,24 @@ def generate_pairs(kind: str, count: int, start: int = 0, progress: bool = False
     return out
 
 
+def _affine(kind: str, x):
+    """``(offset, scale)`` of each channel of ``kind``, shaped ``(2, 1, 1)`` like ``x`` (array or tensor)."""
+    off, sc = np.array(PAIR_UNITS[kind], dtype=np.float32).T.reshape(2, 2, 1, 1)
+    if torch.is_tensor(x):
+        return (torch.as_tensor(off, dtype=x.dtype, device=x.device), torch.as_tensor(sc, dtype=x.dtype, device=x.device))
+    return off, sc
+
+
 def to_units(kind: str, x: np.ndarray | torch.Tensor):
     """Physical fields ``(..., 2, H, W)`` in the model's units."""
-    off, sc = np.array(PAIR_UNITS[kind], dtype=np.float32).T
-    shape = (2, 1, 1)
-    if torch.is_tensor(x):
-        return (x - torch.as_tensor(off, dtype=x.dtype, device=x.device).view(shape)) / torch.as_tensor(
-            sc, dtype=x.dtype, device=x.device).view(shape)
-    return (x - off.reshape(shape)) / sc.reshape(shape)
+    off, sc = _affine(kind, x)
+    return (x - off) / sc
 
 
 def to_physical(kind: str, x: np.ndarray | torch.Tensor):
     """Fields ``(..., 2, H, W)`` in the model's units back in physical units."""
-    off, sc = np.array(PAIR_UNITS[kind], dtype=np.float32).T
-    shape = (2, 1, 1)
-    if torch.is_tensor(x):
-        return x * torch.as_tensor(sc, dtype=x.dtype, device=x.device).view(shape) + torch.as_tensor(
-            off, dtype=x.dtype, device=x.device).view(shape)
-    return x * sc.reshape(shape) + off.reshape(shape)
+    off, sc = _affine(kind, x)
+    return x * sc + off
 
 
 def load_pairs(kind: str, split: str, resolution: int = 64, progress: bool = True, limit: int | None = None) -> FieldImages:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from ddo.api import PAIR_KINDS, ModelWrapper, Option, nonneg_int, positive_int
 
 from .augment import DihedralAugment, PhotometricAugment, augment_list
@@ -240,6 +241,8 @@ class RouteConditioning(SparseConditioning):
         return super().mask_dataset(dataset, **{"observe": self.observe, **overrides})
 
     def model_kwargs(self, batch: dict, device) -> dict:
+        if "context_channels" not in batch:  # --observe all: every channel at every context pixel
+            batch = {**batch, "context_channels": torch.ones(len(batch["context_indices"]), self.channels)}
         dense = self.routes.dense(batch).to(device=device, dtype=batch["image"].dtype)
         return {**super().model_kwargs(batch, device), "context_dense": dense}
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from ddo.api import (NS_PAIR_DEFAULTS, NavierStokes2d, darcy_solve, load_pairs, ns_backward, ns_forcing, to_physical,
+from ddo.api import (DARCY_DEFAULTS, NS_PAIR_DEFAULTS, NavierStokes2d, darcy_solve, load_pairs, ns_backward, ns_forcing, to_physical,
                      to_units)
 
 from .kriging import EmpiricalGaussian, TorusGaussian, krige
-from .masks import OBSERVED, TASKS
+from .masks import OBSERVED
 
-DARCY_LEVELS = (3.0, 12.0)  # the coefficient's two values
+DARCY_LEVELS = (DARCY_DEFAULTS["low"], DARCY_DEFAULTS["high"])  # the coefficient's two values
 
 
 def task_of(observed) -> str:
@@ -179,5 +179,4 @@ ROUTE_NOTES = {
     ("darcy-pair", "forward"): "kriged a, thresholded, solved for u",
 }
 
-__all__ = ["task_of", "threshold",
-           "relative_l2", "error_rate", "task_errors", "Routes", "RouteCache", "physical_values", "ROUTE_NOTES"]
+__all__ = ["task_of", "threshold", "relative_l2", "error_rate", "task_errors", "Routes", "RouteCache", "physical_values", "ROUTE_NOTES"]

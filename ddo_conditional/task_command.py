@@ -3,25 +3,33 @@ the same observations; writes ``metrics.json`` and ``reconstructions.png``."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ddo.api import UserError, atomic_write, check_finite, check_resolution, save_grid
 
 from .conditioning import RouteConditioning
+from .masks import ratio_range
+from .memory import check_reconstruction
+from .scattered import plan_device
 from .reconstruct import Reconstructor
 from .task_report import task_figure, task_record, task_table
 from .tasks import evaluate_task
 
-CONFLICTS = ("images", "points", "baselines", "context_ratio", "mask_pattern")
+CONFLICTS = ("images", "points", "baselines", "context_ratio", "query_ratio", "mask_pattern")
 
 
 def task_points(args: dict, config: dict, wrapper, res: int) -> int:
     """Observed points per channel: ``--points-per-channel``, else as many as the model was trained with
     (the same sensors at any resolution)."""
+    lo, hi = ratio_range(wrapper.context_ratio)
     if args.get("points_per_channel"):
         n = args["points_per_channel"]
+    elif lo != hi:
+        raise UserError(f"{args['checkpoint']} was trained with a range of context ratios ({wrapper.context_ratio}); "
+                        "give --points-per-channel N")
     else:
-        n = int(float(wrapper.context_ratio) * int(config["resolution"]) ** 2)
+        n = math.floor(lo * int(config["resolution"]) ** 2)
     if n > res * res:
         raise UserError(f"--points-per-channel {n} is more than the {res}x{res} grid's {res * res} pixels; lower it")
     return n
@@ -45,9 +53,12 @@ def run_task(args: dict, host, denoiser, wrapper, config: dict, plan) -> int:
     check_resolution(config, res)
     base = host.datasets.get(config["dataset"])(split=args["split"], resolution=res)
     n = task_points(args, config, wrapper, res)
+    rec = Reconstructor(denoiser, plan)  # x0/v models: the one-call posterior mean; others: the mean of samples
+    images = min(args.get("limit") or len(base), len(base))
+    check_reconstruction(config, {**args, "num_samples": 1} if rec.one_call else args,
+                         {"resolution": res, "images": images}, plan_device(denoiser))
     dataset = wrapper.mask_dataset(base, context_ratio=n / (res * res), query_ratio=0.0, seed=args.get("mask_seed"),
                                    observe=args["task"])
-    rec = Reconstructor(denoiser, plan)  # x0/v models: the one-call posterior mean; others: the mean of samples
     ev = evaluate_task(config["dataset"], args["task"], dataset, wrapper, rec, args.get("limit"), samples=not rec.one_call)
     for name, errors in ev.errors.items():
         check_finite(errors, f"the {name} errors", "the model diverged; check the checkpoint")

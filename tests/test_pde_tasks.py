@@ -202,6 +202,12 @@ def test_reconstruct_task_scores_a_route_model_beside_the_classical_estimates(sm
                      str(tmp_path / "bad"), "--no-progress"]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    # every channel observed (--observe all) and a range of densities: trains; --task then needs a count
+    ranged = tmp_path / "ranged"
+    assert main([*args, "--observe", "all", "--context-ratio", "0.05:0.2", "--out", str(ranged)]) == 0
+    assert main(["reconstruct", "--checkpoint", str(ranged / "checkpoint.pt"), "--dataset", "darcy-pair", "--task",
+                 "forward", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "was trained with a range of context ratios (0.05:0.2); give --points-per-channel N" in capsys.readouterr().err
     assert main(["train", "--dataset", "darcy", "--channels", "1", "--conditioning", "sparse-route", "--resolution", "32",
                  "--iterations", "1", "--no-progress", "--out", str(tmp_path / "x")]) == 2
     assert "--conditioning sparse-route refines a PDE's classical route" in capsys.readouterr().err

@@ -135,18 +135,56 @@ def check_training_memory(config: dict, host, device: torch.device) -> None:
                      [memory.Knob("num_sample", "--num-sample", int(config["num_sample"]))], device)
 
 
-def bf16_pays(device: torch.device) -> bool:
-    """Whether bf16 inference is the faster path on ``device``: CUDA with bf16, or a CPU with AMX tiles
-    (measured there: benchmarks/README.md). A CPU with AVX512-BF16 but no AMX was not measured with the
-    current inference path, so it keeps fp32."""
+# ``--precision auto`` on a CPU with native bf16: bf16 only when the probe below runs at least this much
+# faster in it (the probe's own noise is a few percent; a tie keeps fp32, whose numbers are exact).
+BF16_MIN_SPEEDUP = 1.1
+_BF16_PAYS: dict[str, bool] = {}
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX); without it bf16 is emulated and slower."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def bf16_pays(device: torch.device, probe=None) -> bool:
+    """Whether bf16 inference is the faster path on ``device``: CUDA with bf16; on a CPU with native bf16
+    arithmetic (AVX512-BF16 or AMX), what :func:`bf16_probe` measures (once per process; ``probe``
+    replaces it in tests); never on a CPU without, where bf16 is emulated."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
+    if device.type != "cpu" or not native_bf16_cpu():
         return False
-    try:
-        return bool(torch._C._cpu._init_amx())
-    except (AttributeError, RuntimeError):
-        return False
+    if "cpu" not in _BF16_PAYS:
+        _BF16_PAYS["cpu"] = (probe or bf16_probe)() >= BF16_MIN_SPEEDUP
+    return _BF16_PAYS["cpu"]
+
+
+def bf16_probe(rows: int = 32, repeat: int = 3) -> float:
+    """fp32 time over bf16 time of a residual block of the inference path at the seed model's widths
+    (64 channels, 32x32, spectral layers with 16 modes): its spectral transforms, mode mixing, 1x1
+    convolution and SiLU, ``rows`` images per call, the median of ``repeat`` calls after one. About a
+    tenth of a second on 2 cores."""
+    import statistics
+    import time
+
+    from .models.fno_unet import ResBlock
+
+    block = ResBlock(64, 128, 256, 16, 0.0, None, False).eval()
+    x, temb = torch.randn(rows, 64, 32, 32), torch.randn(rows, 256)
+    seconds = {}
+    with torch.no_grad():
+        for dtype in (torch.float32, torch.bfloat16):
+            for m in block.modules():
+                if hasattr(m, "mix_dtype"):
+                    m.mix_dtype = dtype
+            xd, bd = x.to(dtype), block.to(dtype)
+            times = []
+            for i in range(repeat + 1):
+                t0 = time.perf_counter()
+                bd(xd, temb.to(dtype))
+                times.append(time.perf_counter() - t0)
+            seconds[dtype] = statistics.median(times[1:])
+    return seconds[torch.float32] / seconds[torch.bfloat16]
 
 
 def inference_dtype(bf16, device: torch.device, fix: str = "--bf16: {}; drop the flag"):
@@ -157,7 +195,7 @@ def inference_dtype(bf16, device: torch.device, fix: str = "--bf16: {}; drop the
         return torch.bfloat16 if bf16_pays(device) else None
     if not bf16:
         return None
-    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and not native_bf16_cpu():
         raise UserError(fix.format("this CPU has no native bf16 arithmetic (AVX512-BF16 or AMX)"))
     return torch.bfloat16
 

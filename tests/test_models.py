@@ -32,14 +32,14 @@ def test_spectral_conv_matches_slow_reference(size, modes):
 
 @pytest.mark.parametrize("size", [(8, 8), (16, 16), (15, 21), (33, 32), (64, 64)])
 @pytest.mark.parametrize("modes", [(4, 3), (9, 8), (16, 16)])
-def test_spectral_conv_dense_and_fft_paths_match_slow_reference_with_gradients(size, modes):
+def test_spectral_conv_training_paths_match_slow_reference_with_gradients(size, modes):
     layer = SpectralConv2d(3, 4, *modes)
     x = torch.randn(2, 3, *size, requires_grad=True)
     mh, mw = min(layer.half, size[0] // 2), min(layer.modes_width, size[1] // 2 + 1)
     ref = slow_spectral_conv(layer, x)
     g = torch.randn_like(ref)
     ref_grads = torch.autograd.grad(ref, (x, layer.weight), g)
-    for path in (layer._forward_dense, layer._forward_fft, layer._forward_fft_traceable):
+    for path in (layer._forward_dense, layer._forward_fft, layer._forward_fft_traceable, layer._forward_separable):
         y = path(x, mh, mw)
         torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
         for got, want in zip(torch.autograd.grad(y, (x, layer.weight), g), ref_grads):
@@ -242,6 +242,30 @@ def test_conv1x1_without_autograd_is_the_convolution():
         with torch.no_grad():
             torch.testing.assert_close(conv(x), want, rtol=1e-5, atol=1e-6)
         assert set(conv.state_dict()) == ({"weight", "bias"} if bias else {"weight"})
+
+
+@pytest.mark.parametrize("gauss", [False, True])
+def test_mode_mixing_in_three_or_four_real_products_is_the_complex_product(gauss):
+    from ddo.models.spectral import mix_modes
+
+    torch.manual_seed(0)
+    layer = SpectralConv2d(5, 3, 8, 5)
+    mh, mw = 4, 5
+    xm = torch.randn(2, 2 * mh * mw, 6, 5)
+    out = torch.full((2, 2 * mh * mw, 6, 3), float("nan"))
+    mix_modes(xm, layer.mixing_weight(mh, mw, torch.float32, gauss), out)
+    want = torch.einsum("mbi,mio->mbo", torch.complex(xm[0], xm[1]), layer.complex_weight().reshape(-1, 5, 3))
+    torch.testing.assert_close(torch.complex(out[0], out[1]), want, rtol=1e-5, atol=1e-5)
+
+
+def test_convolve_runs_each_named_path_and_refuses_others():
+    layer = SpectralConv2d(3, 4, 8, 5)
+    x = torch.randn(2, 3, 32, 32)
+    ref = slow_spectral_conv(layer, x)
+    for path in ("dense", "separable", "fft"):
+        torch.testing.assert_close(layer.convolve(x, path), ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown path 'gemm'; known: dense, separable, fft"):
+        layer.convolve(x, "gemm")
 
 
 def test_cached_mixing_weights_follow_the_parameter():

@@ -272,6 +272,27 @@ def test_inference_dtype_choices(monkeypatch):
         commands.inference_dtype(True, cpu)
 
 
+def test_precision_auto_is_measured_on_cpus_with_native_bf16(monkeypatch):
+    """``--precision auto`` on a CPU: never bf16 without native bf16 (the probe is not even run); with it,
+    bf16 exactly when the probe measures it at least BF16_MIN_SPEEDUP faster, measured once per process."""
+    import ddo.commands as commands
+
+    cpu, calls = torch.device("cpu"), []
+
+    def probe(ratio):
+        return lambda: calls.append(ratio) or ratio
+
+    monkeypatch.setattr(commands, "_BF16_PAYS", {})
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert commands.bf16_pays(cpu, probe(9.0)) is False and calls == []
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    for ratio, pays in ((commands.BF16_MIN_SPEEDUP - 0.01, False), (commands.BF16_MIN_SPEEDUP, True), (0.2, False)):
+        monkeypatch.setattr(commands, "_BF16_PAYS", {})
+        assert commands.bf16_pays(cpu, probe(ratio)) is pays
+        assert commands.bf16_pays(cpu, probe(1 / ratio)) is pays  # measured once: the second probe is not run
+    assert calls == [commands.BF16_MIN_SPEEDUP - 0.01, commands.BF16_MIN_SPEEDUP, 0.2]
+
+
 def test_identical_runs_write_identical_checkpoints(tmp_path, image_folder):
     """The same command writes the same checkpoint, tensor for tensor, whatever state the process's
     global generators were in before (as in two separate processes): every generator the run saves

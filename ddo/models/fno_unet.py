@@ -129,6 +129,8 @@ class ResBlock(nn.Module):
             h = self.conv1(act, modulation=(scale, shift))
         else:
             h = self.norm2(self.conv1(act)) * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        if _plain_inference(h) and not (self.training and self.dropout.p):  # h is read only here: SiLU in place
+            return self.conv2(torch.nn.functional.silu(h, inplace=True), residual=short)
         return self.conv2(self.dropout(self.act(h)), residual=short)
 
 

@@ -136,9 +136,12 @@ def separable_pixels(y: torch.Tensor, h: int, w: int, mats: SeparableDFT,
     _, modes, b, c = y.shape
     n, mw, mh2 = b * c, mats.gw.shape[0] // 2, mats.ire_t.shape[0]
     yt = y.reshape(mh2, mw * n).T
-    z = y.new_empty(2, mw * n, h)
-    torch.mm(yt, mats.ire_t, out=z[0])
-    torch.mm(yt, mats.iim_t, out=z[1])
+    if torch.is_grad_enabled() and y.requires_grad:  # out= has no autograd
+        z = torch.stack([torch.mm(yt, mats.ire_t), torch.mm(yt, mats.iim_t)])
+    else:
+        z = y.new_empty(2, mw * n, h)
+        torch.mm(yt, mats.ire_t, out=z[0])
+        torch.mm(yt, mats.iim_t, out=z[1])
     if residual is None:
         return torch.mm(z.view(2 * mw, n * h).T, mats.gw).view(b, c, h, w)
     return torch.addmm(residual.reshape(n * h, w), z.view(2 * mw, n * h).T, mats.gw).view(b, c, h, w)
@@ -150,15 +153,42 @@ def _swap_halves(a: torch.Tensor, sign_first: float) -> torch.Tensor:
     return torch.cat([sign_first * q, -sign_first * p], dim=-1)
 
 
-# Grids up to this many pixels compute the kept modes with one dense DFT matrix each way (cost
-# ~ modes x pixels per channel, in two large GEMMs and no copies); larger grids use FFTs. Both give
-# the same result to rounding; the crossover was measured on CPU (benchmarks/README.md).
+# With autograd, grids up to DENSE_MAX_PIXELS compute the kept modes with one dense DFT matrix each way
+# (cost ~ modes x pixels per channel, in two large GEMMs and no copies), grids up to
+# SEPARABLE_MAX_PIXELS with the separable GEMMs of the inference path, larger ones with FFTs. All give
+# the same result to rounding; the crossovers were measured on CPU (benchmarks/README.md).
 DENSE_MAX_PIXELS = 16 * 16
+SEPARABLE_MAX_PIXELS = 128 * 128
+TRAINING_PATHS = ("dense", "separable", "fft")
 
 # Without autograd (inference) the same choice is made per dtype, from a measurement on CPU
 # (benchmarks/README.md): in fp32 the separable GEMMs already win at 16x16; in bf16 the dense matrices
 # (one large GEMM each way) win up to 16x16, the separable ones at 32x32 and above.
 INFERENCE_DENSE_MAX_PIXELS = {torch.float32: 8 * 8, torch.bfloat16: 16 * 16}
+
+
+# Without autograd, the separable path's mode mixing per dtype: three real products per complex one
+# (Gauss) or four (two GEMMs against [Wr | Wi]); measured per dtype on CPU (benchmarks/README.md).
+GAUSS_MIX = {torch.float32: True, torch.bfloat16: False}
+
+
+def mix_modes(xm: torch.Tensor, weights, out: torch.Tensor) -> None:
+    """Complex mode mixing ``Y = X W`` per mode, in real arithmetic, of kept modes ``xm: (2, modes, B, C_in)``
+    (``[Re; Im]``) into ``out: (2, modes, B, C_out)``, with ``weights`` from
+    :meth:`SpectralConv2d.mixing_weight`: ``[Wr | Wi]`` (four real products, as two GEMMs), or the pair
+    ``(Wr, [Wi - Wr; Wr + Wi])`` (three: ``k1 = (Xr + Xi) Wr``, ``k2 = Xr (Wi - Wr)``, ``k3 = Xi (Wr + Wi)``,
+    ``Yr = k1 - k3``, ``Yi = k1 + k2``, with ``k2`` and ``k3`` one batched GEMM)."""
+    _, modes, b, ci = xm.shape
+    co = out.shape[-1]
+    if isinstance(weights, tuple):
+        k1 = torch.bmm(xm[0] + xm[1], weights[0])
+        k23 = torch.bmm(xm.view(2 * modes, b, ci), weights[1]).view(2, modes, b, co)
+        torch.sub(k1, k23[1], out=out[0])
+        torch.add(k1, k23[0], out=out[1])
+        return
+    pr, pi = torch.bmm(xm[0], weights), torch.bmm(xm[1], weights)            # (modes, B, 2 Co) each
+    torch.sub(pr[..., :co], pi[..., co:], out=out[0])
+    torch.add(pr[..., co:], pi[..., :co], out=out[1])
 
 
 class SpectralConv2d(nn.Module):
@@ -172,8 +202,9 @@ class SpectralConv2d(nn.Module):
     mode, only those that fit are used.
 
     ``dense_max_pixels``: with autograd, grids of at most this many pixels compute the kept modes with
-    dense DFT matrices (:meth:`_forward_dense`), larger ones with FFTs; 0 always uses FFTs. The
-    attribute of the same name may be changed on an instance. Without autograd the layer takes
+    dense DFT matrices (:meth:`_forward_dense`), larger ones with separable GEMMs
+    (:meth:`_forward_separable`) up to :data:`SEPARABLE_MAX_PIXELS` and with FFTs above. The attribute of
+    the same name may be changed on an instance. Without autograd the layer takes
     :meth:`_forward_inference` (GEMMs on views, in ``mix_dtype``; its crossover is
     :data:`INFERENCE_DENSE_MAX_PIXELS`).
 
@@ -220,6 +251,8 @@ class SpectralConv2d(nn.Module):
                 return self._forward_inference(x, mh, mw, bias, residual, modulation)
             if h * w <= self.dense_max_pixels:
                 y = self._forward_dense(x, mh, mw)
+            elif h * w <= SEPARABLE_MAX_PIXELS and not torch.compiler.is_compiling():
+                y = self._forward_separable(x, mh, mw)
             else:
                 y = self._forward_fft(x, mh, mw)
         if bias is not None:
@@ -228,15 +261,22 @@ class SpectralConv2d(nn.Module):
             y = y * (1 + modulation[0][:, :, None, None]) + modulation[1][:, :, None, None]
         return y if residual is None else y + residual
 
-    def _mixing_weight(self, mh: int, mw: int, dtype: torch.dtype) -> torch.Tensor:
-        """The kept modes' weights as ``(modes, C_in, 2 C_out)`` = ``[Wr | Wi]`` in ``dtype``, kept between
-        calls while the parameter is unchanged (inference runs thousands of calls on one set)."""
-        key = (mh, mw, dtype, self.weight.device, self.weight._version, self.weight.data_ptr())
+    def mixing_weight(self, mh: int, mw: int, dtype: torch.dtype, gauss: bool = False):
+        """The kept modes' weights in ``dtype`` for the inference path's mode mixing, kept between calls
+        while the parameter is unchanged (inference runs thousands of calls on one set): ``(modes, C_in,
+        2 C_out)`` = ``[Wr | Wi]``, or with ``gauss`` the pair ``Wr: (modes, C_in, C_out)``, ``[Wi - Wr; Wr + Wi]:
+        (2 modes, C_in, C_out)`` of the three-product complex multiplication (:meth:`_forward_inference`)."""
+        key = (mh, mw, dtype, gauss, self.weight.device, self.weight._version, self.weight.data_ptr())
         cached = self.__dict__.get("_mixing_cache")
         if cached is None or cached[0] != key:
             wt = self._weights(mh, mw).detach()                               # (modes, 2, Ci, Co)
-            wcat = wt.permute(0, 2, 1, 3).reshape(wt.shape[0], self.in_channels, 2 * self.out_channels)
-            cached = self.__dict__["_mixing_cache"] = (key, wcat.to(dtype).contiguous())
+            if gauss:
+                wr, wi = wt[:, 0], wt[:, 1]
+                value = (wr.to(dtype).contiguous(), torch.cat([wi - wr, wr + wi]).to(dtype).contiguous())
+            else:
+                wcat = wt.permute(0, 2, 1, 3).reshape(wt.shape[0], self.in_channels, 2 * self.out_channels)
+                value = wcat.to(dtype).contiguous()
+            cached = self.__dict__["_mixing_cache"] = (key, value)
         return cached[1]
 
     def _forward_inference(self, x: torch.Tensor, mh: int, mw: int, bias: torch.Tensor | None,
@@ -244,8 +284,8 @@ class SpectralConv2d(nn.Module):
         """Inference (no autograd) in ``mix_dtype`` (fp32 when unset), with no copy of the activations:
         the transforms as GEMMs on views (dense DFT matrices on small grids, :func:`separable_modes` /
         :func:`separable_pixels` on larger ones; the crossover per dtype in
-        :data:`INFERENCE_DENSE_MAX_PIXELS`), the mixing as one batched GEMM per real and imaginary
-        part, its combinations written straight into the inverse's input, bias and shift added to the
+        :data:`INFERENCE_DENSE_MAX_PIXELS`), the mixing as batched GEMMs (:func:`mix_modes` on the
+        separable path), its combinations written straight into the inverse's input, bias and shift added to the
         constant mode (``h w`` times them: the sum of the pixels), the modes multiplied by ``1 + scale``
         and ``residual`` accumulated by the inverse's last GEMM."""
         b, ci, h, w = x.shape
@@ -256,19 +296,18 @@ class SpectralConv2d(nn.Module):
         if dense:
             fwd, inv = dense_dft_matrices(h, w, mh, mw, x.device, dtype)
             xm = (fwd @ x.reshape(n, h * w).T).view(-1, 2 * b, ci)             # (modes, [re; im] x B, Ci)
-            p = torch.bmm(xm, self._mixing_weight(mh, mw, dtype))            # (modes, 2 B, 2 Co)
+            p = torch.bmm(xm, self.mixing_weight(mh, mw, dtype))            # (modes, 2 B, 2 Co)
             pr, pi = p[:, :b], p[:, b:]
             y = x.new_empty(xm.shape[0], 2, b, co)
             yr, yi = y[:, 0], y[:, 1]
+            torch.sub(pr[..., :co], pi[..., co:], out=yr)
+            torch.add(pr[..., co:], pi[..., :co], out=yi)
         else:
             mats = separable_dft_matrices(h, w, mh, mw, x.device, dtype)
             xm = separable_modes(x, mats)                                     # ([re, im], modes, B, Ci)
-            wcat = self._mixing_weight(mh, mw, dtype)
-            pr, pi = torch.bmm(xm[0], wcat), torch.bmm(xm[1], wcat)           # (modes, B, 2 Co) each
             y = x.new_empty(2, xm.shape[1], b, co)
             yr, yi = y[0], y[1]
-        torch.sub(pr[..., :co], pi[..., co:], out=yr)
-        torch.add(pr[..., co:], pi[..., :co], out=yi)
+            mix_modes(xm, self.mixing_weight(mh, mw, dtype, GAUSS_MIX.get(dtype, False)), y)
         if bias is not None:
             yr[0].add_(bias.to(dtype), alpha=h * w)
         if modulation is not None:
@@ -304,6 +343,27 @@ class SpectralConv2d(nn.Module):
         yr, yi = self._mix(xs.view(2 * mh * mw, 2 * b, ci), mh, mw)
         y = torch.stack([yr, yi], 1).view(-1, b * self.out_channels)      # (modes * 2, B * Co)
         return (y.T @ inv).view(b, self.out_channels, h, w).to(x.dtype)
+
+    def convolve(self, x: torch.Tensor, path: str) -> torch.Tensor:
+        """The convolution alone (no bias) by one named path of :data:`TRAINING_PATHS`, differentiable;
+        ``forward`` chooses among them by grid size (tests and benchmarks compare them)."""
+        if path not in TRAINING_PATHS:
+            raise ValueError(f"unknown path {path!r}; known: {', '.join(TRAINING_PATHS)}")
+        h, w = x.shape[-2:]
+        mh, mw = min(self.half, h // 2), min(self.modes_width, w // 2 + 1)
+        return getattr(self, f"_forward_{path}")(x, mh, mw)
+
+    def _forward_separable(self, x: torch.Tensor, mh: int, mw: int) -> torch.Tensor:
+        """The kept modes by the separable GEMMs of the inference path (:func:`separable_modes`,
+        :func:`separable_pixels`), differentiable: every step a plain GEMM, whose backward is GEMMs too."""
+        b, ci, h, w = x.shape
+        mats = separable_dft_matrices(h, w, mh, mw, x.device, torch.float32)
+        xr, xi = separable_modes(x.float(), mats)                            # (modes, B, Ci) each
+        wt = self._weights(mh, mw)
+        wr, wi = wt[:, 0], wt[:, 1]
+        yr = torch.baddbmm(torch.bmm(xr, wr), xi, wi, alpha=-1)
+        yi = torch.baddbmm(torch.bmm(xr, wi), xi, wr)
+        return separable_pixels(torch.stack([yr, yi]), h, w, mats).to(x.dtype)
 
     def _forward_fft(self, x: torch.Tensor, mh: int, mw: int) -> torch.Tensor:
         b, ci, h, w = x.shape

@@ -11,7 +11,8 @@ on the whole batch, backward, Adam wrapped in its EMA; its sampling step its own
 whole batch. Its modules are imported from the checkout (nothing of it is copied here); `.cuda()` calls
 of its `main.py` are avoided by building the objects directly. Here: `ddo.train.train` (micro-batches,
 gradient clipping, Adam, EMA, the data loader) and `denoise_step` in calls of `--sample-rows` rows.
-Both sides' random inputs; medians of `--steps` steps after 2 warm-up steps.
+Both sides' random inputs; medians of `--steps` steps after 2 warm-up steps, in `--rounds` alternating
+rounds; the reported ratios are medians over rounds.
 """
 from __future__ import annotations
 
@@ -118,43 +119,62 @@ def time_paper(tree: str, batch: int, steps: int, resolution: int = 32, channels
     return out
 
 
+def _ours(config, host, a, bf16: bool) -> dict:
+    r = {}
+    if not a.no_train:
+        m = measure(config, host, torch.device("cpu"), a.batch_size, a.steps, micro_batch=a.micro_batch, train=True)
+        r.update(train_img_per_s=m["train_img_per_s"], train_step_s_all=m["train_step_s_all"])
+    m = measure(config, host, torch.device("cpu"), a.batch_size, a.steps, micro_batch=a.sample_rows, train=False,
+                bf16_sampling=bf16)
+    r.update({k: m[k] for k in ("sample_img_steps_per_s", "sample_step_s_all", "parameters")})
+    if bf16:
+        r["sample_img_steps_per_s_bf16"] = m["sample_img_steps_per_s_bf16"]
+    return r
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--paper-code", required=True, metavar="TREE", help="a checkout of lim0606/ddo")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported) after 2 warm-up steps")
-    p.add_argument("--micro-batch", type=int, default=32, help="this package's training micro-batch (--grad-accum)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (paper's code, then this package); "
+                   "the ratios are medians over rounds, so that a slow spell of the machine hits both sides")
+    p.add_argument("--micro-batch", type=int, help="this package's training micro-batch (--grad-accum); default "
+                   "the whole batch, as `ddo train` runs by default")
     p.add_argument("--sample-rows", type=int, default=64, help="this package's rows per network call when sampling")
     p.add_argument("--no-train", action="store_true", help="time sampling only")
     p.add_argument("--json", default="benchmarks/results/paper_code.json")
     a = p.parse_args()
+    a.micro_batch = a.micro_batch or a.batch_size
     tune_malloc({})
     torch.manual_seed(0)
     bf16 = native_bf16_cpu()  # emulated bf16 is slower than fp32 on both sides: not timed there
-    paper = time_paper(a.paper_code, a.batch_size, a.steps, train=not a.no_train, bf16=bf16)
     host = load_host()
     config = resolve({"conditioning": "none"}, "seed", host)
-    ours = {}
-    if not a.no_train:
-        r = measure(config, host, torch.device("cpu"), a.batch_size, a.steps, micro_batch=a.micro_batch, train=True)
-        ours.update(train_img_per_s=r["train_img_per_s"], train_step_s_all=r["train_step_s_all"])
-    r = measure(config, host, torch.device("cpu"), a.batch_size, a.steps, micro_batch=a.sample_rows, train=False,
-                bf16_sampling=bf16)
-    ours.update({k: r[k] for k in ("sample_img_steps_per_s", "sample_step_s_all", "parameters")})
-    if bf16:
-        ours["sample_img_steps_per_s_bf16"] = r["sample_img_steps_per_s_bf16"]
-    ratios = {k: ours[k] / paper[k] for k in ours if k in paper and k.endswith("_per_s")}
-    if bf16:
-        ratios["sample_bf16_over_paper_fp32"] = ours["sample_img_steps_per_s_bf16"] / paper["sample_img_steps_per_s"]
+    rounds = []
+    for _ in range(a.rounds):
+        paper = time_paper(a.paper_code, a.batch_size, a.steps, train=not a.no_train, bf16=bf16)
+        ours = _ours(config, host, a, bf16)
+        ratios = {k: ours[k] / paper[k] for k in ours if k in paper and k.endswith("_per_s")}
+        if bf16:
+            ratios["sample_bf16_over_paper_fp32"] = ours["sample_img_steps_per_s_bf16"] / paper["sample_img_steps_per_s"]
+        rounds.append({"paper": paper, "ours": ours, "ratios": ratios})
+        print("round:", ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()), flush=True)
+    med = {k: statistics.median(r["ratios"][k] for r in rounds) for k in rounds[0]["ratios"]}
+    rates = {side: {k: statistics.median(r[side][k] for r in rounds) for k in rounds[0][side] if k.endswith("_per_s")}
+             for side in ("paper", "ours")}
     out = {"machine": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
            "torch": torch.__version__, "native_bf16": bf16, "batch_size": a.batch_size, "steps": a.steps,
-           "micro_batch": a.micro_batch, "sample_rows": a.sample_rows, "paper": paper, "ours": ours, "ratios": ratios}
+           "micro_batch": a.micro_batch, "sample_rows": a.sample_rows,
+           "parameters": {"paper": rounds[0]["paper"]["parameters"], "ours": rounds[0]["ours"]["parameters"]},
+           "median_rates": rates, "median_ratios": med, "rounds": rounds}
     print(f"{out['machine']}, {out['cpu_threads']} threads, torch {torch.__version__}, batch {a.batch_size}, "
-          f"parameters: paper {paper['parameters'] / 1e6:.1f} M, here {ours['parameters'] / 1e6:.1f} M")
+          f"parameters: paper {out['parameters']['paper'] / 1e6:.1f} M, here {out['parameters']['ours'] / 1e6:.1f} M; "
+          f"medians of {a.rounds} rounds")
     print("| | paper's code | this package | ratio |\n|---|---|---|---|")
-    for k in ratios:
-        if k in paper:
-            print(f"| {k} | {paper[k]:.1f} | {ours[k]:.1f} | {ratios[k]:.2f}x |")
+    for k, v in med.items():
+        if k in rates["paper"]:
+            print(f"| {k} | {rates['paper'][k]:.1f} | {rates['ours'][k]:.1f} | {v:.2f}x |")
     if not bf16:
         print("bf16: not timed (this CPU has no native bf16; emulated bf16 is slower than fp32)")
     with open(a.json, "w") as f:

@@ -14,6 +14,7 @@ Two rules make wrong combinations fail at start, with one line naming the option
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -98,6 +99,30 @@ def apply_option_defaults(config: dict, given: dict, host) -> dict:
         else:
             out.pop(opt.name, None)
     return out
+
+
+def check_stored_options(config: dict, host, path) -> None:
+    """Refuse (one line) a stored configuration (a checkpoint's) in which a plugin option holds a value its
+    flag could not have given: not a plain value, not accepted by the option's parser, or not one of
+    its choices. Plugins build their layers from these values; a list or a mapping there would
+    otherwise surface as a type error deep inside them."""
+    for opt in options_of(host):
+        value = config.get(opt.name)
+        if value is not None and not _could_be_given(value, opt):
+            raise UserError(f"{path} is malformed: its config has {opt.name} = {str(value)[:40]!r}, which {opt.flag} "
+                            "cannot give; use an earlier checkpoint or retrain")
+
+
+def _could_be_given(value, opt: Option) -> bool:
+    if isinstance(opt.default, bool):
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return False
+    try:
+        opt.type(str(value))
+    except (ValueError, TypeError, UserError, argparse.ArgumentTypeError):
+        return False
+    return opt.choices is None or value in opt.choices
 
 
 def component_defaults(config: dict, fixed, host) -> dict:

@@ -33,7 +33,7 @@ from .diffusion import BlurringDiffusion, DenoisingDiffusion, LinearDiffusion
 from .errors import NumericalError, UserError
 from .models import FNOUNet2d, SpectralConv2d, coordinate_grid
 from .noise import make_noise
-from .options import check_resume, validate
+from .options import check_resume, check_stored_options, validate
 from .progress import progress_bar
 from .visual import save_grid
 
@@ -78,6 +78,7 @@ def load_model(checkpoint_path, host, device="cpu", use_ema: bool = True, x0_cli
     measured best for its parameterisation). The returned ``config`` holds the value in effect."""
     state = load_checkpoint(checkpoint_path)
     config = complete({**state["config"], **({} if x0_clip is None else {"x0_clip": x0_clip})})
+    check_stored_options(state["config"], host, checkpoint_path)
     gen_sde, wrapper = build_model(config, host)
     weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
     try:

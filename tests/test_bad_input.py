@@ -388,6 +388,25 @@ def test_damaged_checkpoints_are_refused_in_one_line(tiny_runs, tmp_path, capsys
     refused(capsys, ["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "g.png")], "is a folder")
 
 
+@pytest.mark.parametrize("key,value,words", [
+    ("query_ratio", [], "query_ratio = '[]', which --query-ratio cannot give"),
+    ("mask_seed", [], "mask_seed = '[]', which --mask-seed cannot give"),
+    ("mask_seed", "abc", "mask_seed = 'abc', which --mask-seed cannot give"),
+    ("mask_pattern", "sparse-wavelet", "mask_pattern = 'sparse-wavelet', which --mask-pattern cannot give"),
+    ("context_ratio", {"a": 1}, "context_ratio = \"{'a': 1}\", which --context-ratio cannot give"),
+])
+def test_checkpoint_plugin_options_of_the_wrong_kind_are_refused_in_one_line(tiny_runs, tmp_path, capsys, key, value,
+                                                                            words):
+    """Found by the long fuzzing run (tests/test_fuzz_inputs.py): a conditional checkpoint whose config held
+    a list for query_ratio or mask_seed ended in a TypeError traceback inside the conditioning wrapper."""
+    state = torch.load(tiny_runs["cond"], weights_only=True)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(_saved({**state, "config": {**state["config"], key: value}}))
+    refused(capsys, ["reconstruct", "--checkpoint", str(bad), "--dataset", "natural-patches", "--limit", "2", "--out",
+                     str(tmp_path / "r")], words)
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("change,words", [
     ({"spread_scale": 1e300}, "spread_scale must be a number from 0 to 1e+06"),
     ({"spread_floor": 10 ** 400}, "spread_floor must be a number from 0"),

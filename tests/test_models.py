@@ -232,15 +232,21 @@ def test_fourier_resample_inference_path_equals_the_autograd_path(src, dst):
     torch.testing.assert_close(got, fourier_resample(x.requires_grad_(), dst).detach(), rtol=1e-4, atol=1e-5)
 
 
-def test_conv1x1_without_autograd_is_the_convolution():
+def test_conv1x1_is_the_convolution_with_and_without_autograd():
     from ddo.models.fno_unet import Conv1x1
 
     for bias in (True, False):
         conv = Conv1x1(6, 5, bias=bias)
-        x = torch.randn(3, 6, 7, 9)
+        x = torch.randn(3, 6, 7, 9, requires_grad=True)
         want = torch.nn.functional.conv2d(x, conv.weight, conv.bias)
         with torch.no_grad():
             torch.testing.assert_close(conv(x), want, rtol=1e-5, atol=1e-6)
+        g = torch.randn_like(want)
+        params = (x, conv.weight) + ((conv.bias,) if bias else ())
+        got = conv(x)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        for a, b in zip(torch.autograd.grad(got, params, g), torch.autograd.grad(want, params, g)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
         assert set(conv.state_dict()) == ({"weight", "bias"} if bias else {"weight"})
 
 

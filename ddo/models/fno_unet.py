@@ -31,15 +31,24 @@ def _plain_inference(x: torch.Tensor) -> bool:
 
 
 class Conv1x1(nn.Conv2d):
-    """A 1x1 convolution (parameters and state dict of ``nn.Conv2d(cin, cout, 1)``) that, without autograd,
-    runs as one batched GEMM on the ``(B, C, H * W)`` view: faster on CPU than the convolution kernel,
-    which reorders NCHW inputs (measured in benchmarks/README.md)."""
+    """A 1x1 convolution (parameters and state dict of ``nn.Conv2d(cin, cout, 1)``) that runs as one batched
+    GEMM on the ``(B, C, H * W)`` view, with autograd too (its backward is batched GEMMs): faster on CPU
+    than the convolution kernel, which reorders NCHW inputs (measured in benchmarks/README.md). Under
+    torch.compile it is the convolution, which the compiler lowers itself."""
 
     def __init__(self, cin: int, cout: int, bias: bool = True):
         super().__init__(cin, cout, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_parts([x]) if _plain_inference(x) else super().forward(x)
+        if _plain_inference(x):
+            return self.forward_parts([x])
+        if torch.compiler.is_compiling():
+            return super().forward(x)
+        b, c, h, w = x.shape
+        wt = self.weight.view(1, self.out_channels, c).expand(b, -1, -1)
+        xs = x.reshape(b, c, h * w)
+        y = torch.bmm(wt, xs) if self.bias is None else torch.baddbmm(self.bias[:, None], wt, xs)
+        return y.view(b, self.out_channels, h, w)
 
     def forward_parts(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """The convolution of ``torch.cat(parts, dim=1)`` without forming it (no autograd): one batched GEMM

@@ -157,7 +157,7 @@ def _swap_halves(a: torch.Tensor, sign_first: float) -> torch.Tensor:
 # (cost ~ modes x pixels per channel, in two large GEMMs and no copies), grids up to
 # SEPARABLE_MAX_PIXELS with the separable GEMMs of the inference path, larger ones with FFTs. All give
 # the same result to rounding; the crossovers were measured on CPU (benchmarks/README.md).
-DENSE_MAX_PIXELS = 16 * 16
+DENSE_MAX_PIXELS = 8 * 8
 SEPARABLE_MAX_PIXELS = 128 * 128
 TRAINING_PATHS = ("dense", "separable", "fft")
 

@@ -184,16 +184,19 @@ def _width(config: dict) -> float:
 
 def parameters_at_least(config: dict) -> float:
     """A lower bound on the parameters of the FNO-UNet a configuration describes, from its sizes
-    alone (nothing is built): the time embedding's ``20 ch^2`` and, per level and block, one spectral
-    convolution (``modes x (modes // 2 + 1)`` complex weights per channel pair on the first level, at
-    least one on the others). 0 for other models or unreadable sizes."""
+    alone (nothing is built): the time embedding's ``20 ch^2``, the lifting and output convolutions'
+    ``channels x ch`` each and, per level and block, one spectral convolution (``modes x (modes // 2 +
+    1)`` complex weights per channel pair on the first level, at least one on the others). 0 for other
+    models or unreadable sizes."""
     sizes = _sizes(config)
     if config.get("model", "fno-unet") != "fno-unet" or sizes is None:
         return 0.0
     ch, mult, nrb, modes = sizes
+    channels = config.get("channels")
+    channels = channels if isinstance(channels, int) and not isinstance(channels, bool) and channels > 0 else 1
     first = float(ch * mult[0]) ** 2 * modes * (modes // 2 + 1) * 2
     rest = sum(float(ch * m) ** 2 * 2 for m in mult[1:])
-    return 20.0 * ch * ch + nrb * (first + rest)
+    return 20.0 * ch * ch + 2.0 * channels * ch + nrb * (first + rest)
 
 
 def network_bytes(config: dict, rows: int, res: int, training: bool = False) -> float:

@@ -374,6 +374,8 @@ def test_damaged_checkpoints_are_refused_in_one_line(tiny_runs, tmp_path, capsys
         (raw[:len(raw) // 2], "is truncated or corrupted"),
         (_saved({**state, "config": {**state["config"], "sigma_blur_max": None}}), "sigma_blur_max = 'None', not a finite"),
         (_saved({**state, "config": {**state["config"], "ch": 10 ** 12}}), "does not match its own configuration"),
+        # found by the long fuzzing run: an allocation refused for the lifting layer (exit 1, not 2)
+        (_saved({**state, "config": {**state["config"], "channels": 10 ** 12}}), "does not match its own configuration"),
         (_saved({**state, "config": {**state["config"], "ch_mult": []}}), "ch_mult = '[]', not a list of positive"),
         (_saved({**state, "model": {"a": 1}}), "its model state is not a mapping of names to tensors"),
         (_saved({**state, "config": [1]}), "its config is not a mapping"),

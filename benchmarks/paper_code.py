@@ -22,12 +22,11 @@ import os
 import platform
 import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import measure  # noqa: E402  (this directory)
+from throughput import measure, timed  # noqa: E402  (this directory)
 
 from ddo.allocator import tune_malloc  # noqa: E402
 from ddo.commands import native_bf16_cpu  # noqa: E402
@@ -71,17 +70,6 @@ def paper_objects(tree: str, resolution: int, channels: int):
     return gen_sde, opt
 
 
-def _median_seconds(fn, steps: int) -> tuple[float, list[float]]:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
-
-
 def time_paper(tree: str, batch: int, steps: int, resolution: int = 32, channels: int = 3, train: bool = True,
                bf16: bool = False) -> dict:
     """Images/s of the paper's training step and image-steps/s of its sampling step (fp32; with ``bf16``
@@ -100,7 +88,7 @@ def time_paper(tree: str, batch: int, steps: int, resolution: int = 32, channels
         opt.step()
 
     if train:
-        med, all_ = _median_seconds(train_step, steps)
+        med, all_ = timed(train_step, torch.device("cpu"), 2, steps)
         out.update(train_img_per_s=batch / med, train_step_s_all=all_)
     gen_sde.eval()
     with torch.no_grad():
@@ -111,11 +99,11 @@ def time_paper(tree: str, batch: int, steps: int, resolution: int = 32, channels
         with torch.no_grad():
             gen_sde.denoise_step(z, t, num_steps=250, v=v, return_all=True)
 
-    med, all_ = _median_seconds(sample_step, steps)
+    med, all_ = timed(sample_step, torch.device("cpu"), 2, steps)
     out.update(sample_img_steps_per_s=batch / med, sample_step_s_all=all_)
     if bf16:
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out["sample_img_steps_per_s_bf16"] = batch / _median_seconds(sample_step, steps)[0]
+            out["sample_img_steps_per_s_bf16"] = batch / timed(sample_step, torch.device("cpu"), 2, steps)[0]
     return out
 
 

@@ -162,8 +162,7 @@ def bf16_pays(device: torch.device, probe=None) -> bool:
 def bf16_probe(rows: int = 32, repeat: int = 3) -> float:
     """fp32 time over bf16 time of a residual block of the inference path at the seed model's widths
     (64 channels, 32x32, spectral layers with 16 modes): its spectral transforms, mode mixing, 1x1
-    convolution and SiLU, ``rows`` images per call, the median of ``repeat`` calls after one. About a
-    tenth of a second on 2 cores."""
+    convolutions and SiLU, ``rows`` images per call, the median of ``repeat`` calls after one."""
     import statistics
     import time
 
@@ -174,14 +173,12 @@ def bf16_probe(rows: int = 32, repeat: int = 3) -> float:
     seconds = {}
     with torch.no_grad():
         for dtype in (torch.float32, torch.bfloat16):
-            for m in block.modules():
-                if hasattr(m, "mix_dtype"):
-                    m.mix_dtype = dtype
-            xd, bd = x.to(dtype), block.to(dtype)
+            set_inference_dtype(block, dtype)  # the spectral layers' transforms and mixing
+            block.to(dtype)
             times = []
-            for i in range(repeat + 1):
+            for _ in range(repeat + 1):
                 t0 = time.perf_counter()
-                bd(xd, temb.to(dtype))
+                block(x.to(dtype), temb.to(dtype))
                 times.append(time.perf_counter() - t0)
             seconds[dtype] = statistics.median(times[1:])
     return seconds[torch.float32] / seconds[torch.bfloat16]

@@ -58,7 +58,7 @@ def add_demo_parser(parser) -> None:
                         f"{SHRINKAGE_LIMIT})")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="network precision of the calibration and evaluation: auto (default) is bf16 where it "
-                        "is faster (a GPU with bf16; on a CPU with native bf16, a 0.1 s probe of the network's kernels decides; "
+                        "is faster (a GPU with bf16; on a CPU with native bf16, a short timing of the network's kernels decides; "
                         "the same numbers within 0.002 dB), "
                         "fp32 elsewhere; bf16 or fp32 force one")
     parser.add_argument("--seed", type=seed_int, default=0)

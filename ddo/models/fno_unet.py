@@ -40,19 +40,11 @@ class Conv1x1(nn.Conv2d):
         super().__init__(cin, cout, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _plain_inference(x):
-            return self.forward_parts([x])
-        if torch.compiler.is_compiling():
-            return super().forward(x)
-        b, c, h, w = x.shape
-        wt = self.weight.view(1, self.out_channels, c).expand(b, -1, -1)
-        xs = x.reshape(b, c, h * w)
-        y = torch.bmm(wt, xs) if self.bias is None else torch.baddbmm(self.bias[:, None], wt, xs)
-        return y.view(b, self.out_channels, h, w)
+        return super().forward(x) if torch.compiler.is_compiling() else self.forward_parts([x])
 
     def forward_parts(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        """The convolution of ``torch.cat(parts, dim=1)`` without forming it (no autograd): one batched GEMM
-        per part with its slice of the weights, accumulated."""
+        """The convolution of ``torch.cat(parts, dim=1)`` without forming it: one batched GEMM per part with
+        its slice of the weights, accumulated (differentiable; the GEMMs' backward is GEMMs too)."""
         b, _, h, w = parts[0].shape
         wt = self.weight.view(1, self.out_channels, self.in_channels).to(parts[0].dtype)
         y, start = None, 0

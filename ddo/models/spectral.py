@@ -186,9 +186,15 @@ def mix_modes(xm: torch.Tensor, weights, out: torch.Tensor) -> None:
         torch.sub(k1, k23[1], out=out[0])
         torch.add(k1, k23[0], out=out[1])
         return
-    pr, pi = torch.bmm(xm[0], weights), torch.bmm(xm[1], weights)            # (modes, B, 2 Co) each
-    torch.sub(pr[..., :co], pi[..., co:], out=out[0])
-    torch.add(pr[..., co:], pi[..., :co], out=out[1])
+    _combine(torch.bmm(xm[0], weights), torch.bmm(xm[1], weights), out[0], out[1])  # (modes, B, 2 Co) each
+
+
+def _combine(pr: torch.Tensor, pi: torch.Tensor, yr: torch.Tensor, yi: torch.Tensor) -> None:
+    """The four-product complex multiplication's last step: with ``pr = Xr [Wr | Wi]`` and
+    ``pi = Xi [Wr | Wi]``, ``Yr = Xr Wr - Xi Wi`` and ``Yi = Xr Wi + Xi Wr``, written into ``yr`` and ``yi``."""
+    co = yr.shape[-1]
+    torch.sub(pr[..., :co], pi[..., co:], out=yr)
+    torch.add(pr[..., co:], pi[..., :co], out=yi)
 
 
 class SpectralConv2d(nn.Module):
@@ -300,8 +306,7 @@ class SpectralConv2d(nn.Module):
             pr, pi = p[:, :b], p[:, b:]
             y = x.new_empty(xm.shape[0], 2, b, co)
             yr, yi = y[:, 0], y[:, 1]
-            torch.sub(pr[..., :co], pi[..., co:], out=yr)
-            torch.add(pr[..., co:], pi[..., :co], out=yi)
+            _combine(pr, pi, yr, yi)
         else:
             mats = separable_dft_matrices(h, w, mh, mw, x.device, dtype)
             xm = separable_modes(x, mats)                                     # ([re, im], modes, B, Ci)

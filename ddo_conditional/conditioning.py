@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from ddo.api import PAIR_KINDS, ModelWrapper, Option, nonneg_int, positive_int
+from ddo.api import PAIR_KINDS, ModelWrapper, Option, nonneg_int, positive_float, positive_int
 
 from .augment import DihedralAugment, PhotometricAugment, augment_list
 from .biharmonic import MAX_PIXELS, biharmonic_inpaint
@@ -29,6 +29,10 @@ SPARSE_KEYS = ("sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp"
 INTERP_KEYS = ("sparse-interp", "sparse-biharmonic")
 DENSE_KEYS = ("sparse-biharmonic", "sparse-route") + POINT_KEYS  # kwargs hold a dense estimate (context_dense)
 X0_OR_V = ("x0", "v")
+# the point-set keys' floor on the scale of their correction: below the spline's error at 30% of a
+# smooth field at 128x128 (README: "Any density, any resolution"); configurations written before the
+# option existed keep the floor they were trained with
+SCALE_FLOOR, SCALE_FLOOR_BEFORE_OPTION = 1e-4, 0.01
 
 OPTIONS = (
     Option("context_ratio", context_ratio_arg, 0.1, "fraction of each image's pixels observed (the context), or a "
@@ -55,6 +59,9 @@ OPTIONS = (
     Option("context_coords", str, "jitter", "where the context points lie: 'grid' (pixel centres) or 'jitter' "
            "(a fixed random position inside each context pixel, its value read there by bilinear interpolation)",
            "data", choices=POINT_COORDS[1:], conditioning=POINT_KEYS),
+    Option("scale_floor", positive_float, SCALE_FLOOR, "floor of the per-image scale of the network's correction, "
+           "sqrt(r^2 + floor^2) with r the thin-plate spline's leave-one-out RMS error ([-1, 1] units); a "
+           "checkpoint without this key was trained with 0.01", "architecture", conditioning=POINT_KEYS),
     Option("point_feature_dim", positive_int, 32, "width of the point-set encoder's features", "architecture",
            conditioning=POINT_KEYS),
     Option("observe", str, "tasks", "which channels of a field pair the context pixels observe: 'forward' (the "
@@ -201,6 +208,7 @@ class PointConditioning(SparseConditioning):
         super().__init__(config)
         self.key = self.run_config.get("conditioning", "sparse-setconv")
         self.coords = self.options["context_coords"]
+        self.scale_floor = float(self.run_config.get("scale_floor") or SCALE_FLOOR_BEFORE_OPTION)
 
     def mask_dataset(self, dataset, **overrides) -> FixedSparseMaskDataset:
         return super().mask_dataset(dataset, **{"coords": self.coords, **overrides})
@@ -216,7 +224,8 @@ class PointConditioning(SparseConditioning):
             encoder = ENCODERS[self.key](self.channels, dim, heads=int(self.options["attention_heads"]))
         else:
             encoder = ENCODERS[self.key](self.channels, dim, base_resolution=int(self.options.get("resolution", 32)))
-        return PointSetModel(make_base(), encoder, dim, input_dim=self.channels, residual=self.parameterization == "x0")
+        return PointSetModel(make_base(), encoder, dim, input_dim=self.channels, scale_floor=self.scale_floor,
+                             residual=self.parameterization == "x0")
 
 
 class RouteConditioning(SparseConditioning):
@@ -253,15 +262,16 @@ class RouteConditioning(SparseConditioning):
 
 # The parameterisation and loss each key was measured best with, applied by the host when a run gives
 # neither flag (nor a preset value): the keys whose network refines an interpolation predict x0 and are
-# trained with x0-mse-relative (README: the demo and the point-set models); sparse-interp's inputs hold
+# trained with x0-mse-relative (README: the demo), the point-set keys, which serve any density, with its
+# x0-mse-ratio (README: "Any density, any resolution"); sparse-interp's inputs hold
 # no dense interpolation for that loss's weights, so it gets x0-mse-mixed, the same loss unweighted.
 # sparse-route's field pairs are scored per channel, so its loss weighs each channel of each image
 # (x0-mse-relative-l2; README: PDE tasks). The spec's keys (sparse-encoder, sparse-concat) and
 # sparse-lift keep the host's eps and dsm.
 KEY_DEFAULTS = {
     "sparse-biharmonic": {"parameterization": "x0", "loss": "x0-mse-relative"},
-    "sparse-setconv": {"parameterization": "x0", "loss": "x0-mse-relative"},
-    "sparse-attention": {"parameterization": "x0", "loss": "x0-mse-relative"},
+    "sparse-setconv": {"parameterization": "x0", "loss": "x0-mse-ratio"},
+    "sparse-attention": {"parameterization": "x0", "loss": "x0-mse-ratio"},
     "sparse-interp": {"parameterization": "x0", "loss": "x0-mse-mixed"},
     "sparse-route": {"parameterization": "x0", "loss": "x0-mse-relative-l2"},
 }

@@ -24,7 +24,7 @@ def query_dsm_loss():
     return loss
 
 
-def x0_mse_loss(t1_fraction: float = 0.0, t1_weights=None):
+def x0_mse_loss(t1_fraction: float = 0.0, t1_weights=None, harmonic: bool = False):
     """Mean squared error of the ``x0`` estimate over all pixels, ``(B,)``, with times drawn by the
     diffusion's timestep sampler. Unlike DSM, whose ``x0`` weight ``alpha_t^2 / sigma_t^2`` vanishes
     near ``t = 1``, every time counts alike, so the one-call estimate at ``t = 1`` is trained as the
@@ -34,8 +34,12 @@ def x0_mse_loss(t1_fraction: float = 0.0, t1_weights=None):
     ``t1_fraction``: the share of each batch put at ``t = 1`` exactly, where the ``x0`` estimate is
     a plain regression of ``E[x | context]`` (the one-call posterior mean). ``t1_weights(x, model_kwargs)``:
     weights of those terms, per image ``(n1,)`` or per image and channel ``(n1, C)`` (normalised to
-    mean 1), or ``None``.
+    mean 1), or ``None``. ``harmonic``: normalise the weights instead so that their reciprocals have
+    mean 1 (see :func:`x0_mse_ratio_loss`).
     """
+
+    def norm(w):
+        return w * (1 / w).mean() if harmonic else w / w.mean()
 
     def loss(gen_sde, batch, v, model_kwargs):
         x = batch["image"]
@@ -49,9 +53,9 @@ def x0_mse_loss(t1_fraction: float = 0.0, t1_weights=None):
         if n1 and t1_weights is not None:
             w = t1_weights(x[:n1], {k: val[:n1] for k, val in model_kwargs.items()})
             if w.ndim == 2:  # per channel
-                head = (((x0[:n1] - x[:n1]) ** 2).flatten(2).mean(2) * (w / w.mean())).mean(1)
+                head = (((x0[:n1] - x[:n1]) ** 2).flatten(2).mean(2) * norm(w)).mean(1)
             else:
-                head = mse[:n1] * (w / w.mean())
+                head = mse[:n1] * norm(w)
             mse = torch.cat([head, mse[n1:]])
         return {"loss": mse}
 
@@ -78,14 +82,37 @@ def x0_mse_relative_loss(floor: float = 1e-4, t1_fraction: float = 0.5):
     posterior. ``t1_fraction``: the share of each batch at ``t = 1`` (benchmarks/README.md compares values).
     """
 
+    return x0_mse_loss(t1_fraction=t1_fraction, t1_weights=_inverse_dense_mse(floor, "x0-mse-relative"))
+
+
+def x0_mse_ratio_loss(floor: float = 1e-8, t1_fraction: float = 0.5):
+    """:func:`x0_mse_relative_loss` for contexts of many densities: each ``t = 1`` term is the
+    network's MSE divided by its interpolation's (``+ floor``), times the batch's mean interpolation MSE.
+
+    Why: both losses weigh the ``t = 1`` terms by ``1 / MSE`` of the interpolation; they differ in how
+    the weights are normalised, which sets the weight of those terms beside the plain-MSE terms at
+    ``t < 1``. Normalised to mean 1 (``x0-mse-relative``), a batch that mixes 1% and 30% contexts
+    gives nearly all the weight to its best-interpolated image, whose MSE is orders of magnitude below
+    the others': the ``t = 1`` half of the batch then counts for almost nothing. Here the weights'
+    reciprocals have mean 1, so every image contributes its error ratio and the ``t = 1`` terms keep
+    the scale of the batch's interpolation errors. ``floor`` (``[-1, 1]`` units squared: RMSE 1e-4)
+    keeps the ratio finite where the interpolation is exact; it sits below what a 30% context of a
+    smooth field leaves (README: "Any density, any resolution").
+    """
+    return x0_mse_loss(t1_fraction=t1_fraction, t1_weights=_inverse_dense_mse(floor, "x0-mse-ratio"), harmonic=True)
+
+
+def _inverse_dense_mse(floor: float, name: str):
+    """Per-image weights ``1 / (MSE of context_dense + floor)`` for the ``t = 1`` terms of loss ``name``."""
+
     def weights(x, model_kwargs):
         dense = model_kwargs.get("context_dense")
         if dense is None:
-            raise ValueError("loss x0-mse-relative weighs images by the error of their biharmonic inpainting "
+            raise ValueError(f"loss {name} weighs images by the error of their biharmonic inpainting "
                              "(context_dense); use it with --conditioning sparse-biharmonic, sparse-route, sparse-setconv or sparse-attention")
         return 1.0 / (((dense - x) ** 2).flatten(1).mean(1) + floor)
 
-    return x0_mse_loss(t1_fraction=t1_fraction, t1_weights=weights)
+    return weights
 
 
 def x0_mse_relative_l2_loss(floor: float = 1e-8, t1_fraction: float = 0.5):

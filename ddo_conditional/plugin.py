@@ -5,7 +5,8 @@ from ddo.api import hookimpl
 
 from . import commands, demo
 from .conditioning import DENSE_KEYS, KEY_DEFAULTS, OPTIONS, SPARSE_KEYS, WRAPPERS, X0_OR_V
-from .losses import query_dsm_loss, x0_mse_loss, x0_mse_mixed_loss, x0_mse_relative_l2_loss, x0_mse_relative_loss
+from .losses import (query_dsm_loss, x0_mse_loss, x0_mse_mixed_loss, x0_mse_ratio_loss, x0_mse_relative_l2_loss,
+                     x0_mse_relative_loss)
 
 
 @hookimpl
@@ -26,6 +27,8 @@ def register_losses(register):
     register("x0-mse", x0_mse_loss, requires={"parameterization": X0_OR_V})
     register("x0-mse-mixed", x0_mse_mixed_loss, requires={"parameterization": X0_OR_V})
     register("x0-mse-relative", x0_mse_relative_loss,
+             requires={"parameterization": X0_OR_V, "conditioning": DENSE_KEYS})
+    register("x0-mse-ratio", x0_mse_ratio_loss,
              requires={"parameterization": X0_OR_V, "conditioning": DENSE_KEYS})
     register("x0-mse-relative-l2", x0_mse_relative_l2_loss,
              requires={"parameterization": X0_OR_V, "conditioning": DENSE_KEYS})

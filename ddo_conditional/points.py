@@ -102,14 +102,12 @@ def tps_eval(coef: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor, ch
     return torch.cat(parts, 1)
 
 
-def point_context(coords: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, h: int, w: int,
-                  scale_floor: float = 0.01) -> dict:
+def point_context(coords: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, h: int, w: int) -> dict:
     """The network kwargs of a point set on an ``h x w`` grid: the points, their thin-plate spline
-    ``context_dense (B, C, h, w)`` and ``context_scale (B,) = sqrt(r^2 + floor^2)``, ``r`` the
-    spline's leave-one-out RMS error."""
+    ``context_dense (B, C, h, w)`` and ``context_loo (B,)``, the spline's leave-one-out RMS error."""
     dense, loo = tps_grid(coords, values, valid, h, w)
     return {"context_coords": coords, "context_point_values": values, "context_valid": valid,
-            "context_dense": dense, "context_scale": (loo * loo + scale_floor ** 2).sqrt()}
+            "context_dense": dense, "context_loo": loo}
 
 
 def tps_grid(coords: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, h: int, w: int):

@@ -174,16 +174,18 @@ class PointSetModel(ConditionalNetwork):
 
     The points (``context_coords (B, K, 2)``, ``context_point_values (B, K, C)``, ``context_valid (B, K)``;
     :mod:`ddo_conditional.points`) are turned into features on the grid of ``x``, whatever its size:
-    their thin-plate spline ``dense`` (``context_dense`` when the caller computed it), the per-image
-    scale ``s = sqrt(r^2 + floor^2)`` from the spline's leave-one-out error ``r`` (``context_scale``),
-    and the ``encoder``'s features. ``[dense, features, log s, detail / s]`` enter the lifting layer
-    through a 1x1 convolution (zero at initialisation). ``residual=True`` (an ``x0`` network): the
-    output is ``dense + s * trunk``, a residual over the spline in units of its own error, as
-    :class:`SparseInterpModel` does over a grid interpolation.
+    their thin-plate spline ``dense`` (``context_dense``), the per-image scale ``s = sqrt(r^2 +
+    floor^2)`` from the spline's leave-one-out RMS error ``r`` (``context_loo``), and the ``encoder``'s
+    features. ``[dense, features, log s, detail / s]`` enter the lifting layer through a 1x1
+    convolution (zero at initialisation). ``residual=True`` (an ``x0`` network): the output is
+    ``dense + s * trunk``, a residual over the spline in units of its own error, as
+    :class:`SparseInterpModel` does over a grid interpolation. Denser points leave a smaller ``r``,
+    so the correction shrinks with the spline's error; ``scale_floor`` must sit below the errors
+    the model will meet (a floor above them lets the residual exceed what the spline gets wrong).
     """
 
     def __init__(self, base_model: LiftedNetwork, encoder: nn.Module, feature_dim: int, input_dim: int = 3,
-                 scale_floor: float = 0.01, residual: bool = False):
+                 scale_floor: float = 1e-4, residual: bool = False):
         super().__init__()
         needs_lifted(base_model, "a point-set conditioning")
         self.base_model, self.encoder = base_model, encoder
@@ -195,29 +197,33 @@ class PointSetModel(ConditionalNetwork):
             nn.init.zeros_(base_model.out.weight)  # start as the spline itself
             nn.init.zeros_(base_model.out.bias)
 
+    def scale(self, context_loo: torch.Tensor) -> torch.Tensor:
+        """The per-image output scale ``s = sqrt(r^2 + floor^2)``, ``(B, 1, 1, 1)``."""
+        return (context_loo * context_loo + self.scale_floor ** 2).sqrt().view(-1, 1, 1, 1)
+
     def cache_context(self, **kwargs) -> dict:
-        """The kwargs with ``context_lifted`` (and ``context_dense``, ``context_scale``) added, at the
-        resolution of ``kwargs['context_dense']``; needs the dense spline to know the grid."""
+        """The kwargs with ``context_lifted`` added, at the resolution of ``kwargs['context_dense']``;
+        needs the dense spline to know the grid."""
         if kwargs.get("context_coords") is None or kwargs.get("context_dense") is None:
             return kwargs
         h, w = kwargs["context_dense"].shape[-2:]
         return {**kwargs, "context_lifted": self._lifted(h, w, **kwargs)}
 
-    def _lifted(self, h, w, context_coords, context_point_values, context_valid, context_dense, context_scale,
+    def _lifted(self, h, w, context_coords, context_point_values, context_valid, context_dense, context_loo,
                 **_) -> torch.Tensor:
         feats = self.encoder(context_coords, context_point_values, context_valid, h, w)
-        s = context_scale.view(-1, 1, 1, 1)
+        s = self.scale(context_loo)
         detail = 8 * torch.tanh((context_dense - context_dense.mean((2, 3), keepdim=True)) / s / 8)
         return self.context_lift(torch.cat([context_dense, feats, s.log().expand(-1, 1, h, w), detail], 1))
 
     def forward(self, x, t, coords=None, context_coords=None, **context):
-        """``context``: ``context_point_values``, ``context_valid``, ``context_dense``, ``context_scale``
+        """``context``: ``context_point_values``, ``context_valid``, ``context_dense``, ``context_loo``
         and, when cached, ``context_lifted``."""
         if context_coords is None:
             return self.base_model(x, t, coords, **context)
-        dense, scale = context.get("context_dense"), context.get("context_scale")
-        if dense is None or scale is None:
-            raise ValueError("a point-set network needs context_dense and context_scale "
+        dense, loo = context.get("context_dense"), context.get("context_loo")
+        if dense is None or loo is None:
+            raise ValueError("a point-set network needs context_dense and context_loo "
                              "(ddo_conditional.points.point_context computes them)")
         lifted = context.get("context_lifted")
         if lifted is None:
@@ -225,4 +231,4 @@ class PointSetModel(ConditionalNetwork):
         out = self.base_model.trunk(self.base_model.lift_input(x, coords) + lifted, t)
         if not self.residual:
             return out
-        return dense + out * scale.view(-1, 1, 1, 1)
+        return dense + out * self.scale(loo)

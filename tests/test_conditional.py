@@ -461,6 +461,30 @@ def test_relative_x0_loss_weights_t1_terms_by_inverse_biharmonic_error():
         x0_mse_relative_loss()(gen_sde, {"image": x}, None, {})
 
 
+def test_ratio_x0_loss_gives_every_t1_image_its_error_ratio():
+    """x0-mse-ratio: each t = 1 term is MSE / (interpolation MSE + floor) times the batch's mean of the
+    latter, so a well-interpolated image does not take the weight of the others (x0-mse-relative's
+    mean-1 normalisation gives it nearly all of it)."""
+    from types import SimpleNamespace
+
+    from ddo_conditional.losses import x0_mse_ratio_loss, x0_mse_relative_loss
+
+    x = torch.zeros(4, 1, 2, 2)
+    err = torch.tensor([0.1, 0.002, 0.3, 0.4])
+    gen_sde = SimpleNamespace(sample_timesteps=lambda b, device, dtype: torch.full((b,), 0.3),
+                              forward_diffusion=SimpleNamespace(sample=lambda t, x: x),
+                              x0=lambda z, t, v, **kw: x + err[:, None, None, None])
+    dense = x + torch.tensor([0.2, 0.001, 0.5, 0.5])[:, None, None, None]   # a sparse and a dense context
+    out = x0_mse_ratio_loss(floor=1e-8)(gen_sde, {"image": x}, None, {"context_dense": dense})["loss"]
+    d = torch.tensor([0.2, 0.001]) ** 2 + 1e-8
+    torch.testing.assert_close(out, torch.cat([err[:2] ** 2 / d * d.mean(), err[2:] ** 2]))
+    assert float(out[0] / out[1]) == pytest.approx((0.1 ** 2 / (0.2 ** 2 + 1e-8)) / (0.002 ** 2 / (0.001 ** 2 + 1e-8)), rel=1e-5)
+    mean1 = x0_mse_relative_loss(floor=1e-8)(gen_sde, {"image": x}, None, {"context_dense": dense})["loss"]
+    assert float(mean1[0] / mean1.sum()) < 1e-4 < float(out[0] / out.sum())
+    with pytest.raises(ValueError, match="loss x0-mse-ratio weighs images"):
+        x0_mse_ratio_loss()(gen_sde, {"image": x}, None, {})
+
+
 def test_leave_one_out_error_matches_removing_each_observation():
     from ddo_conditional.refiners import NormalizedConvolution
 

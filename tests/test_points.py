@@ -218,3 +218,34 @@ def test_augmentations_move_and_map_the_points_with_the_image():
             # grid points: their values are the (moved, colour-mapped) image's pixels at their (moved) positions
             torch.testing.assert_close(bilinear(a["image"], a["context_coords"]), a["context_point_values"])
             torch.testing.assert_close(a["context_point_values"], a["context_values"])
+
+
+def test_the_correction_is_scaled_by_the_spline_error_with_the_model_floor():
+    """``dense + s * trunk`` with ``s = sqrt(loo^2 + floor^2)``: the floor is the model's, so a dense
+    context (small leave-one-out error) gets a correction of its own size, not the floor's."""
+    from ddo_conditional.conditioning import PointConditioning
+
+    coords, values, valid = _points()
+    kw = point_context(coords, values, valid, 16, 16)
+    outs = {}
+    for floor in (1e-4, 0.01, 1.0):
+        model = _model("setconv")
+        model.scale_floor = floor
+        x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            outs[floor] = model(x, torch.full((2,), 0.5), coordinate_grid(2, 16, 16), **kw) - kw["context_dense"]
+        s = (kw["context_loo"] ** 2 + floor ** 2).sqrt()
+        torch.testing.assert_close(model.scale(kw["context_loo"]).flatten(), s)
+    # the input log s changes with the floor too, so compare sizes: the correction grows with the floor
+    sizes = [float(outs[f].abs().mean()) for f in (1e-4, 0.01, 1.0)]
+    assert sizes[0] < sizes[2] and sizes[1] < sizes[2]
+    # a configuration written before the option keeps the floor it was trained with; a new run's is stored
+    assert PointConditioning({"conditioning": "sparse-setconv", "channels": 3}).scale_floor == 0.01
+    assert PointConditioning({"conditioning": "sparse-setconv", "channels": 3, "scale_floor": 2e-4}).scale_floor == 2e-4
+
+
+def test_a_new_point_set_run_stores_the_floor_and_the_ratio_loss(tmp_path, image_folder):
+    out = tmp_path / "run"
+    assert main(tiny_train_args(out, image_folder, "--iterations", "1", "--conditioning", "sparse-setconv")) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["scale_floor"], config["loss"], config["parameterization"]) == (1e-4, "x0-mse-ratio", "x0")

@@ -53,9 +53,14 @@ def dihedral_points(coords: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
 
 
 # --- thin-plate spline -------------------------------------------------------------------------
-def _tps_kernel(d2: torch.Tensor) -> torch.Tensor:
-    """``r^2 log r`` of squared distances (0 at 0)."""
-    return 0.5 * d2 * torch.log(d2.clamp_min(1e-30))
+def _tps_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``2 r^2 log r = d log d`` (0 at 0) between float64 points ``a (B, N, 2)`` and ``b (B, K, 2)``,
+    ``d = r^2`` in the matmul form ``|a|^2 + |b|^2 - 2 a.b``: in float64 on the unit square its
+    rounding (~1e-16) is far below the squared spacing of any grid (1e-8 at 10,000 x 10,000), and it
+    takes three passes over the ``(B, N, K)`` block where differences take seven. The factor 2 is
+    left to the caller: a scale of the kernel is a scale of the coefficients."""
+    d = torch.baddbmm((a * a).sum(-1, keepdim=True) + (b * b).sum(-1)[:, None, :], a, b.transpose(1, 2), alpha=-2)
+    return torch.xlogy(d.clamp_min_(0), d)
 
 
 def _affine(coords: torch.Tensor) -> torch.Tensor:
@@ -69,7 +74,7 @@ def tps_system(coords: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     c = coords.double()
     m = valid.double()
     b, k = m.shape
-    a = _tps_kernel(torch.cdist(c, c, compute_mode=EXACT) ** 2) * m[:, :, None] * m[:, None, :]
+    a = _tps_kernel(c, c) * (m[:, :, None] * m[:, None, :])
     a = a + torch.diag_embed(1 - m)
     p = _affine(c) * m[..., None]
     top = torch.cat([a, p], 2)
@@ -97,7 +102,7 @@ def tps_eval(coef: torch.Tensor, coords: torch.Tensor, targets: torch.Tensor, ch
     c = coords.to(coef.dtype)
     for start in range(0, targets.shape[0], chunk):
         t = targets[start:start + chunk].to(coef.dtype)
-        kern = _tps_kernel(torch.cdist(t.expand(c.shape[0], -1, -1), c, compute_mode=EXACT) ** 2)
+        kern = _tps_kernel(t.expand(c.shape[0], -1, -1), c)
         parts.append(kern @ coef[:, :k] + _affine(t) @ coef[:, k:])
     return torch.cat(parts, 1)
 
@@ -110,9 +115,27 @@ def point_context(coords: torch.Tensor, values: torch.Tensor, valid: torch.Tenso
             "context_dense": dense, "context_loo": loo}
 
 
-def tps_grid(coords: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, h: int, w: int):
+def tps_grid(coords: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, h: int, w: int, group: int = 8):
     """Thin-plate spline of the points on an ``h x w`` grid, ``(B, C, h, w)`` in ``values``' dtype,
-    and the root mean square of its leave-one-out error over the valid points, ``(B,)``."""
+    and the root mean square of its leave-one-out error over the valid points, ``(B,)``.
+
+    The images are solved ``group`` at a time in the order of their point counts, each group padded
+    only to its own largest set: a batch whose counts span 1% to 30% of the grid (``--context-ratio
+    0.01:0.3``) would otherwise pay for its largest set in every image."""
+    if coords.shape[0] <= group:
+        return _tps_grid(coords, values, valid, h, w)
+    last = torch.where(valid, torch.arange(1, valid.shape[1] + 1, device=valid.device), 0).amax(1)
+    order = last.argsort()
+    dense = values.new_empty(values.shape[0], values.shape[2], h, w)
+    loo = values.new_empty(values.shape[0])
+    for start in range(0, len(order), group):
+        idx = order[start:start + group]
+        k = max(1, int(last[idx].max()))
+        dense[idx], loo[idx] = _tps_grid(coords[idx, :k], values[idx, :k], valid[idx, :k], h, w)
+    return dense, loo
+
+
+def _tps_grid(coords: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, h: int, w: int):
     coef, loo = tps_fit(coords, values, valid)
     dense = tps_eval(coef, coords, grid_points(h, w, coords.device, torch.float64))
     b, c = values.shape[0], values.shape[2]

@@ -249,3 +249,16 @@ def test_a_new_point_set_run_stores_the_floor_and_the_ratio_loss(tmp_path, image
     assert main(tiny_train_args(out, image_folder, "--iterations", "1", "--conditioning", "sparse-setconv")) == 0
     config = json.loads((out / "config.json").read_text())
     assert (config["scale_floor"], config["loss"], config["parameterization"]) == (1e-4, "x0-mse-ratio", "x0")
+
+
+def test_the_spline_solved_in_groups_of_similar_counts_equals_one_padded_solve():
+    coords, values, valid = (t.double() if t.dtype != torch.bool else t for t in _points(b=7, k=40, c=2))
+    for i, n in enumerate((40, 4, 25, 9, 17, 31, 5)):
+        valid[i, n:] = False
+    valid[2, 4] = False  # padding inside a set, not only at its end
+    one_dense, one_loo = tps_grid(coords, values, valid, 9, 11, group=100)
+    dense, loo = tps_grid(coords, values, valid, 9, 11, group=2)
+    torch.testing.assert_close(dense, one_dense, rtol=0, atol=1e-10)
+    torch.testing.assert_close(loo, one_loo, rtol=0, atol=1e-10)
+    single, single_loo = tps_grid(coords[3:4, :9], values[3:4, :9], valid[3:4, :9], 9, 11)
+    torch.testing.assert_close(dense[3:4], single, rtol=0, atol=1e-10)

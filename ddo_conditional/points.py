@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-EXACT = "donot_use_mm_for_euclid_dist"  # cdist by differences: the matmul form loses small distances
 
 
 def grid_points(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -149,17 +148,26 @@ def setconv_grid(coords: torch.Tensor, values: torch.Tensor, valid: torch.Tensor
                  length_scales: torch.Tensor) -> torch.Tensor:
     """ConvCNP's set convolution onto an ``h x w`` grid: per length scale ``l`` (unit-square units), a
     density channel ``d(g) = sum_k exp(-|g - x_k|^2 / 2 l^2)`` and the normalised values
-    ``sum_k exp(...) y_k / (d + 1e-6)``; ``(B, S (1 + C), h, w)``, scale by scale."""
-    g = grid_points(h, w, coords.device, coords.dtype)
-    d2 = torch.cdist(g.expand(coords.shape[0], -1, -1), coords, compute_mode=EXACT) ** 2  # (B, HW, K)
+    ``sum_k exp(...) y_k / (d + 1e-6)``; ``(B, S (1 + C), h, w)``, scale by scale.
+
+    The Gaussian of a grid point factorises into one of its column and one of its row, so both sums
+    are products ``E_rows (B, h, K) @ E_cols^T (B, K, w)``: exponentials on ``(h + w) K`` entries per
+    image instead of ``h w K``, and no ``(B, h w, K)`` block to keep for the backward pass."""
+    x, y = coords[..., 0], coords[..., 1]
+    gx = (torch.arange(w, device=coords.device, dtype=coords.dtype) + 0.5) / w
+    gy = (torch.arange(h, device=coords.device, dtype=coords.dtype) + 0.5) / h
+    dx2 = (gx[None, :, None] - x[:, None, :]) ** 2  # (B, w, K)
+    dy2 = (gy[None, :, None] - y[:, None, :]) ** 2  # (B, h, K)
     m = valid.to(coords.dtype)[:, None, :]
-    b = values.shape[0]
+    vals = values.transpose(1, 2)[:, :, None, :]  # (B, C, 1, K)
     out = []
     for scale in length_scales:
-        wts = torch.exp(-d2 / (2 * scale * scale)) * m
-        density = wts.sum(2, keepdim=True)
-        out += [density, (wts @ values) / (density + 1e-6)]
-    return torch.cat(out, 2).transpose(1, 2).reshape(b, -1, h, w)
+        inv = 1.0 / (2 * scale * scale)
+        cols = (torch.exp(-dx2 * inv) * m).transpose(1, 2)  # (B, K, w), padding removed
+        rows = torch.exp(-dy2 * inv)  # (B, h, K)
+        density = (rows @ cols)[:, None]  # (B, 1, h, w)
+        out += [density, ((rows[:, None] * vals) @ cols[:, None]) / (density + 1e-6)]
+    return torch.cat(out, 1)
 
 
 class SetConvEncoder(nn.Module):

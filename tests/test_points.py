@@ -262,3 +262,19 @@ def test_the_spline_solved_in_groups_of_similar_counts_equals_one_padded_solve()
     torch.testing.assert_close(loo, one_loo, rtol=0, atol=1e-10)
     single, single_loo = tps_grid(coords[3:4, :9], values[3:4, :9], valid[3:4, :9], 9, 11)
     torch.testing.assert_close(dense[3:4], single, rtol=0, atol=1e-10)
+
+
+def test_set_convolution_equals_the_sum_over_points():
+    """The factorised set convolution against its definition, point by point, with padding."""
+    coords, values, valid = (t.double() if t.dtype != torch.bool else t for t in _points(b=2, k=12, c=2))
+    valid[1, 7:] = False
+    scales = torch.tensor([0.05, 0.2], dtype=torch.float64)
+    got = setconv_grid(coords, values, valid, 5, 6, scales)
+    g = grid_points(5, 6, dtype=torch.float64)  # (30, 2), row-major
+    for b in range(2):
+        d2 = ((g[:, None, :] - coords[b][None]) ** 2).sum(-1)  # (30, 12)
+        for s, l in enumerate(scales):
+            wts = torch.exp(-d2 / (2 * l * l)) * valid[b].double()
+            density = wts.sum(1)
+            torch.testing.assert_close(got[b, s * 3].reshape(-1), density)
+            torch.testing.assert_close(got[b, s * 3 + 1:s * 3 + 3].reshape(2, -1).T, (wts @ values[b]) / (density[:, None] + 1e-6))

@@ -32,7 +32,7 @@ from .builtins import ModelWrapper
 from .checkpoint import atomic_write
 from .commands import check_resolution, inference_dtype, resolve_device, sampling_choice
 from .config import DEFAULTS, LR_SCHEDULES, PRESETS, resolve
-from .data import count_images, load_image_folder
+from .data import count_images, dihedral_invariant, load_image_folder
 from .diffusion import PARAMETERIZATIONS, DenoisingDiffusion
 from .errors import NumericalError, UserError, WriteError, check_finite
 from .fields import DARCY_DEFAULTS, NS_PAIR_DEFAULTS, NavierStokes2d, darcy_solve, ns_backward, ns_forcing
@@ -64,6 +64,6 @@ __all__ = ["hookimpl", "Option", "ModelWrapper", "UserError", "NumericalError", 
            "count_parameters", "resolve", "preset_value", "LR_SCHEDULES", "CHECKPOINT", "train", "load_model",
            "set_inference_dtype", "inference_dtype", "resolve_device", "sampling_choice", "atomic_write",
            "save_grid", "progress_bar", "load_image_folder", "BF16_INFERENCE_HELP", "positive_int", "nonneg_int",
-           "positive_float", "WriteError", "check_out_dir", "check_out_file", "seed_int", "check_resolution", "validate", "count_images", "guard", "Knob", "network_bytes",
+           "positive_float", "WriteError", "check_out_dir", "check_out_file", "seed_int", "check_resolution", "validate", "count_images", "dihedral_invariant", "guard", "Knob", "network_bytes",
            "images_bytes", "sampling_rows", "PAIR_CHANNELS", "PAIR_KINDS", "load_pairs", "to_physical", "to_units",
            "NS_PAIR_DEFAULTS", "DARCY_DEFAULTS", "NavierStokes2d", "darcy_solve", "ns_backward", "ns_forcing"]

@@ -48,12 +48,22 @@ class ArrayImages(Dataset):
         return {"image": to_tensor(self.images[i]), "index": self.index_offset + int(i)}
 
 
+def dihedral_invariant(dataset) -> bool:
+    """Whether the data's law is invariant to the square's rotations and reflections: natural images
+    are; a field says so in its ``field`` record (a forced flow is not: its forcing picks a diagonal)."""
+    return bool((getattr(dataset, "field", None) or {}).get("dihedral_invariant", True))
+
+
 class RandomFlip(Dataset):
     """Horizontal flips that are a pure function of ``(seed, epoch, index)`` (reproducible in any
-    worker, on resume, at any world size). Call :meth:`set_epoch` once per epoch."""
+    worker, on resume, at any world size). Call :meth:`set_epoch` once per epoch.
+
+    Data whose law a reflection changes (:func:`dihedral_invariant` false: a flipped Navier-Stokes
+    field is not a solution of its equation) pass unflipped."""
 
     def __init__(self, dataset: Dataset, seed: int):
         self.dataset, self.seed, self.epoch = dataset, seed, 0
+        self.enabled = dihedral_invariant(dataset)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -66,7 +76,7 @@ class RandomFlip(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = dict(self.dataset[i])
-        if np.random.default_rng([self.seed, self.epoch, item["index"]]).random() < 0.5:
+        if self.enabled and np.random.default_rng([self.seed, self.epoch, item["index"]]).random() < 0.5:
             item["image"] = item["image"].flip(-1)
         return item
 

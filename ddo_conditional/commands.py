@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 from ddo.api import (BF16_INFERENCE_HELP, FNOUNet2d, UserError, check_out_dir, check_resolution, count_images,
-                     inference_dtype, load_image_folder, load_model, nonneg_int, positive_int, resolve_device,
+                     dihedral_invariant, inference_dtype, load_image_folder, load_model, nonneg_int, positive_int, resolve_device,
                      sampling_choice, seed_int, set_inference_dtype)
 
 from .baselines import BASELINES, EXTRA_BASELINES
@@ -132,11 +132,6 @@ def sampling_plan(args: dict, host, config: dict, denoiser, symmetrize: bool = T
                         data_consistency=bool(args.get("data_consistency")), symmetrize=symmetrize,
                         progress=not args["no_progress"])
 
-
-def dihedral_invariant(dataset) -> bool:
-    """Whether the data's law is invariant to the square's rotations and reflections (so ``ddo-x0`` may
-    average over them): natural images are; a field says so in its ``field`` record."""
-    return bool((getattr(dataset, "field", None) or {}).get("dihedral_invariant", True))
 
 
 def run_reconstruct(args: dict) -> int:

@@ -139,8 +139,9 @@ def physical_values(kind: str, values: torch.Tensor) -> torch.Tensor:
 
 class RouteCache:
     """The route of every image, computed once: :class:`Routes` per resolution (fitted from the
-    training split on first use) and each image's route keyed by its index, size, context pixels and
-    observed channels, so a changed mask or task is a new entry, never a stale one."""
+    training split on first use) and each image's route keyed by its index, size, context pixels,
+    observed values and channels, so a changed mask, task or image (a flipped pair of a
+    reflection-invariant PDE) is a new entry, never a stale one."""
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -159,12 +160,12 @@ class RouteCache:
         counts = batch.get("context_count", torch.full((len(idx),), idx.shape[1]))
         keys, todo = [], []
         for b in range(len(idx)):
-            pixels = idx[b, :int(counts[b])]
-            key = (int(batch["index"][b]), h, w, hashlib.sha256(pixels.numpy().tobytes()).hexdigest(),
-                   tuple(bool(v) for v in chans[b]))
+            pixels, observed = idx[b, :int(counts[b])], vals[b, :int(counts[b])]
+            digest = hashlib.sha256(pixels.numpy().tobytes() + observed.numpy().tobytes()).hexdigest()
+            key = (int(batch["index"][b]), h, w, digest, tuple(bool(v) for v in chans[b]))
             keys.append(key)
             if key not in self._dense:
-                todo.append((key, pixels, physical_values(self.kind, vals[b, :int(counts[b])].double())))
+                todo.append((key, pixels, physical_values(self.kind, observed.double())))
         if todo:
             out = self.routes_at(h).routes([t[1] for t in todo], [t[2] for t in todo], [t[0][-1] for t in todo])
             for (key, _, _), r in zip(todo, out):

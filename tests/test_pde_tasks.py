@@ -232,3 +232,48 @@ def test_the_relative_l2_loss_weighs_each_channel_by_its_routes_error():
     assert float(w[1, 1]) == pytest.approx(1e4)  # a channel the route renders exactly weighs by the floor
     with pytest.raises(ValueError, match="use it with --conditioning sparse-route"):
         x0_mse_relative_l2_loss()(gen_sde, {"image": x}, None, {})
+
+
+def test_a_route_is_cached_per_observed_values_not_only_per_index():
+    """A flipped pair (Darcy's law allows it) reads other values at the same pixels: it gets its own
+    route, and the first orientation's route is still served for the first."""
+    from ddo_conditional.pde import RouteCache
+
+    class Stub:  # a route that says which values it was computed from
+        calls = 0
+
+        def routes(self, pixels, values, observed):
+            Stub.calls += len(pixels)
+            return [torch.full((2, 4, 4), float(v[0, 0])) for v in values]
+
+    cache = RouteCache("darcy-pair")
+    cache._routes[4] = Stub()
+    values = torch.rand(1, 5, 2)
+    batch = {"image": torch.zeros(1, 2, 4, 4), "index": torch.tensor([7]), "context_indices": torch.arange(5)[None],
+             "context_values": values, "context_channels": torch.tensor([[1.0, 0.0]])}
+    first = cache.dense(batch)
+    flipped = cache.dense({**batch, "context_values": values.flip(1)})
+    again = cache.dense(batch)
+    assert Stub.calls == 2
+    assert torch.equal(again, first) and not torch.equal(flipped, first)
+
+
+def test_a_forced_flow_is_never_flipped_in_training():
+    """The trainer's horizontal flips keep data whose law a reflection changes as it is: a reflected
+    Navier-Stokes field has its forcing on the other diagonal and its vorticity's sign reversed."""
+    from ddo.data import RandomFlip
+
+    class Fields(torch.utils.data.Dataset):
+        def __init__(self, invariant):
+            self.field = {"dihedral_invariant": invariant}
+
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            return {"image": torch.arange(12.0).view(1, 3, 4) + i, "index": i}
+
+    for invariant, flips in ((False, 0), (True, None)):
+        data = RandomFlip(Fields(invariant), seed=0)
+        n = sum(not torch.equal(data[i]["image"], Fields(invariant)[i]["image"]) for i in range(16) for _ in [data.set_epoch(i % 3)])
+        assert n == flips if flips is not None else 3 <= n <= 13

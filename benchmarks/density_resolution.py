@@ -3,12 +3,13 @@ classical method on identical masks.
 
     python benchmarks/density_resolution.py                                  # the three datasets, 10 min each
     python benchmarks/density_resolution.py --datasets darcy --minutes 2 --limit 8 --workdir runs/grid
-    python benchmarks/density_resolution.py --train-flags "--context-ratio 0.1"   # the demo's single density
+    python benchmarks/density_resolution.py --model-flags "--conditioning sparse-biharmonic --refiner-width 32 \
+        --residual-scale context-input" --train-flags "--context-ratio 0.1"   # the demo's model and density
 
-Each dataset's model is trained as ``ddo demo`` trains it (preset ``cpu-small``, ``sparse-biharmonic``
-with the demo's refiner and residual scale, ``--augment photometric``, ``--minutes`` of training on
-two cores) plus ``--train-flags`` (default: a log-uniform context ratio in 1%-30% and the resolutions
-32 and 64 in turn). Every cell ``(context ratio, resolution)`` reconstructs the first test images
+Each dataset's model is trained with the demo's budget and flags (preset ``cpu-small``, ``--augment
+photometric``, ``--minutes`` of training on two cores), the conditioning of ``--model-flags`` (default:
+``sparse-setconv`` on the pixels' centres, the observations the baselines get) and ``--train-flags``
+(default: a log-uniform context ratio in 1%-30%, at 32x32). Every cell ``(context ratio, resolution)`` reconstructs the first test images
 under masks of ``--mask-seed`` (not the training seed) by the posterior-mean estimate (``ddo-mean``,
 averaged over the square's rotations and flips where the dataset has them), beside biharmonic
 inpainting, cubic interpolation and the thin-plate spline on the same masks: ``--limit`` images at
@@ -41,9 +42,12 @@ from ddo_conditional.reconstruct import Reconstructor, SamplingPlan
 
 DATASETS = ("darcy", "natural-patches", "navier-stokes")  # the costliest field generation (128x128) last
 CHANNELS = {"navier-stokes": 1, "darcy": 1, "natural-patches": 3}
-DEMO_FLAGS = ["--preset", "cpu-small", "--conditioning", "sparse-biharmonic", "--refiner-width", "32",
-              "--residual-scale", "context-input", "--augment", "photometric", "--num-sample", "0", "--no-progress"]
-TRAIN_FLAGS = "--context-ratio 0.01:0.3 --resolutions 32,64"
+DEMO_FLAGS = ["--preset", "cpu-small", "--augment", "photometric", "--num-sample", "0", "--no-progress"]
+# the point-set model on the pixels' centres (the baselines' observations), trained over the density
+# range at 32x32: its spline and set convolution are functions of the points, so one model serves any grid
+MODEL_FLAGS = "--conditioning sparse-setconv --context-coords grid"
+BIHARMONIC_FLAGS = "--conditioning sparse-biharmonic --refiner-width 32 --residual-scale context-input"  # the demo's
+TRAIN_FLAGS = "--context-ratio 0.01:0.3"
 BASELINES = ("biharmonic", "cubic", "thin-plate")
 
 
@@ -133,6 +137,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--minutes", type=float, default=10.0, help="training per model (the demo's budget: 10)")
+    p.add_argument("--model-flags", default=MODEL_FLAGS, help=f"the conditioning and its options (default "
+                   f"{MODEL_FLAGS!r}; the demo's model: {BIHARMONIC_FLAGS!r})")
     p.add_argument("--train-flags", default=TRAIN_FLAGS, help=f"added to the demo's training flags (default "
                    f"{TRAIN_FLAGS!r})")
     p.add_argument("--ratios", default="0.01,0.03,0.1,0.3")
@@ -160,13 +166,13 @@ def main() -> int:
     for dataset in a.datasets.split(","):
         t0 = time.time()
         reused = (Path(a.workdir) / dataset / "checkpoint.pt").exists()
-        checkpoint = train(Path(a.workdir), dataset, a.minutes, shlex.split(a.train_flags))
+        checkpoint = train(Path(a.workdir), dataset, a.minutes, shlex.split(a.model_flags) + shlex.split(a.train_flags))
         train_s = time.time() - t0
         gen, wrapper, cfg = load_model(checkpoint, host)
         steps = int(torch.load(checkpoint, weights_only=True)["step"])
         cells = {}
         results[dataset] = {"train": {"command": None if reused else ["ddo", *train_argv(dataset, a.minutes,
-                                                                                          shlex.split(a.train_flags))],
+                                                                                          shlex.split(a.model_flags) + shlex.split(a.train_flags))],
                                       "reused": reused, "steps": steps, "minutes": cfg.get("minutes"),
                                       "seconds": None if reused else round(train_s, 1),
                                       "context_ratio": cfg.get("context_ratio"),

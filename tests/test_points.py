@@ -249,6 +249,11 @@ def test_a_new_point_set_run_stores_the_floor_and_the_ratio_loss(tmp_path, image
     assert main(tiny_train_args(out, image_folder, "--iterations", "1", "--conditioning", "sparse-setconv")) == 0
     config = json.loads((out / "config.json").read_text())
     assert (config["scale_floor"], config["loss"], config["parameterization"]) == (1e-4, "x0-mse-ratio", "x0")
+    from ddo.plugins import load_host
+    from ddo.train import load_model
+
+    gen_sde, _, _ = load_model(out / "checkpoint.pt", load_host())
+    assert gen_sde.network.scale_floor == 1e-4
 
 
 def test_the_spline_solved_in_groups_of_similar_counts_equals_one_padded_solve():

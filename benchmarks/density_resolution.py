@@ -58,6 +58,11 @@ def train_argv(dataset: str, minutes: float, extra: list[str]) -> list[str]:
 
 def train(workdir: Path, dataset: str, minutes: float, extra: list[str]) -> Path:
     run = workdir / dataset
+    wanted = extra[extra.index("--conditioning") + 1] if "--conditioning" in extra else None
+    if (run / "checkpoint.pt").exists() and wanted:
+        stored = json.loads((run / "config.json").read_text()).get("conditioning")
+        if stored != wanted:
+            raise SystemExit(f"{run} holds a {stored} model, not {wanted}: give another --workdir")
     if not (run / "checkpoint.pt").exists():
         t0 = time.time()
         argv = [*train_argv(dataset, minutes, extra), "--out", str(run)]

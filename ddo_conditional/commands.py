@@ -133,7 +133,6 @@ def sampling_plan(args: dict, host, config: dict, denoiser, symmetrize: bool = T
                         progress=not args["no_progress"])
 
 
-
 def run_reconstruct(args: dict) -> int:
     host = args["_host"]
     check_out_dir(args["out"])

@@ -208,7 +208,9 @@ class PointConditioning(SparseConditioning):
         super().__init__(config)
         self.key = self.run_config.get("conditioning", "sparse-setconv")
         self.coords = self.options["context_coords"]
-        self.scale_floor = float(self.run_config.get("scale_floor") or SCALE_FLOOR_BEFORE_OPTION)
+        # not the declared default: a configuration without the key predates the option (its model was
+        # trained with the earlier floor); `ddo train` always stores it
+        self.scale_floor = float(self.run_config.get("scale_floor", SCALE_FLOOR_BEFORE_OPTION))
 
     def mask_dataset(self, dataset, **overrides) -> FixedSparseMaskDataset:
         return super().mask_dataset(dataset, **{"coords": self.coords, **overrides})
@@ -243,6 +245,9 @@ class RouteConditioning(SparseConditioning):
         if self.kind not in PAIR_KINDS:
             raise ValueError(f"--conditioning sparse-route refines a PDE's classical route; use --dataset "
                              f"{' or '.join(PAIR_KINDS)} (got {self.kind})")
+        if "photometric" in self.augment:  # a colour map of a physical field is no sample of its PDE
+            raise ValueError("--augment photometric maps the observed values of a field pair, which the route "
+                             "solves as physical fields; use --augment none or dihedral (Darcy)")
         self.observe = self.options["observe"]
         self.routes = RouteCache(self.kind)
 

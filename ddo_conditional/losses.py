@@ -108,7 +108,7 @@ def _inverse_dense_mse(floor: float, name: str):
     def weights(x, model_kwargs):
         dense = model_kwargs.get("context_dense")
         if dense is None:
-            raise ValueError(f"loss {name} weighs images by the error of their biharmonic inpainting "
+            raise ValueError(f"loss {name} weighs images by the error of the interpolation the network refines "
                              "(context_dense); use it with --conditioning sparse-biharmonic, sparse-route, sparse-setconv or sparse-attention")
         return 1.0 / (((dense - x) ** 2).flatten(1).mean(1) + floor)
 

@@ -47,12 +47,15 @@ def check_thin_plate(ratio: float, resolution: int, device=None) -> int:
 def point_bytes(config: dict, points: int, resolution: int, rows: int) -> int:
     """The thin-plate spline of ``points`` points on the grid (its float64 system, inverse and
     kernel; evaluation in chunks of :data:`TPS_CHUNK` targets) and the point encoder on ``rows`` rows
-    (set convolution: squared distances and weights per grid point and point; attention: one score per
-    head, grid point and point)."""
+    (set convolution, factorised: the row and column Gaussians of each point, the values spread over
+    the rows, and the features on the grid; attention: one score per head, grid point and point),
+    four float32 copies of each for temporaries."""
     tps = thin_plate_bytes(points, resolution)
-    heads = int(config.get("attention_heads") or 4) if config.get("conditioning") == "sparse-attention" else 1
-    encoder = 4 * 4 * heads * rows * resolution * resolution * points
-    return tps + encoder
+    if config.get("conditioning") == "sparse-attention":
+        heads = int(config.get("attention_heads") or 4)
+        return tps + 4 * 4 * heads * rows * resolution * resolution * points
+    c = int(config.get("channels") or 3)
+    return tps + 4 * 4 * rows * (points * resolution * (c + 3) + 3 * (c + 1) * resolution * resolution)
 
 
 FLAGS = {"resolution": "--resolution", "batch_size": "--batch-size", "num_samples": "--num-samples",

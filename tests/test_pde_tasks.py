@@ -277,3 +277,18 @@ def test_a_forced_flow_is_never_flipped_in_training():
         data = RandomFlip(Fields(invariant), seed=0)
         n = sum(not torch.equal(data[i]["image"], Fields(invariant)[i]["image"]) for i in range(16) for _ in [data.set_epoch(i % 3)])
         assert n == flips if flips is not None else 3 <= n <= 13
+
+
+def test_a_route_model_refuses_photometric_maps_in_one_line(small_pairs, tmp_path, capsys):
+    """A colour map of a field pair is no sample of its PDE (and every epoch's new values would be a
+    new route to solve and cache)."""
+    from ddo.cli import main
+
+    args = ["train", "--dataset", "darcy-pair", "--channels", "2", "--conditioning", "sparse-route", "--resolution", "32",
+            "--ch", "8", "--ch-mult", "1,2", "--num-res-blocks", "1", "--modes", "4", "--batch-size", "4",
+            "--iterations", "1", "--num-sample", "0", "--no-progress", "--augment", "photometric"]
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--augment photometric maps the observed values of a field pair" in err[0]
+    assert not (tmp_path / "run").exists()

@@ -252,8 +252,16 @@ def test_a_new_point_set_run_stores_the_floor_and_the_ratio_loss(tmp_path, image
     from ddo.plugins import load_host
     from ddo.train import load_model
 
-    gen_sde, _, _ = load_model(out / "checkpoint.pt", load_host())
-    assert gen_sde.network.scale_floor == 1e-4
+    other = tmp_path / "other"
+    assert main(tiny_train_args(other, image_folder, "--iterations", "1", "--conditioning", "sparse-setconv",
+                                "--scale-floor", "3e-4")) == 0
+    gen_sde, _, _ = load_model(other / "checkpoint.pt", load_host())
+    assert gen_sde.network.scale_floor == 3e-4
+    state = torch.load(other / "checkpoint.pt", weights_only=True)  # as written before the option existed
+    del state["config"]["scale_floor"]
+    torch.save(state, other / "old.pt")
+    gen_sde, _, _ = load_model(other / "old.pt", load_host())
+    assert gen_sde.network.scale_floor == 0.01
 
 
 def test_the_spline_solved_in_groups_of_similar_counts_equals_one_padded_solve():

@@ -81,7 +81,6 @@ def x0_mse_relative_loss(floor: float = 1e-4, t1_fraction: float = 0.5):
     the weight of near-flat images. Times below 1 keep plain MSE: the samples learn the unweighted
     posterior. ``t1_fraction``: the share of each batch at ``t = 1`` (benchmarks/README.md compares values).
     """
-
     return x0_mse_loss(t1_fraction=t1_fraction, t1_weights=_inverse_dense_mse(floor, "x0-mse-relative"))
 
 

@@ -114,7 +114,7 @@ def _inverse_dense_mse(floor: float, name: str):
     return weights
 
 
-def x0_mse_relative_l2_loss(floor: float = 1e-8, t1_fraction: float = 0.5):
+def x0_mse_relative_l2_loss(floor: float = 1e-8, t1_fraction: float = 0.5, scored_only: bool = False):
     """:func:`x0_mse_mixed_loss` whose ``t = 1`` terms are weighted per image *and channel* by
     ``1 / sqrt(MSE of context_dense on that channel + floor)`` (normalised to mean 1 over those terms).
 
@@ -125,6 +125,12 @@ def x0_mse_relative_l2_loss(floor: float = 1e-8, t1_fraction: float = 0.5):
     pixels); an unweighted or per-image loss spends the network on the worst channel and lets it add
     small errors to the good one. ``floor`` (``[-1, 1]`` units squared) bounds the weight of a channel
     its estimate already renders exactly.
+
+    ``scored_only`` (``x0-mse-scored-l2``): the ``t = 1`` terms count only the channels a task scores,
+    read from the per-channel ``observation_mask``: the channels observed nowhere in the image, or all
+    of them when every channel is observed (the joint task). An observed channel's route is nearly
+    exact (a smooth solution kriged from its own points), so with the weights above it would take
+    most of the loss while the task scores only the channel it has to infer.
     """
 
     def weights(x, model_kwargs):
@@ -133,6 +139,19 @@ def x0_mse_relative_l2_loss(floor: float = 1e-8, t1_fraction: float = 0.5):
             raise ValueError("loss x0-mse-relative-l2 weighs channels by the error of the estimate the network "
                              "refines (context_dense); use it with --conditioning sparse-route, sparse-biharmonic, "
                              "sparse-setconv or sparse-attention")
-        return 1.0 / (((dense - x) ** 2).flatten(2).mean(2) + floor).sqrt()
+        w = 1.0 / (((dense - x) ** 2).flatten(2).mean(2) + floor).sqrt()
+        return w * scored_channels(model_kwargs["observation_mask"], x.shape[1]) if scored_only else w
 
     return x0_mse_loss(t1_fraction=t1_fraction, t1_weights=weights)
+
+
+def x0_mse_scored_l2_loss(floor: float = 1e-8, t1_fraction: float = 0.5):
+    """:func:`x0_mse_relative_l2_loss` on the channels each image's task scores only."""
+    return x0_mse_relative_l2_loss(floor=floor, t1_fraction=t1_fraction, scored_only=True)
+
+
+def scored_channels(observation_mask: torch.Tensor, channels: int) -> torch.Tensor:
+    """``(B, C)``, 1 where a task scores the channel: the channels observed at no pixel, or every
+    channel when all are observed. A mask shared by the channels (``(B, 1, H, W)``) observes them all."""
+    observed = (observation_mask.flatten(2) > 0).any(2).expand(-1, channels)
+    return (~observed | observed.all(1, keepdim=True)).to(observation_mask.dtype)

@@ -234,6 +234,31 @@ def test_the_relative_l2_loss_weighs_each_channel_by_its_routes_error():
         x0_mse_relative_l2_loss()(gen_sde, {"image": x}, None, {})
 
 
+def test_the_scored_loss_counts_only_the_channels_each_task_scores():
+    from types import SimpleNamespace
+
+    from ddo_conditional.losses import scored_channels, x0_mse_scored_l2_loss
+
+    x = torch.zeros(3, 2, 2, 2)
+    err = torch.tensor([[0.1, 0.2], [0.3, 0.1], [0.2, 0.4]])
+    gen_sde = SimpleNamespace(sample_timesteps=lambda b, device, dtype: torch.full((b,), 0.3),
+                              forward_diffusion=SimpleNamespace(sample=lambda t, x: x),
+                              x0=lambda z, t, v, **kw: x + err[:, :, None, None])
+    route = torch.tensor([[0.5, 0.01], [0.04, 0.2], [0.1, 0.1]])
+    mask = torch.zeros(3, 2, 2, 2)
+    mask[0, 0, 0, 0] = 1  # forward: the input observed, the solution scored
+    mask[1, 1, 1, 1] = 1  # inverse: the solution observed, the input scored
+    mask[2, :, 0, 1] = 1  # joint: both observed, both scored
+    torch.testing.assert_close(scored_channels(mask, 2), torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]))
+    torch.testing.assert_close(scored_channels(mask[:, :1], 2), torch.ones(3, 2))  # one shared mask: all observed
+    kwargs = {"context_dense": x + route[:, :, None, None], "observation_mask": mask}
+    gen_sde.sample_timesteps = lambda b, device, dtype: torch.full((b,), 0.3)
+    out = x0_mse_scored_l2_loss(floor=1e-8, t1_fraction=1.0)(gen_sde, {"image": x}, None, kwargs)["loss"]
+    w = scored_channels(mask, 2) / (route ** 2 + 1e-8).sqrt()
+    torch.testing.assert_close(out, (err ** 2 * w / w.mean()).mean(1))
+    assert float(out[0]) == pytest.approx(float((0.2 ** 2 * w[0, 1] / w.mean()) / 2))  # the kriged input does not count
+
+
 def test_a_route_is_cached_per_observed_values_not_only_per_index():
     """A flipped pair (Darcy's law allows it) reads other values at the same pixels: it gets its own
     route, and the first orientation's route is still served for the first."""

@@ -50,8 +50,14 @@ class ArrayImages(Dataset):
 
 def dihedral_invariant(dataset) -> bool:
     """Whether the data's law is invariant to the square's rotations and reflections: natural images
-    are; a field says so in its ``field`` record (a forced flow is not: its forcing picks a diagonal)."""
-    return bool((getattr(dataset, "field", None) or {}).get("dihedral_invariant", True))
+    are; a field says so in its ``field`` record (a forced flow is not: its forcing picks a diagonal),
+    read from the first dataset in the ``.dataset`` chain of wrappers that has one."""
+    while dataset is not None:
+        field = getattr(dataset, "field", None)
+        if field is not None:
+            return bool(field.get("dihedral_invariant", True))
+        dataset = getattr(dataset, "dataset", None)
+    return True
 
 
 class RandomFlip(Dataset):

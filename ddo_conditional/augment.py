@@ -6,6 +6,7 @@ import argparse
 
 import numpy as np
 import torch
+from ddo.api import UserError, dihedral_invariant
 from torch.utils.data import Dataset
 
 from .points import dihedral_points
@@ -25,6 +26,14 @@ def augment_list(text: str) -> str:
         raise AugmentError(f"unknown augmentation {', '.join(sorted(unknown))}; known: none, "
                            f"{', '.join(AUGMENTATIONS)} (combine with commas)")
     return ",".join(n for n in AUGMENTATIONS if n in names) or "none"
+
+
+def check_dihedral(augment: str, dataset) -> None:
+    """Refuse ``--augment`` with ``dihedral`` for data whose law the square's rotations and reflections
+    change (:func:`ddo.api.dihedral_invariant`): a rotated forced flow is no sample of its equation."""
+    if "dihedral" in augment and not dihedral_invariant(dataset):
+        raise UserError(f"--augment {augment}: the law of this dataset's fields is not invariant under the "
+                        "square's rotations and reflections (a forcing picks a direction); drop dihedral from --augment")
 
 
 def epoch_of(dataset) -> int:

@@ -12,7 +12,7 @@ import logging
 import torch
 from ddo.api import PAIR_KINDS, ModelWrapper, Option, nonneg_int, positive_float, positive_int
 
-from .augment import DihedralAugment, PhotometricAugment, augment_list
+from .augment import DihedralAugment, PhotometricAugment, augment_list, check_dihedral
 from .biharmonic import MAX_PIXELS, biharmonic_inpaint
 from .datasets import POINT_COORDS, FixedSparseMaskDataset, context_tensors, context_validity
 from .masks import OBSERVE_RULES, PATTERNS, MaskError, context_ratio_arg, mask_counts, ratio_range
@@ -117,6 +117,7 @@ class SparseConditioning(ModelWrapper):
         if "photometric" in self.augment:
             masked = PhotometricAugment(masked, self.seed)
         if "dihedral" in self.augment:
+            check_dihedral(self.augment, dataset)
             masked = DihedralAugment(masked, self.seed)
         return masked
 
@@ -270,15 +271,15 @@ class RouteConditioning(SparseConditioning):
 # trained with x0-mse-relative (README: the demo), the point-set keys, which serve any density, with its
 # x0-mse-ratio (README: "Any density, any resolution"); sparse-interp's inputs hold
 # no dense interpolation for that loss's weights, so it gets x0-mse-mixed, the same loss unweighted.
-# sparse-route's field pairs are scored per channel, so its loss weighs each channel of each image
-# (x0-mse-relative-l2; README: PDE tasks). The spec's keys (sparse-encoder, sparse-concat) and
+# sparse-route's field pairs are scored per channel, so its loss weighs each channel that the image's
+# task scores (x0-mse-scored-l2; README: PDE tasks). The spec's keys (sparse-encoder, sparse-concat) and
 # sparse-lift keep the host's eps and dsm.
 KEY_DEFAULTS = {
     "sparse-biharmonic": {"parameterization": "x0", "loss": "x0-mse-relative"},
     "sparse-setconv": {"parameterization": "x0", "loss": "x0-mse-ratio"},
     "sparse-attention": {"parameterization": "x0", "loss": "x0-mse-ratio"},
     "sparse-interp": {"parameterization": "x0", "loss": "x0-mse-mixed"},
-    "sparse-route": {"parameterization": "x0", "loss": "x0-mse-relative-l2"},
+    "sparse-route": {"parameterization": "x0", "loss": "x0-mse-scored-l2"},
 }
 
 WRAPPERS = {"sparse-encoder": EncoderConditioning, "sparse-concat": ConcatConditioning,

@@ -12,7 +12,7 @@ from ddo.api import (CHECKPOINT, LR_SCHEDULES, PARAMETERIZATIONS, UserError, ato
 from .calibration import SHRINKAGE_LIMIT, fit_calibration, load_calibration, save_calibration
 from .commands import dihedral_invariant, precision_name
 from .conditioning import INTERP_KEYS
-from .augment import augment_list
+from .augment import augment_list, check_dihedral
 from .evaluate import evaluate
 from .memory import check_reconstruction
 from .refiners import RESIDUAL_SCALES
@@ -116,6 +116,7 @@ def run_demo(args: dict) -> int:
                             fix="--precision bf16: {}; use --precision auto or fp32")
     flags, (key, step, steps) = _checked_flags(args, host, device)
     train_split = host.datasets.get(args["dataset"])(split="train", resolution=preset_value(DEMO_PRESET, "resolution"))
+    check_dihedral(args["augment"], train_split)
     config = resolve({**flags, "num_sample": 0, "channels": int(train_split[0]["image"].shape[0])}, DEMO_PRESET, host)
     t0 = time.monotonic()
     # on stdout, like the rest of the report: stderr holds nothing but a refusal's one line

@@ -611,6 +611,24 @@ def test_dihedral_augment_only_on_the_training_split_and_refuses_unknown_keys():
         BiharmonicInterpConditioning({"augment": "rot45"})
 
 
+def test_dihedral_augment_is_refused_for_fields_whose_law_it_changes():
+    """A rotated or reflected forced flow is no sample of its equation: the run is refused in one
+    line before anything is written; the field record is found through the trainer's flip wrapper."""
+    from ddo.api import UserError
+    from ddo.data import RandomFlip
+    from ddo_conditional.augment import DihedralAugment
+    from ddo_conditional.conditioning import BiharmonicInterpConditioning
+
+    wrapper = BiharmonicInterpConditioning({"augment": "dihedral", "resolution": 32})
+    forced, isotropic = Images(2), Images(2)
+    forced.field, isotropic.field = {"dihedral_invariant": False}, {"dihedral_invariant": True}
+    with pytest.raises(UserError, match="not invariant .* drop dihedral from --augment") as e:
+        wrapper.wrap_dataset(RandomFlip(forced, 0), "train")
+    assert "\n" not in str(e.value)
+    assert isinstance(wrapper.wrap_dataset(RandomFlip(isotropic, 0), "train"), DihedralAugment)
+    assert isinstance(wrapper.wrap_dataset(forced, "test"), FixedSparseMaskDataset)  # scoring never augments
+
+
 def test_photometric_augment_maps_image_and_context_alike():
     from ddo.data import RandomFlip
     from ddo_conditional.augment import PhotometricAugment

@@ -252,7 +252,6 @@ def test_the_scored_loss_counts_only_the_channels_each_task_scores():
     torch.testing.assert_close(scored_channels(mask, 2), torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]))
     torch.testing.assert_close(scored_channels(mask[:, :1], 2), torch.ones(3, 2))  # one shared mask: all observed
     kwargs = {"context_dense": x + route[:, :, None, None], "observation_mask": mask}
-    gen_sde.sample_timesteps = lambda b, device, dtype: torch.full((b,), 0.3)
     out = x0_mse_scored_l2_loss(floor=1e-8, t1_fraction=1.0)(gen_sde, {"image": x}, None, kwargs)["loss"]
     w = scored_channels(mask, 2) / (route ** 2 + 1e-8).sqrt()
     torch.testing.assert_close(out, (err ** 2 * w / w.mean()).mean(1))

@@ -6,7 +6,7 @@ from ddo.api import hookimpl
 from . import commands, demo
 from .conditioning import DENSE_KEYS, KEY_DEFAULTS, OPTIONS, SPARSE_KEYS, WRAPPERS, X0_OR_V
 from .losses import (query_dsm_loss, x0_mse_loss, x0_mse_mixed_loss, x0_mse_ratio_loss, x0_mse_relative_l2_loss,
-                     x0_mse_relative_loss, x0_mse_scored_l2_loss)
+                     x0_mse_relative_loss, x0_mse_scored_l2_loss, x0_mse_scored_l2_t1_loss)
 
 
 @hookimpl
@@ -33,6 +33,8 @@ def register_losses(register):
     register("x0-mse-relative-l2", x0_mse_relative_l2_loss,
              requires={"parameterization": X0_OR_V, "conditioning": DENSE_KEYS})
     register("x0-mse-scored-l2", x0_mse_scored_l2_loss,
+             requires={"parameterization": X0_OR_V, "conditioning": ("sparse-route",)})
+    register("x0-mse-scored-l2-t1", x0_mse_scored_l2_t1_loss,
              requires={"parameterization": X0_OR_V, "conditioning": ("sparse-route",)})
 
 

@@ -37,7 +37,7 @@ TRAIN = Spec("train", PAIRS(tiny_train_args("@new", "@images", "--iterations", "
     "--gp-length-scale": ("0.1",), "--gp-sigma": ("1",), "--timestep-sampler": ("uniform", "low_discrepancy"),
     "--weight-method": ("none", "min-snr"), "--parameterization": ("eps", "x0", "v"), "--x0-clip": X0_CLIPS,
     "--loss": ("dsm", "query-dsm", "x0-mse", "x0-mse-mixed", "x0-mse-relative", "x0-mse-relative-l2",
-                 "x0-mse-scored-l2"),
+                 "x0-mse-scored-l2", "x0-mse-scored-l2-t1"),
     "--conditioning": ("none", "sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp", "sparse-biharmonic",
                        "sparse-setconv", "sparse-attention", "sparse-route"), "--observe": ("tasks", "forward"),
     "--batch-size": ("2", "4"), "--grad-accum": ("1", "2"), "--bf16": None, "--lr": ("1e-3",), "--grad-clip": ("1", "0"),

@@ -136,9 +136,10 @@ def x0_mse_relative_l2_loss(floor: float = 1e-8, t1_fraction: float = 0.5, score
     def weights(x, model_kwargs):
         dense = model_kwargs.get("context_dense")
         if dense is None:
-            raise ValueError("loss x0-mse-relative-l2 weighs channels by the error of the estimate the network "
-                             "refines (context_dense); use it with --conditioning sparse-route, sparse-biharmonic, "
-                             "sparse-setconv or sparse-attention")
+            name, keys = (("x0-mse-scored-l2", "sparse-route") if scored_only else
+                          ("x0-mse-relative-l2", "sparse-route, sparse-biharmonic, sparse-setconv or sparse-attention"))
+            raise ValueError(f"loss {name} weighs channels by the error of the estimate the network refines "
+                             f"(context_dense); use it with --conditioning {keys}")
         w = 1.0 / (((dense - x) ** 2).flatten(2).mean(2) + floor).sqrt()
         return w * scored_channels(model_kwargs["observation_mask"], x.shape[1]) if scored_only else w
 
@@ -152,8 +153,9 @@ def x0_mse_scored_l2_loss(floor: float = 1e-8, t1_fraction: float = 0.5):
 
 def x0_mse_scored_l2_t1_loss(floor: float = 1e-8):
     """:func:`x0_mse_scored_l2_loss` with every term at ``t = 1``: the one-call posterior-mean estimate
-    trained alone. A network trained so has no samples to draw (times below 1 are never seen); it
-    learns its correction of the route in fewer steps (README: PDE tasks)."""
+    trained alone. A network trained so has no samples to draw (times below 1 are never seen). Measured
+    (README: PDE tasks): at 64x64 it learned its correction of the route in far fewer steps than with half
+    of each batch at ``t < 1``; at 128x128, 204 steps left it at the route."""
     return x0_mse_scored_l2_loss(floor=floor, t1_fraction=1.0)
 
 

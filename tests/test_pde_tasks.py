@@ -237,6 +237,7 @@ def test_the_relative_l2_loss_weighs_each_channel_by_its_routes_error():
 def test_the_scored_loss_counts_only_the_channels_each_task_scores():
     from types import SimpleNamespace
 
+    from ddo.plugins import load_host
     from ddo_conditional.losses import scored_channels, x0_mse_scored_l2_loss
 
     x = torch.zeros(3, 2, 2, 2)
@@ -256,8 +257,6 @@ def test_the_scored_loss_counts_only_the_channels_each_task_scores():
     w = scored_channels(mask, 2) / (route ** 2 + 1e-8).sqrt()
     torch.testing.assert_close(out, (err ** 2 * w / w.mean()).mean(1))
     assert float(out[0]) == pytest.approx(float((0.2 ** 2 * w[0, 1] / w.mean()) / 2))  # the kriged input does not count
-    from ddo.plugins import load_host
-
     t1_only = load_host().losses.get("x0-mse-scored-l2-t1")()  # every term at t = 1, whatever the sampler draws
     torch.testing.assert_close(t1_only(gen_sde, {"image": x}, None, kwargs)["loss"], out)
 

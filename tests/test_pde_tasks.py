@@ -174,6 +174,22 @@ def test_darcy_routes_solve_the_kriged_coefficient_and_beat_kriging_forward(smal
     assert float(err[1, 1]) < float(err[0, 1])  # the solved pressure beats co-kriging it from the coefficient's points
 
 
+def test_the_exact_input_floor_is_zero_on_the_solvers_grid_and_the_discretisation_below_it(small_pairs, monkeypatch):
+    from ddo_conditional.pde import exact_input_errors
+
+    monkeypatch.setitem(small_pairs.PAIR_SIZES, "navier-stokes-pair", (2, 2))
+    floors = {}
+    for kind in ("darcy-pair", "navier-stokes-pair"):
+        for res in (32, 128):
+            pairs = torch.from_numpy(small_pairs.to_physical(kind, small_pairs.load_pairs(kind, "test", res).images)).double()
+            floors[kind, res] = {t: e.tolist() for t, e in exact_input_errors(kind, pairs).items()}
+    assert set(floors["darcy-pair", 128]) == {"forward"} and set(floors["navier-stokes-pair", 128]) == {"forward", "inverse"}
+    for kind in ("darcy-pair", "navier-stokes-pair"):
+        assert max(floors[kind, 128]["forward"]) < 1e-5  # the data's own solver on its own grid
+        assert min(floors[kind, 32]["forward"]) > 1e-3   # a coarse grid's solve of the area-averaged input
+    assert min(floors["navier-stokes-pair", 128]["inverse"]) > 1e-3  # the modes the backward solve discards
+
+
 @pytest.mark.slow
 def test_reconstruct_task_scores_a_route_model_beside_the_classical_estimates(small_pairs, tmp_path, capsys):
     from ddo.cli import main

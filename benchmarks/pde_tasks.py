@@ -15,8 +15,10 @@ pairs with 500 points per observed channel drawn by each ``--mask-seed``, and at
 first seed (``at_64``: the same sensor count on a coarser grid). Methods on identical observations:
 ``ddo`` (the network's one-call posterior-mean estimate, refining the route), ``interpolation`` (the
 best classical route: :data:`ddo_conditional.pde.ROUTE_NOTES`), ``kriging`` (co-kriging of both
-channels from the observations; Darcy's coefficient thresholded) and, for the joint task,
-``biharmonic`` (each channel from its own points). Errors: mean relative L2 of the target fields (the solution for forward, the
+channels from the observations; Darcy's coefficient thresholded), for the joint task
+``biharmonic`` (each channel from its own points) and for Darcy's inverse and joint tasks
+``inversion`` (the coefficient fitted to the observations through the solver, `pde_inversion.py`; too
+slow to be the route the network refines, which stays the co-kriging). Errors: mean relative L2 of the target fields (the solution for forward, the
 input for inverse, both for joint), Darcy's coefficient as its thresholded error rate, in percent.
 Published numbers are printed beside them, labelled with who reported them (not run here).
 

@@ -12,8 +12,10 @@ best classical route through the physics where one exists: forward, the kriged i
 the solver (Navier-Stokes to ``T = 1``; Darcy's coefficient thresholded, then solved for the
 pressure); inverse Navier-Stokes, the kriged ``w1`` integrated backward with its low modes
 (:func:`ddo.api.ns_backward`); joint Navier-Stokes, that backward estimate's low modes of ``w0`` with
-the co-kriged ``w0``'s higher ones. Darcy's inverse and joint tasks have no such route: the route is
-the co-kriging there.
+the co-kriged ``w0``'s higher ones. Darcy's inverse and joint tasks have no such route that is cheap
+enough to compute for every training image: the route is the co-kriging there. For evaluation,
+:meth:`Routes.inversion` fits Darcy's coefficient to the observed pressures (and its own points, joint)
+through the solver.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch
 from ddo.api import (DARCY_DEFAULTS, NS_PAIR_DEFAULTS, NavierStokes2d, darcy_solve, load_pairs, ns_backward, ns_forcing, to_physical,
                      to_units)
 
+from .inversion import INVERSION_EVALUATIONS, darcy_invert
 from .kriging import EmpiricalGaussian, TorusGaussian, krige
 from .masks import OBSERVED
 
@@ -91,18 +94,33 @@ class Routes:
         train = load_pairs(kind, "train", resolution, progress=progress)
         return cls(kind, torch.from_numpy(to_physical(kind, train.images)))
 
-    def kriging(self, pixels: torch.Tensor, values: torch.Tensor, observed) -> torch.Tensor:
-        """Co-kriging ``(2, H, W)`` of both channels from ``values (K, 2)`` at flat ``pixels (K,)``, the
-        channels ``observed`` only; Darcy's coefficient thresholded."""
+    def _cokriged(self, pixels: torch.Tensor, values: torch.Tensor, observed) -> torch.Tensor:
         chans = [c for c in range(2) if observed[c]]
         ch = torch.tensor(chans).repeat_interleave(len(pixels))
         px = pixels.long().repeat(len(chans))
         est = krige(self.gaussian, ch, px, values[:, chans].T.reshape(-1), self.jitter)
+        if self.kind == "darcy-pair" and chans == [0]:
+            est[0] = krige(self.coefficient, torch.zeros_like(pixels).long(), pixels.long(), values[:, 0])[0]
+        return est
+
+    def kriging(self, pixels: torch.Tensor, values: torch.Tensor, observed) -> torch.Tensor:
+        """Co-kriging ``(2, H, W)`` of both channels from ``values (K, 2)`` at flat ``pixels (K,)``, the
+        channels ``observed`` only; Darcy's coefficient thresholded."""
+        est = self._cokriged(pixels, values, observed)
         if self.kind == "darcy-pair":
-            if chans == [0]:
-                est[0] = krige(self.coefficient, torch.zeros_like(pixels).long(), pixels.long(), values[:, 0])[0]
             est[0] = threshold(est[0])
         return est
+
+    def inversion(self, pixels: torch.Tensor, values: torch.Tensor, observed=(False, True),
+                  evaluations: int = INVERSION_EVALUATIONS) -> torch.Tensor:
+        """Darcy's inverse or joint task through its physics ``(2, H, W)``: the coefficient fitted to the
+        observed pressures and, where observed, to its own points
+        (:func:`~ddo_conditional.inversion.darcy_invert`, from the co-kriged coefficient), thresholded,
+        and the pressure it solves for. ``values (K, 2)`` as in :meth:`kriging`."""
+        start = self._cokriged(pixels, values, observed)[0]
+        known = (pixels, values[:, 0]) if observed[0] else None
+        a = threshold(darcy_invert(pixels, values[:, 1], start, evaluations, known))
+        return torch.stack([a, solve_forward(self.kind, a[None])[0]])
 
     def route(self, pixels: torch.Tensor, values: torch.Tensor, observed) -> torch.Tensor:
         """The best classical route ``(2, H, W)`` (see the module doc)."""

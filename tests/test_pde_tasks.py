@@ -205,11 +205,17 @@ def test_reconstruct_task_scores_a_route_model_beside_the_classical_estimates(sm
                  "150", "--out", str(out), "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["task"] == "joint" and m["points_per_channel"] == 150 and m["target_channels"] == ["a", "u"]
-    assert set(m["methods"]) == {"ddo", "interpolation", "kriging", "biharmonic"}
+    assert set(m["methods"]) == {"ddo", "interpolation", "kriging", "biharmonic", "inversion"}
     for method in m["methods"].values():
         assert len(method["per_image"]) == 3 and 0 <= method["error_percent"] < 100
     assert (out / "reconstructions.png").stat().st_size > 0
     assert "| joint | ddo |" in capsys.readouterr().out
+    inverse = tmp_path / "inverse"  # Darcy's inverse task adds the coefficient fitted through the solver
+    assert main(["reconstruct", "--checkpoint", ckpt, "--dataset", "darcy-pair", "--task", "inverse",
+                 "--points-per-channel", "150", "--out", str(inverse), "--no-progress"]) == 0
+    m = json.loads((inverse / "metrics.json").read_text())
+    assert set(m["methods"]) == {"ddo", "interpolation", "kriging", "inversion"}
+    assert "| inverse | inversion |" in capsys.readouterr().out
     bad = [(["--task", "forward", "--context-ratio", "0.1"], "drop --context-ratio"),
            (["--points-per-channel", "10"], "--points-per-channel sets the observations of a --task"),
            (["--task", "forward", "--points-per-channel", "5000"], "more than the 32x32 grid's 1024 pixels")]
@@ -335,3 +341,50 @@ def test_a_route_model_refuses_photometric_maps_in_one_line(small_pairs, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--augment photometric maps the observed values of a field pair" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_the_operator_is_the_solvers_matrix_and_the_adjoint_gradient_its_derivative():
+    from ddo.api import darcy_matrix
+    from ddo_conditional.inversion import apply_operator, misfit_and_gradient
+
+    gen = torch.Generator().manual_seed(0)
+    s = 10
+    a = 3 + 9 * torch.rand(s, s, generator=gen, dtype=torch.float64)
+    u = torch.zeros(s, s, dtype=torch.float64)
+    u[1:-1, 1:-1] = torch.randn(s - 2, s - 2, generator=gen, dtype=torch.float64)
+    direct = darcy_matrix(a.numpy()) @ u[1:-1, 1:-1].numpy().ravel()
+    np.testing.assert_allclose(apply_operator(a, u).numpy().ravel(), direct, rtol=1e-12)
+    phi = 0.5 * torch.randn(s, s, generator=gen, dtype=torch.float64)
+    pixels = torch.tensor([13, 25, 44, 51, 66, 78])
+    pressures = 0.01 * torch.rand(len(pixels), generator=gen, dtype=torch.float64)
+    for known in (None, (torch.tensor([23, 55]), torch.tensor([12.0, 3.0]))):  # joint: points of a too
+        _, grad = misfit_and_gradient(phi, pixels, pressures, known)
+        for i, j in ((2, 3), (5, 5), (7, 1), (0, 4)):  # (0, 4): a boundary node enters through its faces
+            step = torch.zeros_like(phi)
+            step[i, j] = 1e-6
+            fd = (misfit_and_gradient(phi + step, pixels, pressures, known)[0]
+                  - misfit_and_gradient(phi - step, pixels, pressures, known)[0]) / 2e-6
+            assert abs(fd - float(grad[i, j])) <= 1e-5 * max(abs(fd), 1e-8), (i, j, fd, float(grad[i, j]))
+
+
+def test_the_inversion_fits_the_pressures_and_finds_the_coefficient_better_than_its_start():
+    from ddo.api import darcy_solve
+    from ddo_conditional.inversion import darcy_invert, misfit_and_gradient
+
+    s = 24
+    yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+    truth = torch.where((yy - 9) ** 2 + (xx - 14) ** 2 < 36, 12.0, 3.0).double()
+    u = torch.from_numpy(darcy_solve(truth.numpy()))
+    pixels = torch.from_numpy(np.random.default_rng(0).choice(s * s, 200, replace=False))
+    start = torch.full((s, s), 7.0, dtype=torch.float64)
+    fitted = darcy_invert(pixels, u.flatten()[pixels], start, evaluations=60)
+    lo_phi = lambda a: torch.atanh(((a - 7.5) / 4.5).clamp(-0.999, 0.999)) * 0.5
+    before = misfit_and_gradient(lo_phi(start), pixels, u.flatten()[pixels])[0]
+    after = misfit_and_gradient(lo_phi(fitted), pixels, u.flatten()[pixels])[0]
+    assert after < 0.1 * before
+    assert float(error_rate(fitted[None], truth[None])) < 0.5 * float(error_rate(start[None], truth[None]))
+    # the joint task's points of the coefficient: fitted too, and the fit finds more of the disc
+    known = torch.from_numpy(np.random.default_rng(1).choice(s * s, 60, replace=False))
+    joint = darcy_invert(pixels, u.flatten()[pixels], start, evaluations=60, known=(known, truth.flatten()[known]))
+    assert torch.equal(torch.where(joint.flatten()[known] > 7.5, 12.0, 3.0).double(), truth.flatten()[known])
+    assert float(error_rate(joint[None], truth[None])) <= float(error_rate(fitted[None], truth[None]))

@@ -8,9 +8,10 @@ co-kriging that `pde_tasks.py` scores as Darcy's route there.
 The observations are `pde_tasks.py`'s (500 random points per observed channel on the 128x128 grid,
 drawn by each ``--mask-seed`` with the same mask dataset). ``inversion``:
 :meth:`ddo_conditional.pde.Routes.inversion` (L-BFGS from the co-kriged coefficient, at most
-``--evaluations`` solves, each one factorisation and two solves; the pressure solved from the thresholded
-coefficient). Scored like `pde_tasks.py`: the coefficient's error rate in percent (inverse), the mean of
-it and the pressure's relative L2 (joint), each channel beside it. Writes ``--json`` (default
+``--evaluations`` solves, each one factorisation and two solves, with a total-variation penalty; the
+pressure solved from the thresholded coefficient, its misfit at the observed pressures inpainted).
+Scored like `pde_tasks.py`: the coefficient's error rate in percent (inverse), the mean of it and the
+pressure's relative L2 (joint), each channel beside it. Writes ``--json`` (default
 ``benchmarks/results/pde_darcy_inversion.json``).
 """
 import argparse

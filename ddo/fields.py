@@ -212,5 +212,5 @@ def darcy(seed: int, indices, resolution: int = 64, alpha: float = 2.0, tau: flo
     return u.astype(np.float32), a.astype(np.float32)
 
 
-__all__ = ["NavierStokes2d", "navier_stokes", "navier_stokes_pair", "ns_backward", "NS_PAIR_DEFAULTS", "darcy", "darcy_solve", "periodic_grf", "sample_generator",
+__all__ = ["NavierStokes2d", "navier_stokes", "navier_stokes_pair", "ns_backward", "NS_PAIR_DEFAULTS", "darcy", "darcy_solve", "darcy_matrix", "periodic_grf", "sample_generator",
            "NS_DEFAULTS", "DARCY_DEFAULTS"]

@@ -25,6 +25,7 @@ import torch
 from ddo.api import (DARCY_DEFAULTS, NS_PAIR_DEFAULTS, NavierStokes2d, darcy_solve, load_pairs, ns_backward, ns_forcing, to_physical,
                      to_units)
 
+from .biharmonic import biharmonic_inpaint
 from .inversion import INVERSION_EVALUATIONS, darcy_invert
 from .kriging import EmpiricalGaussian, TorusGaussian, krige
 from .masks import OBSERVED
@@ -116,11 +117,19 @@ class Routes:
         """Darcy's inverse or joint task through its physics ``(2, H, W)``: the coefficient fitted to the
         observed pressures and, where observed, to its own points
         (:func:`~ddo_conditional.inversion.darcy_invert`, from the co-kriged coefficient), thresholded,
-        and the pressure it solves for. ``values (K, 2)`` as in :meth:`kriging`."""
+        and the pressure it solves for plus its misfit at the observed pressures inpainted (biharmonic,
+        0 on the boundary, where the solve is exact). ``values (K, 2)`` as in :meth:`kriging`."""
         start = self._cokriged(pixels, values, observed)[0]
         known = (pixels, values[:, 0]) if observed[0] else None
         a = threshold(darcy_invert(pixels, values[:, 1], start, evaluations, known))
-        return torch.stack([a, solve_forward(self.kind, a[None])[0]])
+        u = solve_forward(self.kind, a[None])[0]
+        h, w = u.shape
+        border = torch.cat([torch.arange(w), (h - 1) * w + torch.arange(w), torch.arange(1, h - 1) * w,
+                            torch.arange(1, h - 1) * w + w - 1])
+        inside = ~torch.isin(pixels.long(), border)
+        px = torch.cat([pixels.long()[inside], border])
+        misfit = torch.cat([values[inside, 1].double() - u.flatten()[px[:int(inside.sum())]], torch.zeros(len(border)).double()])
+        return torch.stack([a, u + biharmonic_inpaint(misfit[None, :, None], px[None], h, w)[0, 0]])
 
     def route(self, pixels: torch.Tensor, values: torch.Tensor, observed) -> torch.Tensor:
         """The best classical route ``(2, H, W)`` (see the module doc)."""

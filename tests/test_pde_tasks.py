@@ -174,6 +174,26 @@ def test_darcy_routes_solve_the_kriged_coefficient_and_beat_kriging_forward(smal
     assert float(err[1, 1]) < float(err[0, 1])  # the solved pressure beats co-kriging it from the coefficient's points
 
 
+def test_the_inversion_route_beats_co_kriging_and_its_pressure_honours_the_points(small_pairs):
+    from ddo_conditional.pde import Routes
+
+    routes = Routes.for_dataset("darcy-pair", 32)
+    test = torch.from_numpy(small_pairs.to_physical("darcy-pair", small_pairs.load_pairs("darcy-pair", "test", 32).images))
+    pixels = torch.from_numpy(np.random.default_rng(0).choice(32 * 32, 150, replace=False))
+    values = test[0].flatten(1)[:, pixels].T.double()
+    for observed in (OBSERVED["inverse"], OBSERVED["joint"]):
+        kriged, fitted = routes.kriging(pixels, values, observed), routes.inversion(pixels, values, observed, 40)
+        assert set(torch.unique(fitted[0]).tolist()) <= {3.0, 12.0}
+        err = task_errors("darcy-pair", torch.stack([kriged, fitted]), test[:1].double().expand(2, -1, -1, -1))
+        assert float(err[1, 0]) < float(err[0, 0]), observed  # the coefficient through the solver
+        solved = torch.from_numpy(fields.darcy_solve(fitted[0].numpy()))
+        at = lambda u: float((u.flatten()[pixels] - values[:, 1]).abs().mean())
+        assert at(fitted[1]) < 0.5 * at(solved)  # the inpainted misfit brings the pressure to its points
+        scored = lambda u: float(relative_l2(u[None, None], test[:1, 1:].double()))
+        assert scored(fitted[1]) < scored(solved)  # and nearer the truth between them
+    assert float(err[1, 1]) < float(err[0, 1])  # joint: the pressure too
+
+
 def test_the_exact_input_floor_is_zero_on_the_solvers_grid_and_the_discretisation_below_it(small_pairs, monkeypatch):
     from ddo_conditional.pde import exact_input_errors
 
@@ -357,14 +377,16 @@ def test_the_operator_is_the_solvers_matrix_and_the_adjoint_gradient_its_derivat
     phi = 0.5 * torch.randn(s, s, generator=gen, dtype=torch.float64)
     pixels = torch.tensor([13, 25, 44, 51, 66, 78])
     pressures = 0.01 * torch.rand(len(pixels), generator=gen, dtype=torch.float64)
-    for known in (None, (torch.tensor([23, 55]), torch.tensor([12.0, 3.0]))):  # joint: points of a too
-        _, grad = misfit_and_gradient(phi, pixels, pressures, known)
-        for i, j in ((2, 3), (5, 5), (7, 1), (0, 4)):  # (0, 4): a boundary node enters through its faces
+    # joint: points of a too; a strong total variation, whose gradient then dominates (9, 9: the last row
+    # and column, repeated by the differences)
+    for known, tv in ((None, 8e-7), ((torch.tensor([23, 55]), torch.tensor([12.0, 3.0])), 8e-7), (None, 1e-1)):
+        _, grad = misfit_and_gradient(phi, pixels, pressures, known, tv)
+        for i, j in ((2, 3), (5, 5), (7, 1), (0, 4), (9, 9), (9, 3)):  # (0, 4): a boundary node enters through its faces
             step = torch.zeros_like(phi)
             step[i, j] = 1e-6
-            fd = (misfit_and_gradient(phi + step, pixels, pressures, known)[0]
-                  - misfit_and_gradient(phi - step, pixels, pressures, known)[0]) / 2e-6
-            assert abs(fd - float(grad[i, j])) <= 1e-5 * max(abs(fd), 1e-8), (i, j, fd, float(grad[i, j]))
+            fd = (misfit_and_gradient(phi + step, pixels, pressures, known, tv)[0]
+                  - misfit_and_gradient(phi - step, pixels, pressures, known, tv)[0]) / 2e-6
+            assert abs(fd - float(grad[i, j])) <= 1e-5 * max(abs(fd), 1e-5), (i, j, fd, float(grad[i, j]))
 
 
 def test_the_inversion_fits_the_pressures_and_finds_the_coefficient_better_than_its_start():
@@ -379,8 +401,8 @@ def test_the_inversion_fits_the_pressures_and_finds_the_coefficient_better_than_
     start = torch.full((s, s), 7.0, dtype=torch.float64)
     fitted = darcy_invert(pixels, u.flatten()[pixels], start, evaluations=60)
     lo_phi = lambda a: torch.atanh(((a - 7.5) / 4.5).clamp(-0.999, 0.999)) * 0.5
-    before = misfit_and_gradient(lo_phi(start), pixels, u.flatten()[pixels])[0]
-    after = misfit_and_gradient(lo_phi(fitted), pixels, u.flatten()[pixels])[0]
+    before = misfit_and_gradient(lo_phi(start), pixels, u.flatten()[pixels], tv=0.0)[0]
+    after = misfit_and_gradient(lo_phi(fitted), pixels, u.flatten()[pixels], tv=0.0)[0]
     assert after < 0.1 * before
     assert float(error_rate(fitted[None], truth[None])) < 0.5 * float(error_rate(start[None], truth[None]))
     # the joint task's points of the coefficient: fitted too, and the fit finds more of the disc

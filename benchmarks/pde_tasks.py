@@ -14,12 +14,13 @@ choice) with 500 observed points per channel, evaluated at 128x128 on the first 
 pairs with 500 points per observed channel drawn by each ``--mask-seed``, and at 64x64 with the
 first seed (``at_64``: the same sensor count on a coarser grid). Methods on identical observations:
 ``ddo`` (the network's one-call posterior-mean estimate, refining the route), ``interpolation`` (the
-best classical route: :data:`ddo_conditional.pde.ROUTE_NOTES`), ``kriging`` (co-kriging of both
-channels from the observations; Darcy's coefficient thresholded), for the joint task
-``biharmonic`` (each channel from its own points) and for Darcy's inverse and joint tasks
-``inversion`` (the coefficient fitted to the observations through the solver, `pde_inversion.py`; too
-slow to be the route the network refines, which stays the co-kriging). Errors: mean relative L2 of the target fields (the solution for forward, the
-input for inverse, both for joint), Darcy's coefficient as its thresholded error rate, in percent.
+best classical route: :data:`ddo_conditional.pde.ROUTE_NOTES`), ``kriging`` (co-kriging of both channels
+from the observations; Darcy's coefficient thresholded), for the joint task ``biharmonic`` (each channel
+from its own points), for Darcy's inverse and joint tasks ``inversion`` (the coefficient fitted to the
+observations through the solver) and for its forward task ``posterior`` (the exact posterior mean of the
+pressure), both in `pde_darcy.py` and too slow to be the route the network refines. Errors: mean
+relative L2 of the target fields (the solution for forward, the input for inverse, both for joint),
+Darcy's coefficient as its thresholded error rate, in percent.
 Published numbers are printed beside them, labelled with who reported them (not run here).
 
 Writes ``--json`` (default ``benchmarks/results/pde_tasks.json``) and ``--figure`` (default

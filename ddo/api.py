@@ -21,7 +21,8 @@ pytest's plugins use ``pytest`` and not ``_pytest``. Groups:
 - PDE fields: :func:`load_pairs` and the pair datasets' units (:func:`to_physical`, :func:`to_units`,
   :data:`PAIR_KINDS`, :data:`PAIR_CHANNELS`), the solvers :class:`NavierStokes2d`, :func:`ns_forcing`,
   :func:`ns_backward`, :data:`NS_PAIR_DEFAULTS`, :func:`darcy_solve`, :func:`darcy_matrix` and
-  :data:`DARCY_DEFAULTS`;
+  :data:`DARCY_DEFAULTS`; the Gaussian random fields they start from, :func:`periodic_grf`, drawn
+  with :func:`sample_generator`;
 - memory guards: :func:`guard`, :class:`Knob`, :func:`network_bytes`, :func:`images_bytes`, :func:`sampling_rows`;
 - flag types: :func:`positive_int`, :func:`nonneg_int`, :func:`seed_int`, :func:`positive_float`,
   :data:`BF16_INFERENCE_HELP`; :func:`check_resolution` (a grid too small for the network).
@@ -36,7 +37,8 @@ from .config import DEFAULTS, LR_SCHEDULES, PRESETS, resolve
 from .data import count_images, dihedral_invariant, load_image_folder
 from .diffusion import PARAMETERIZATIONS, DenoisingDiffusion
 from .errors import NumericalError, UserError, WriteError, check_finite
-from .fields import DARCY_DEFAULTS, NS_PAIR_DEFAULTS, NavierStokes2d, darcy_matrix, darcy_solve, ns_backward, ns_forcing
+from .fields import (DARCY_DEFAULTS, NS_PAIR_DEFAULTS, NavierStokes2d, darcy_matrix, darcy_solve, ns_backward, ns_forcing,
+                     periodic_grf, sample_generator)
 from .hookspecs import hookimpl
 from .memory import Knob, guard, images_bytes, network_bytes, sampling_rows
 from .models import FNOUNet2d, LiftedNetwork, coordinate_grid, count_parameters
@@ -68,4 +70,5 @@ __all__ = ["hookimpl", "Option", "ModelWrapper", "UserError", "NumericalError", 
            "positive_float", "WriteError", "check_out_dir", "check_out_file", "seed_int", "check_resolution", "validate", "count_images", "dihedral_invariant", "guard", "Knob", "network_bytes",
            "images_bytes", "sampling_rows", "PAIR_CHANNELS", "PAIR_KINDS", "load_pairs", "to_physical", "to_units",
            "NS_PAIR_DEFAULTS", "DARCY_DEFAULTS", "NavierStokes2d", "darcy_solve", "darcy_matrix", "ns_backward",
+           "periodic_grf", "sample_generator",
            "ns_forcing"]

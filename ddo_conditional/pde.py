@@ -28,6 +28,7 @@ from ddo.api import (DARCY_DEFAULTS, NS_PAIR_DEFAULTS, NavierStokes2d, darcy_sol
 from .biharmonic import biharmonic_inpaint
 from .inversion import INVERSION_EVALUATIONS, darcy_invert
 from .kriging import EmpiricalGaussian, TorusGaussian, krige
+from .posterior import POSTERIOR_SAMPLES, darcy_posterior, latent_model
 from .masks import OBSERVED
 
 DARCY_LEVELS = (DARCY_DEFAULTS["low"], DARCY_DEFAULTS["high"])  # the coefficient's two values
@@ -79,7 +80,7 @@ class Routes:
     """The classical estimates of ``kind`` at one resolution, from the training fields (see the module doc)."""
 
     def __init__(self, kind: str, train_fields: torch.Tensor, dt: float = NS_PAIR_DEFAULTS["dt"]):
-        self.kind, self.dt = kind, dt
+        self.kind, self.dt, self._latent = kind, dt, None
         self.h, self.w = train_fields.shape[-2:]
         if kind == "navier-stokes-pair":  # periodic and stationary about the forcing's mean response
             self.gaussian, self.jitter, self.coefficient = TorusGaussian.fit(train_fields), 1e-8, None
@@ -130,6 +131,14 @@ class Routes:
         px = torch.cat([pixels.long()[inside], border])
         misfit = torch.cat([values[inside, 1].double() - u.flatten()[px[:int(inside.sum())]], torch.zeros(len(border)).double()])
         return torch.stack([a, u + biharmonic_inpaint(misfit[None, :, None], px[None], h, w)[0, 0]])
+
+    def posterior(self, pixels: torch.Tensor, values: torch.Tensor, samples: int = POSTERIOR_SAMPLES) -> torch.Tensor:
+        """Darcy's forward task by its exact posterior ``(2, H, W)``: the majority coefficient and the
+        posterior-mean pressure given the coefficient's points (:func:`~ddo_conditional.posterior.darcy_posterior`;
+        the latent field's model fitted once per grid). ``values (K, 2)``, the coefficient in channel 0."""
+        if self._latent is None:
+            self._latent = latent_model(self.h)
+        return darcy_posterior(self._latent, pixels, values[:, 0], samples)
 
     def route(self, pixels: torch.Tensor, values: torch.Tensor, observed) -> torch.Tensor:
         """The best classical route ``(2, H, W)`` (see the module doc)."""

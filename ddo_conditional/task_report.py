@@ -6,7 +6,7 @@ import torch
 from .report import diverging
 from .tasks import TARGETS, TaskEvaluation
 
-METHOD_ORDER = ("ddo", "interpolation", "inversion", "kriging", "biharmonic")
+METHOD_ORDER = ("ddo", "interpolation", "inversion", "posterior", "kriging", "biharmonic")
 ERROR_GAIN = 5.0  # the error row is drawn 5x stronger than the fields: a few percent is visible
 
 

@@ -194,6 +194,41 @@ def test_the_inversion_route_beats_co_kriging_and_its_pressure_honours_the_point
     assert float(err[1, 1]) < float(err[0, 1])  # joint: the pressure too
 
 
+def test_sign_gibbs_draws_the_truncated_normal():
+    from ddo_conditional.posterior import sign_gibbs
+
+    cov = np.array([[1.0, 0.8], [0.8, 1.0]])
+    draws = sign_gibbs(cov, np.array([1.0, -1.0]), 2000, 20000, seed=3)
+    assert draws.shape == (2000, 2) and (draws[:, 0] > 0).all() and (draws[:, 1] < 0).all()
+    x = np.random.default_rng(0).multivariate_normal([0, 0], cov, 400000)
+    x = x[(x[:, 0] > 0) & (x[:, 1] < 0)]  # the same law by rejection
+    np.testing.assert_allclose(draws.mean(0), x.mean(0), atol=0.03)
+    np.testing.assert_allclose(draws.std(0), x.std(0), atol=0.03)
+    np.testing.assert_array_equal(draws, sign_gibbs(cov, np.array([1.0, -1.0]), 2000, 20000, seed=3))
+    # the law of c g is c times g's: the sampler's every step scales with the field (its start included:
+    # a start far out in the tails leaves many correlated coordinates slow to come in)
+    np.testing.assert_allclose(sign_gibbs(1e-6 * cov, np.array([1.0, -1.0]), 20, 40, seed=3),
+                               1e-3 * sign_gibbs(cov, np.array([1.0, -1.0]), 20, 40, seed=3), rtol=1e-9, atol=0)
+    # neighbours of opposite signs, correlated 1 - 1e-6: each one's side lies hundreds of deviations out
+    tight = sign_gibbs(np.array([[1.0, 1 - 1e-6], [1 - 1e-6, 1.0]]), np.array([1.0, -1.0]), 50, 200, seed=0)
+    assert np.isfinite(tight).all() and (tight[:, 0] > 0).all() and (tight[:, 1] < 0).all()
+
+
+def test_the_posterior_keeps_the_observed_coefficient_and_is_reproducible(small_pairs):
+    from ddo_conditional.pde import Routes
+
+    routes = Routes.for_dataset("darcy-pair", 32)
+    test = torch.from_numpy(small_pairs.to_physical("darcy-pair", small_pairs.load_pairs("darcy-pair", "test", 32).images))
+    truth = torch.where(test[0, 0] > 7.5, 12.0, 3.0).double()  # the 32x32 copy is area-averaged
+    pixels = torch.from_numpy(np.random.default_rng(0).choice(32 * 32, 100, replace=False))
+    values = torch.stack([truth.flatten()[pixels], test[0, 1].flatten()[pixels].double()], 1)
+    est = routes.posterior(pixels, values, samples=8)
+    assert est.shape == (2, 32, 32) and set(torch.unique(est[0]).tolist()) <= {3.0, 12.0}
+    torch.testing.assert_close(est[0].flatten()[pixels], values[:, 0])  # every draw honours the observed signs
+    assert float(est[1].abs().max()) > 0 and float(est[1][0].abs().max()) == 0.0  # a pressure, 0 on the boundary
+    torch.testing.assert_close(routes.posterior(pixels, values, samples=8), est, rtol=0, atol=0)
+
+
 def test_the_exact_input_floor_is_zero_on_the_solvers_grid_and_the_discretisation_below_it(small_pairs, monkeypatch):
     from ddo_conditional.pde import exact_input_errors
 
@@ -230,6 +265,10 @@ def test_reconstruct_task_scores_a_route_model_beside_the_classical_estimates(sm
         assert len(method["per_image"]) == 3 and 0 <= method["error_percent"] < 100
     assert (out / "reconstructions.png").stat().st_size > 0
     assert "| joint | ddo |" in capsys.readouterr().out
+    forward = tmp_path / "forward"  # Darcy's forward task adds the exact posterior mean
+    assert main(["reconstruct", "--checkpoint", ckpt, "--dataset", "darcy-pair", "--task", "forward",
+                 "--points-per-channel", "150", "--out", str(forward), "--no-progress"]) == 0
+    assert set(json.loads((forward / "metrics.json").read_text())["methods"]) == {"ddo", "interpolation", "kriging", "posterior"}
     inverse = tmp_path / "inverse"  # Darcy's inverse task adds the coefficient fitted through the solver
     assert main(["reconstruct", "--checkpoint", ckpt, "--dataset", "darcy-pair", "--task", "inverse",
                  "--points-per-channel", "150", "--out", str(inverse), "--no-progress"]) == 0

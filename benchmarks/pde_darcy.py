@@ -1,5 +1,5 @@
 """Darcy's three tasks through the solver, beside the classical estimates of `pde_tasks.py`: forward, the
-exact posterior mean of the pressure given the coefficient's 500 points beside the route (kriged
+posterior mean of the pressure given the coefficient's 500 points beside the route (kriged
 coefficient, thresholded, solved); inverse and joint, the coefficient fitted to the 500 observed
 pressures (joint: and to its own 500 points) by adjoint gradients through the solver beside co-kriging.
 

@@ -17,7 +17,7 @@ first seed (``at_64``: the same sensor count on a coarser grid). Methods on iden
 best classical route: :data:`ddo_conditional.pde.ROUTE_NOTES`), ``kriging`` (co-kriging of both channels
 from the observations; Darcy's coefficient thresholded), for the joint task ``biharmonic`` (each channel
 from its own points), for Darcy's inverse and joint tasks ``inversion`` (the coefficient fitted to the
-observations through the solver) and for its forward task ``posterior`` (the exact posterior mean of the
+observations through the solver) and for its forward task ``posterior`` (the posterior mean of the
 pressure), both in `pde_darcy.py` and too slow to be the route the network refines. Errors: mean
 relative L2 of the target fields (the solution for forward, the input for inverse, both for joint),
 Darcy's coefficient as its thresholded error rate, in percent.

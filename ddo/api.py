@@ -19,7 +19,7 @@ pytest's plugins use ``pytest`` and not ``_pytest``. Groups:
   :func:`count_images`, :class:`WriteError` (a write the machine refused: one line, exit code 1), :func:`check_out_dir`,
   :func:`check_out_file`;
 - PDE fields: :func:`load_pairs` and the pair datasets' units (:func:`to_physical`, :func:`to_units`,
-  :data:`PAIR_KINDS`, :data:`PAIR_CHANNELS`), the solvers :class:`NavierStokes2d`, :func:`ns_forcing`,
+  :data:`PAIR_KINDS`, :data:`PAIR_CHANNELS`, the grid they are generated on :data:`PAIR_NATIVE`), the solvers :class:`NavierStokes2d`, :func:`ns_forcing`,
   :func:`ns_backward`, :data:`NS_PAIR_DEFAULTS`, :func:`darcy_solve`, :func:`darcy_matrix` and
   :data:`DARCY_DEFAULTS`; the Gaussian random fields they start from, :func:`periodic_grf`, drawn
   with :func:`sample_generator`;
@@ -43,7 +43,7 @@ from .hookspecs import hookimpl
 from .memory import Knob, guard, images_bytes, network_bytes, sampling_rows
 from .models import FNOUNet2d, LiftedNetwork, coordinate_grid, count_parameters
 from .options import Option, validate
-from .pairs import PAIR_CHANNELS, PAIR_KINDS, load_pairs, to_physical, to_units
+from .pairs import PAIR_CHANNELS, PAIR_KINDS, PAIR_NATIVE, load_pairs, to_physical, to_units
 from .paths import check_out_dir, check_out_file
 from .progress import progress_bar
 from .rng import RowGenerators, randn, stream_seed
@@ -68,7 +68,7 @@ __all__ = ["hookimpl", "Option", "ModelWrapper", "UserError", "NumericalError", 
            "set_inference_dtype", "inference_dtype", "resolve_device", "sampling_choice", "atomic_write",
            "save_grid", "progress_bar", "load_image_folder", "BF16_INFERENCE_HELP", "positive_int", "nonneg_int",
            "positive_float", "WriteError", "check_out_dir", "check_out_file", "seed_int", "check_resolution", "validate", "count_images", "dihedral_invariant", "guard", "Knob", "network_bytes",
-           "images_bytes", "sampling_rows", "PAIR_CHANNELS", "PAIR_KINDS", "load_pairs", "to_physical", "to_units",
+           "images_bytes", "sampling_rows", "PAIR_CHANNELS", "PAIR_KINDS", "PAIR_NATIVE", "load_pairs", "to_physical", "to_units",
            "NS_PAIR_DEFAULTS", "DARCY_DEFAULTS", "NavierStokes2d", "darcy_solve", "darcy_matrix", "ns_backward",
            "periodic_grf", "sample_generator",
            "ns_forcing"]

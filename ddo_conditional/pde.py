@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from ddo.api import (DARCY_DEFAULTS, NS_PAIR_DEFAULTS, NavierStokes2d, darcy_solve, load_pairs, ns_backward, ns_forcing, to_physical,
+from ddo.api import (DARCY_DEFAULTS, NS_PAIR_DEFAULTS, PAIR_NATIVE, NavierStokes2d, darcy_solve, load_pairs, ns_backward, ns_forcing, to_physical,
                      to_units)
 
 from .biharmonic import biharmonic_inpaint
@@ -133,9 +133,12 @@ class Routes:
         return torch.stack([a, u + biharmonic_inpaint(misfit[None, :, None], px[None], h, w)[0, 0]])
 
     def posterior(self, pixels: torch.Tensor, values: torch.Tensor, samples: int = POSTERIOR_SAMPLES) -> torch.Tensor:
-        """Darcy's forward task by its exact posterior ``(2, H, W)``: the majority coefficient and the
+        """Darcy's forward task by its posterior ``(2, H, W)``: the majority coefficient and the
         posterior-mean pressure given the coefficient's points (:func:`~ddo_conditional.posterior.darcy_posterior`;
-        the latent field's model fitted once per grid). ``values (K, 2)``, the coefficient in channel 0."""
+        the latent field's model fitted once). ``values (K, 2)``, the coefficient in channel 0. On the
+        grid the pairs are generated on only (:data:`ddo.api.PAIR_NATIVE`), where it is two-valued."""
+        if self.h != PAIR_NATIVE:
+            raise ValueError(f"the posterior holds on the {PAIR_NATIVE}x{PAIR_NATIVE} grid of the pairs, not {self.h}x{self.w}")
         if self._latent is None:
             self._latent = latent_model(self.h)
         return darcy_posterior(self._latent, pixels, values[:, 0], samples)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from ddo.api import to_physical
+from ddo.api import PAIR_NATIVE, to_physical
 
 from .batches import batches
 from .biharmonic import biharmonic_inpaint
@@ -52,7 +52,7 @@ def _classical(routes: Routes, batch, task: str) -> dict:
     """``{method: (physical estimates (B, 2, H, W), seconds)}``: co-kriging, for the joint task the
     biharmonic inpainting of each channel from its own points, for Darcy's inverse and joint tasks the
     coefficient fitted to the observations through the solver (``inversion``, :meth:`Routes.inversion`)
-    and for Darcy's forward task the exact posterior mean (``posterior``, :meth:`Routes.posterior`)."""
+    and for Darcy's forward task on the pairs' own grid the posterior mean (``posterior``, :meth:`Routes.posterior`)."""
     items, kind, observed = batch.items, routes.kind, OBSERVED[task]
     counts = items.get("context_count", torch.full((len(items["index"]),), items["context_indices"].shape[1]))
     pixels = [items["context_indices"][b, :int(counts[b])] for b in range(len(counts))]
@@ -65,7 +65,7 @@ def _classical(routes: Routes, batch, task: str) -> dict:
         t0 = time.perf_counter()
         est = torch.stack([biharmonic_inpaint(v[None].float(), p[None], h, w)[0] for p, v in zip(pixels, values)])
         out["biharmonic"] = (est.double(), time.perf_counter() - t0)
-    if kind == "darcy-pair" and task == "forward":
+    if kind == "darcy-pair" and task == "forward" and routes.h == PAIR_NATIVE:
         t0 = time.perf_counter()
         out["posterior"] = (torch.stack([routes.posterior(p, v) for p, v in zip(pixels, values)]), time.perf_counter() - t0)
     if kind == "darcy-pair" and task != "forward":
@@ -85,8 +85,8 @@ def evaluate_task(kind: str, task: str, dataset, wrapper, reconstructor, limit: 
     """Every method on the first ``limit`` images of ``dataset`` (a masked pair dataset observing
     ``task``): ``kriging``, ``interpolation`` (the classical route the network refines, computed once for
     both), ``biharmonic`` (joint only), ``inversion`` (Darcy inverse and joint), ``posterior`` (Darcy
-    forward) and ``ddo``, the model's posterior-mean estimate, or with ``samples`` the mean of the plan's
-    samples (their std then in the figure)."""
+    forward, 128x128) and ``ddo``, the model's posterior-mean estimate, or with ``samples`` the mean of
+    the plan's samples (their std then in the figure)."""
     routes = wrapper.routes.routes_at(dataset[0]["image"].shape[-1])
     errors: dict = {}
     seconds: dict = {}

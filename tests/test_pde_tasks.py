@@ -216,17 +216,26 @@ def test_sign_gibbs_draws_the_truncated_normal():
 
 def test_the_posterior_keeps_the_observed_coefficient_and_is_reproducible(small_pairs):
     from ddo_conditional.pde import Routes
+    from ddo_conditional.posterior import darcy_posterior
 
-    routes = Routes.for_dataset("darcy-pair", 32)
-    test = torch.from_numpy(small_pairs.to_physical("darcy-pair", small_pairs.load_pairs("darcy-pair", "test", 32).images))
-    truth = torch.where(test[0, 0] > 7.5, 12.0, 3.0).double()  # the 32x32 copy is area-averaged
-    pixels = torch.from_numpy(np.random.default_rng(0).choice(32 * 32, 100, replace=False))
-    values = torch.stack([truth.flatten()[pixels], test[0, 1].flatten()[pixels].double()], 1)
-    est = routes.posterior(pixels, values, samples=8)
-    assert est.shape == (2, 32, 32) and set(torch.unique(est[0]).tolist()) <= {3.0, 12.0}
+    routes = Routes.for_dataset("darcy-pair", 128)  # the pairs' own grid, where the coefficient is two-valued
+    test = torch.from_numpy(small_pairs.to_physical("darcy-pair", small_pairs.load_pairs("darcy-pair", "test", 128).images))
+    pixels = torch.from_numpy(np.random.default_rng(0).choice(128 * 128, 100, replace=False))
+    values = test[0].flatten(1)[:, pixels].T.double()
+    est = routes.posterior(pixels, values, samples=4)
+    assert est.shape == (2, 128, 128) and set(torch.unique(est[0]).tolist()) <= {3.0, 12.0}
     torch.testing.assert_close(est[0].flatten()[pixels], values[:, 0])  # every draw honours the observed signs
     assert float(est[1].abs().max()) > 0 and float(est[1][0].abs().max()) == 0.0  # a pressure, 0 on the boundary
-    torch.testing.assert_close(routes.posterior(pixels, values, samples=8), est, rtol=0, atol=0)
+    torch.testing.assert_close(routes.posterior(pixels, values, samples=4), est, rtol=0, atol=0)  # a pure function
+    other = routes.posterior(pixels[1:], values[1:], samples=4)  # other observations: other draws
+    assert not torch.equal(other[1], est[1])
+    twice = darcy_posterior(routes._latent, torch.cat([pixels, pixels[:5]]), torch.cat([values[:, 0], values[:5, 0]]), 4)
+    torch.testing.assert_close(twice, est, rtol=0, atol=0)  # a pixel observed twice is one observation
+    coarse = Routes.for_dataset("darcy-pair", 32)
+    with pytest.raises(ValueError, match="holds on the 128x128 grid of the pairs, not 32x32"):
+        coarse.posterior(pixels[:10] % 1024, values[:10])
+    with pytest.raises(ValueError, match="the coefficient's two values"):
+        darcy_posterior(routes._latent, pixels[:3], torch.tensor([3.0, 7.5, 12.0]), 4)
 
 
 def test_the_exact_input_floor_is_zero_on_the_solvers_grid_and_the_discretisation_below_it(small_pairs, monkeypatch):
@@ -265,10 +274,11 @@ def test_reconstruct_task_scores_a_route_model_beside_the_classical_estimates(sm
         assert len(method["per_image"]) == 3 and 0 <= method["error_percent"] < 100
     assert (out / "reconstructions.png").stat().st_size > 0
     assert "| joint | ddo |" in capsys.readouterr().out
-    forward = tmp_path / "forward"  # Darcy's forward task adds the exact posterior mean
+    forward = tmp_path / "forward"
     assert main(["reconstruct", "--checkpoint", ckpt, "--dataset", "darcy-pair", "--task", "forward",
                  "--points-per-channel", "150", "--out", str(forward), "--no-progress"]) == 0
-    assert set(json.loads((forward / "metrics.json").read_text())["methods"]) == {"ddo", "interpolation", "kriging", "posterior"}
+    # the posterior holds on the pairs' own 128x128 grid only: at 32x32 it is not scored
+    assert set(json.loads((forward / "metrics.json").read_text())["methods"]) == {"ddo", "interpolation", "kriging"}
     inverse = tmp_path / "inverse"  # Darcy's inverse task adds the coefficient fitted through the solver
     assert main(["reconstruct", "--checkpoint", ckpt, "--dataset", "darcy-pair", "--task", "inverse",
                  "--points-per-channel", "150", "--out", str(inverse), "--no-progress"]) == 0

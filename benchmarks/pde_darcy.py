@@ -30,9 +30,9 @@ from ddo.api import atomic_write, save_grid, to_physical
 from ddo.plugins import load_host
 from ddo_conditional.datasets import FixedSparseMaskDataset
 from ddo_conditional.inversion import INVERSION_EVALUATIONS
-from ddo_conditional.posterior import POSTERIOR_SAMPLES
 from ddo_conditional.masks import OBSERVED
 from ddo_conditional.pde import Routes, physical_values, task_errors
+from ddo_conditional.posterior import POSTERIOR_SAMPLES
 from ddo_conditional.report import diverging
 
 KIND, POINTS, RES = "darcy-pair", 500, 128

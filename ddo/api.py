@@ -19,10 +19,10 @@ pytest's plugins use ``pytest`` and not ``_pytest``. Groups:
   :func:`count_images`, :class:`WriteError` (a write the machine refused: one line, exit code 1), :func:`check_out_dir`,
   :func:`check_out_file`;
 - PDE fields: :func:`load_pairs` and the pair datasets' units (:func:`to_physical`, :func:`to_units`,
-  :data:`PAIR_KINDS`, :data:`PAIR_CHANNELS`, the grid they are generated on :data:`PAIR_NATIVE`), the solvers :class:`NavierStokes2d`, :func:`ns_forcing`,
-  :func:`ns_backward`, :data:`NS_PAIR_DEFAULTS`, :func:`darcy_solve`, :func:`darcy_matrix` and
-  :data:`DARCY_DEFAULTS`; the Gaussian random fields they start from, :func:`periodic_grf`, drawn
-  with :func:`sample_generator`;
+  :data:`PAIR_KINDS`, :data:`PAIR_CHANNELS`, the grid they are generated on :data:`PAIR_NATIVE`), the
+  solvers :class:`NavierStokes2d`, :func:`ns_forcing`, :func:`ns_backward`, :data:`NS_PAIR_DEFAULTS`,
+  :func:`darcy_solve`, :func:`darcy_matrix` and :data:`DARCY_DEFAULTS`; the Gaussian random fields they
+  start from, :func:`periodic_grf`, drawn with :func:`sample_generator`;
 - memory guards: :func:`guard`, :class:`Knob`, :func:`network_bytes`, :func:`images_bytes`, :func:`sampling_rows`;
 - flag types: :func:`positive_int`, :func:`nonneg_int`, :func:`seed_int`, :func:`positive_float`,
   :data:`BF16_INFERENCE_HELP`; :func:`check_resolution` (a grid too small for the network).
@@ -70,5 +70,4 @@ __all__ = ["hookimpl", "Option", "ModelWrapper", "UserError", "NumericalError", 
            "positive_float", "WriteError", "check_out_dir", "check_out_file", "seed_int", "check_resolution", "validate", "count_images", "dihedral_invariant", "guard", "Knob", "network_bytes",
            "images_bytes", "sampling_rows", "PAIR_CHANNELS", "PAIR_KINDS", "PAIR_NATIVE", "load_pairs", "to_physical", "to_units",
            "NS_PAIR_DEFAULTS", "DARCY_DEFAULTS", "NavierStokes2d", "darcy_solve", "darcy_matrix", "ns_backward",
-           "periodic_grf", "sample_generator",
-           "ns_forcing"]
+           "ns_forcing", "periodic_grf", "sample_generator"]

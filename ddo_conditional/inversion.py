@@ -55,14 +55,14 @@ def misfit_and_gradient(phi: torch.Tensor, pixels: torch.Tensor, pressures: torc
 
     s = phi.shape[-1]
     phi = phi.detach().requires_grad_(True)
-    a = coefficient(phi)
+    t = torch.tanh(phi / INVERSION_WIDTH)  # the coefficient's shape, in [-1, 1]
+    a = _from_shape(t)
     lu = splu(darcy_matrix(a.detach().numpy()).tocsc())
     u = _solve(lu, np.ones((s, s)), s)
     scale = float((pressures ** 2).sum()) or 1.0
     resid = u.flatten()[pixels] - pressures
     dj_du = torch.zeros(s * s, dtype=torch.float64).index_add_(0, pixels, resid / scale)
     lam = _solve(lu, dj_du.reshape(s, s).numpy(), s)
-    t = torch.tanh(phi / INVERSION_WIDTH)
     padded = torch.cat([t, t[-1:]], 0)
     padded = torch.cat([padded, padded[:, -1:]], 1)
     dy, dx = padded[1:, :-1] - t, padded[:-1, 1:] - t
@@ -79,9 +79,13 @@ def misfit_and_gradient(phi: torch.Tensor, pixels: torch.Tensor, pressures: torc
     return j, phi.grad
 
 
-def coefficient(phi: torch.Tensor) -> torch.Tensor:
+def _from_shape(t: torch.Tensor) -> torch.Tensor:
     lo, hi = DARCY_DEFAULTS["low"], DARCY_DEFAULTS["high"]
-    return (hi + lo) / 2 + (hi - lo) / 2 * torch.tanh(phi / INVERSION_WIDTH)
+    return (hi + lo) / 2 + (hi - lo) / 2 * t
+
+
+def coefficient(phi: torch.Tensor) -> torch.Tensor:
+    return _from_shape(torch.tanh(phi / INVERSION_WIDTH))
 
 
 def darcy_invert(pixels: torch.Tensor, pressures: torch.Tensor, start: torch.Tensor,

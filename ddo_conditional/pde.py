@@ -15,7 +15,7 @@ pressure); inverse Navier-Stokes, the kriged ``w1`` integrated backward with its
 the co-kriged ``w0``'s higher ones. Darcy's inverse and joint tasks have no such route that is cheap
 enough to compute for every training image: the route is the co-kriging there. For evaluation,
 :meth:`Routes.inversion` fits Darcy's coefficient to the observed pressures (and its own points, joint)
-through the solver.
+through the solver, and :meth:`Routes.posterior` gives the forward task's posterior-mean pressure.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from ddo.api import (DARCY_DEFAULTS, NS_PAIR_DEFAULTS, PAIR_NATIVE, NavierStokes
 from .biharmonic import biharmonic_inpaint
 from .inversion import INVERSION_EVALUATIONS, darcy_invert
 from .kriging import EmpiricalGaussian, TorusGaussian, krige
-from .posterior import POSTERIOR_SAMPLES, darcy_posterior, latent_model
 from .masks import OBSERVED
+from .posterior import POSTERIOR_SAMPLES, darcy_posterior, latent_model
 
 DARCY_LEVELS = (DARCY_DEFAULTS["low"], DARCY_DEFAULTS["high"])  # the coefficient's two values
 
@@ -128,9 +128,10 @@ class Routes:
         border = torch.cat([torch.arange(w), (h - 1) * w + torch.arange(w), torch.arange(1, h - 1) * w,
                             torch.arange(1, h - 1) * w + w - 1])
         inside = ~torch.isin(pixels.long(), border)
-        px = torch.cat([pixels.long()[inside], border])
-        misfit = torch.cat([values[inside, 1].double() - u.flatten()[px[:int(inside.sum())]], torch.zeros(len(border)).double()])
-        return torch.stack([a, u + biharmonic_inpaint(misfit[None, :, None], px[None], h, w)[0, 0]])
+        inner = pixels.long()[inside]
+        misfit = torch.cat([values[inside, 1].double() - u.flatten()[inner], torch.zeros(len(border)).double()])
+        fix = biharmonic_inpaint(misfit[None, :, None], torch.cat([inner, border])[None], h, w)[0, 0]
+        return torch.stack([a, u + fix])
 
     def posterior(self, pixels: torch.Tensor, values: torch.Tensor, samples: int = POSTERIOR_SAMPLES) -> torch.Tensor:
         """Darcy's forward task by its posterior ``(2, H, W)``: the majority coefficient and the

@@ -4,7 +4,7 @@ positive and ``3`` elsewhere, so ``K`` observed coefficient values are ``K`` obs
 :func:`sign_gibbs` draws ``g`` at the observed pixels from its Gaussian prior restricted to those signs
 (a truncated multivariate normal, by Gibbs sampling one coordinate at a time); each draw is completed to
 the whole grid by conditional simulation (an unconditional field of the same law plus the kriged
-difference at the points, :func:`~ddo_conditional.kriging.krige`), thresholded and solved. The mean of
+difference at the points, as :func:`~ddo_conditional.kriging.krige` conditions), thresholded and solved. The mean of
 the solved pressures estimates the posterior mean of ``u`` (the estimate of least expected squared
 error), with the Monte Carlo error of the draws and the chain's; the majority of the coefficients is
 the more probable value per pixel (ties go to the lower value). The prior's covariance is estimated
@@ -21,7 +21,7 @@ import torch
 from ddo.api import DARCY_DEFAULTS, darcy_solve, periodic_grf, sample_generator
 from scipy.special import log_ndtr, ndtri_exp
 
-from .kriging import TorusGaussian, krige
+from .kriging import TorusGaussian
 
 POSTERIOR_SAMPLES, POSTERIOR_SWEEPS = 64, 2000  # README: The field's yardstick (200 sweeps had not mixed)
 LATENT_FIELDS, LATENT_SEED = 1000, -1  # fields of the covariance estimate; the data's seed is positive
@@ -88,12 +88,14 @@ def darcy_posterior(model: TorusGaussian, pixels: torch.Tensor, coefficient: tor
     ch = torch.zeros_like(px)
     seed = int.from_bytes(hashlib.sha256(px.numpy().tobytes() + signs.tobytes()).digest()[:4], "little")
     cov = model.observed_cov(ch, px).numpy()
-    draws = sign_gibbs(cov + 1e-8 * np.diag(np.diag(cov)), signs, samples, sweeps, seed)
+    cov = cov + 1e-8 * np.diag(np.diag(cov))  # krige's nugget
+    draws = sign_gibbs(cov, signs, samples, sweeps, seed)
     free = _draw(n, LATENT_SEED - 1 - seed, len(draws))  # seeds below the covariance's, one per image
+    # conditional simulation, z + S_zy S_yy^-1 (g - z_y) (the mean is 0): one solve for every draw
+    weights = torch.from_numpy(np.linalg.solve(cov, (draws - free.flatten(1)[:, px].numpy()).T))
     coefs, pressures = [], []
-    for g, z in zip(torch.from_numpy(draws), free):
-        field = z + krige(model, ch, px, g - z.flatten()[px])[0]  # the mean is 0: krige is S_zy S_yy^-1 y
-        a = torch.where(field > 0, hi, lo).double()
+    for w, z in zip(weights.T, free):
+        a = torch.where(z + model.apply(ch, px, w)[0] > 0, hi, lo).double()
         coefs.append(a)
         pressures.append(torch.from_numpy(darcy_solve(a.numpy())))
     majority = torch.where(torch.stack(coefs).mean(0) > (hi + lo) / 2, hi, lo).double()

@@ -13,6 +13,9 @@ models, both estimated from training fields:
 - :class:`EmpiricalGaussian`: a mean field and the sample covariance of the training fields (rank at
   most the number of fields), for fields with boundaries or otherwise not stationary.
 
+Both are resolution-free: :meth:`TorusGaussian.resampled` and :meth:`EmpiricalGaussian.resampled` give
+the same model on another grid (a prior learned from fields at 32x32 conditions fields at 128x128).
+
 Observations are ``(channels (M,), pixels (M,), values (M,))``: ``values[m]`` is channel
 ``channels[m]`` at flat pixel ``pixels[m] = y * W + x``. Computations are in float64.
 """
@@ -45,6 +48,14 @@ class TorusGaussian:
 
     def mean_field(self) -> torch.Tensor:
         return self.mean.clone()
+
+    def resampled(self, h: int, w: int) -> "TorusGaussian":
+        """The same stationary model on an ``h x w`` torus: the mean (at pixel centres) and the covariance
+        tables (at offsets), functions on the periodic square, Fourier-interpolated (modes beyond the coarser grid's are zero:
+        the model says nothing of scales its training grid did not hold)."""
+        if (h, w) == (self.h, self.w):
+            return self
+        return TorusGaussian(periodic_resample(self.mean, h, w, centred=True), periodic_resample(self.cov, h, w))
 
     def observed_cov(self, channels: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
         """``S_yy (M, M)``."""
@@ -85,6 +96,20 @@ class EmpiricalGaussian:
     def mean_field(self) -> torch.Tensor:
         return self.mean_.clone()
 
+    def resampled(self, h: int, w: int) -> "EmpiricalGaussian":
+        """The model on an ``h x w`` grid of the same square: the mean and every centred training field
+        resampled as images (bicubic between pixel centres to refine, area averages to coarsen), so the
+        covariance stays their sample covariance."""
+        if (h, w) == (self.h, self.w):
+            return self
+        n = self.centred.shape[0]
+        fields = torch.cat([self.mean_[None], self.centred.view(n, self.channels, self.h, self.w)])
+        if h >= self.h and w >= self.w:
+            out = torch.nn.functional.interpolate(fields, size=(h, w), mode="bicubic", align_corners=False)
+        else:
+            out = torch.nn.functional.interpolate(fields, size=(h, w), mode="area")
+        return EmpiricalGaussian(out[0], out[1:].flatten(1))
+
     def _columns(self, channels, pixels) -> torch.Tensor:
         return self.centred[:, channels * self.h * self.w + pixels]  # (n, M)
 
@@ -97,6 +122,25 @@ class EmpiricalGaussian:
 
     def dense(self) -> torch.Tensor:
         return self.centred.T @ self.centred
+
+
+def periodic_resample(x: torch.Tensor, h: int, w: int, centred: bool = False) -> torch.Tensor:
+    """Fourier interpolation of periodic samples ``x: (..., H, W)`` onto ``h x w`` (float64): the modes
+    both grids hold strictly below their Nyquist frequency keep their amplitudes, the others are zero.
+    Samples sit at ``i / H`` (a function of offsets, such as a covariance table), or with ``centred`` at the
+    pixel centres ``(i + 1/2) / H`` (a field), which moves by half a pixel of each grid."""
+    hh, ww = x.shape[-2:]
+    f = torch.fft.fft2(x.double())
+    if centred:
+        ky = torch.fft.fftfreq(hh, 1.0 / hh, dtype=torch.float64)[:, None]
+        kx = torch.fft.fftfreq(ww, 1.0 / ww, dtype=torch.float64)[None, :]
+        f = f * torch.exp(1j * torch.pi * (ky * (1 / h - 1 / hh) + kx * (1 / w - 1 / ww)))
+    out = torch.zeros(*x.shape[:-2], h, w, dtype=f.dtype)
+    ky, kx = (min(hh, h) - 1) // 2, (min(ww, w) - 1) // 2   # |k| <= k*: below both Nyquist frequencies
+    for ys, yd in ((slice(0, ky + 1), slice(0, ky + 1)), (slice(hh - ky, hh), slice(h - ky, h))):
+        for xs, xd in ((slice(0, kx + 1), slice(0, kx + 1)), (slice(ww - kx, ww), slice(w - kx, w))):
+            out[..., yd, xd] = f[..., ys, xs]
+    return torch.fft.ifft2(out).real * (h * w / (hh * ww))
 
 
 def krige(model, channels: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor,
@@ -128,4 +172,4 @@ def _unique_first(key: torch.Tensor):
     return uniq, first
 
 
-__all__ = ["TorusGaussian", "EmpiricalGaussian", "krige"]
+__all__ = ["TorusGaussian", "EmpiricalGaussian", "krige", "periodic_resample"]

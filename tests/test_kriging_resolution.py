@@ -69,7 +69,6 @@ def test_empirical_prior_resamples_its_training_fields(size):
     flat = EmpiricalGaussian.fit(torch.ones(5, 1, 16, 16, dtype=torch.float64) * 4.0).resampled(*size)
     torch.testing.assert_close(flat.mean_, torch.full((1, *size), 4.0, dtype=torch.float64))
     torch.testing.assert_close(flat.centred, torch.zeros(5, size[0] * size[1], dtype=torch.float64))
-    mean_of_fields = torch.nn.functional.interpolate(fields.mean(0, keepdim=True), size=size,
-                                                     mode="bicubic" if size[0] > 16 else "area", align_corners=None
-                                                     if size[0] < 16 else False)[0]
+    mode = {"mode": "bicubic", "align_corners": False} if size[0] > 16 else {"mode": "area"}
+    mean_of_fields = torch.nn.functional.interpolate(fields.mean(0, keepdim=True), size=size, **mode)[0]
     torch.testing.assert_close(other.mean_, mean_of_fields, rtol=1e-10, atol=1e-10)

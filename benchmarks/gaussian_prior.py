@@ -58,8 +58,8 @@ def conditional_mean(prior, image: torch.Tensor, ctx: np.ndarray, jitter: float)
     return krige(prior, channels, pixels, image.flatten(1)[:, ctx].flatten(), jitter=jitter)
 
 
-def cell(host, name: str, prior, ratio: float, res: int, a) -> dict:
-    test = host.datasets.get(name)(split="test", resolution=res)
+def cell(name: str, test, prior, ratio: float, res: int, a) -> dict:
+    """One cell on the test split at ``res`` with the prior already resampled to it."""
     n = min(images_at(a.limit, res), len(test))
     images = stack(test, n)
     masks = [fixed_mask(a.mask_seed, int(test[i]["index"]), res, res, ratio, 0.1) for i in range(n)]  # the grid's
@@ -75,9 +75,8 @@ def cell(host, name: str, prior, ratio: float, res: int, a) -> dict:
         preds[m] = baseline_batch(truth01, ctx, m)
         seconds[m] = time.time() - t0
     t0 = time.time()
-    prior = prior.resampled(res, res)
-    preds["gaussian"] = torch.stack([(conditional_mean(prior, img, c.numpy(), a.jitter) + 1) / 2
-                                     for img, c in zip(images, ctx)]).clamp(0, 1)
+    preds["gaussian"] = torch.stack([(conditional_mean(prior, img, m[0], a.jitter) + 1) / 2
+                                     for img, m in zip(images, masks)]).clamp(0, 1)
     seconds["gaussian"] = time.time() - t0
     scores = {m: float(psnr(p, truth01, query).mean()) for m, p in preds.items()}
     best = max(BASELINES, key=scores.get)
@@ -113,8 +112,10 @@ def main() -> int:
         prior = fit_prior(host, name, a.fit_resolution)
         cells = {}
         for res in resolutions:
+            test = host.datasets.get(name)(split="test", resolution=res)
+            at_res = prior.resampled(res, res)
             for ratio in ratios:
-                c = cell(host, name, prior, ratio, res, a)
+                c = cell(name, test, at_res, ratio, res, a)
                 model = grid.get(name, {}).get("cells", {}).get(f"{ratio}@{res}")
                 if model is not None:
                     c["model_margin_db"] = model["margin_db"]

@@ -4,6 +4,7 @@ command never fails at its first write after minutes of work, nor leaves half it
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from .errors import UserError
@@ -38,8 +39,16 @@ def _check_common(path, flag: str) -> tuple[Path, str]:
 
 
 def _check_writable(folder: Path, flag: str, shown: str) -> None:
+    """Refused unless something can be created in ``folder``: the permission bits first, then a real
+    probe (a folder made and removed at once), because a virtual or read-only file system (``/proc``,
+    ``/sys``, a read-only mount seen by root) passes ``os.access`` and fails at the first write."""
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {shown}: no permission to write in {folder}; choose another {flag}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".ddo-write-probe-", dir=folder))
+    except OSError as e:
+        raise UserError(f"{flag} {shown}: nothing can be created in {folder} ({e.strerror}); "
+                        f"choose another {flag}") from None
 
 
 def check_out_dir(path, flag: str = "--out") -> Path:

@@ -1,9 +1,10 @@
 """Conditioning wrappers around an unconditional DDO network.
 
-Each wrapper is called as ``model(x, t, coords, context_image=..., ...)`` (``t: (B,)`` the
-diffusion time, ``coords`` the coordinate grid) by every
-``DenoisingDiffusion`` path. With ``context_image=None`` each returns exactly the base network's
-output, so an unconditioned call is the unconditional model.
+Each wrapper takes the reference code's call, ``model(x, temp, v, context_image=None, ...)`` by
+position or by keyword (``temp: (B,)`` the diffusion time, ``v`` the coordinate grid, ``level`` passed
+through), as every ``DenoisingDiffusion`` path and the paper's own ``DenoisingDiffusion.model`` call
+it. With ``context_image=None`` each returns exactly the base network's output, so an unconditioned
+call is the unconditional model.
 """
 from __future__ import annotations
 
@@ -64,12 +65,12 @@ class ConditionalDDOModel(ConditionalNetwork):
             return kwargs
         return {**kwargs, "context_features": self.context_encoder(kwargs["context_image"])}
 
-    def forward(self, x, t, coords=None, context_image=None, context_features=None, **kwargs):
+    def forward(self, x, temp, v=None, context_image=None, context_features=None, **kwargs):
         if context_image is not None:
             if context_features is None:
                 context_features = self.context_encoder(context_image)
             x = self.combine(torch.cat([x, context_features], dim=1))
-        return self.base_model(x, t, coords, **kwargs)
+        return self.base_model(x, temp, v, **kwargs)
 
 
 class ConditionalDDOModelSimple(ConditionalNetwork):
@@ -80,17 +81,17 @@ class ConditionalDDOModelSimple(ConditionalNetwork):
         self.base_model = base_model
         self.combine = nn.Conv2d(2 * input_dim, input_dim, 1)
 
-    def forward(self, x, t, coords=None, context_image=None, **kwargs):
+    def forward(self, x, temp, v=None, context_image=None, **kwargs):
         if context_image is not None:
             x = self.combine(torch.cat([x, context_image], dim=1))
-        return self.base_model(x, t, coords, **kwargs)
+        return self.base_model(x, temp, v, **kwargs)
 
 
 class ConditionalLiftModel(ConditionalNetwork):
     """Context and observation mask added into the base network's lifting layer.
 
     ``h = base.lift_input(x, coords) + W [context_image, observation_mask]`` with a 1x1 convolution ``W``
-    (zero at initialisation), then ``base.trunk(h, t)``. No 3-channel bottleneck: the context
+    (zero at initialisation), then ``base.trunk(h, temp)``. No 3-channel bottleneck: the context
     reaches the network at full width. The base is a :class:`ddo.models.LiftedNetwork`.
     """
 
@@ -103,10 +104,10 @@ class ConditionalLiftModel(ConditionalNetwork):
         nn.init.zeros_(self.context_lift.weight)
         nn.init.zeros_(self.context_lift.bias)
 
-    def forward(self, x, t, coords=None, context_image=None, observation_mask=None, **kwargs):
+    def forward(self, x, temp, v=None, context_image=None, observation_mask=None, level=None, **kwargs):
         if context_image is None:
-            return self.base_model(x, t, coords, **kwargs)
+            return self.base_model(x, temp, v, level=level, **kwargs)
         if observation_mask is None:
             raise ValueError("sparse-lift needs observation_mask beside context_image")
-        h = self.base_model.lift_input(x, coords) + self.context_lift(torch.cat([context_image, observation_mask], 1))
-        return self.base_model.trunk(h, t)
+        h = self.base_model.lift_input(x, v) + self.context_lift(torch.cat([context_image, observation_mask], 1))
+        return self.base_model.trunk(h, temp)

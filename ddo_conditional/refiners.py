@@ -149,11 +149,11 @@ class SparseInterpModel(ConditionalNetwork):
         out = {**kwargs, "context_dense": dense, "context_lifted": lifted}
         return out if s is None else {**out, "context_scale": s}
 
-    def forward(self, x, t, coords=None, context_image=None, observation_mask=None, **context):
+    def forward(self, x, temp, v=None, context_image=None, observation_mask=None, level=None, **context):
         """``context``: the terms of :meth:`cache_context` when they were cached (``context_dense``,
         ``context_lifted``, ``context_scale``), else computed here."""
         if context_image is None:
-            return self.base_model(x, t, coords, **context)
+            return self.base_model(x, temp, v, level=level, **context)
         if observation_mask is None:
             raise ValueError("sparse-interp needs observation_mask beside context_image")
         lifted = context.get("context_lifted")
@@ -161,7 +161,7 @@ class SparseInterpModel(ConditionalNetwork):
             dense, lifted, s = self._context_terms(context_image, observation_mask, context.get("context_dense"))
         else:
             dense, s = context["context_dense"], context.get("context_scale")
-        out = self.base_model.trunk(self.base_model.lift_input(x, coords) + lifted, t)
+        out = self.base_model.trunk(self.base_model.lift_input(x, v) + lifted, temp)
         if self.refiner is not None:
             out = out + self.refiner(torch.cat([x, dense, observation_mask, out], 1))
         if s is not None:
@@ -216,11 +216,11 @@ class PointSetModel(ConditionalNetwork):
         detail = 8 * torch.tanh((context_dense - context_dense.mean((2, 3), keepdim=True)) / s / 8)
         return self.context_lift(torch.cat([context_dense, feats, s.log().expand(-1, 1, h, w), detail], 1))
 
-    def forward(self, x, t, coords=None, context_coords=None, **context):
+    def forward(self, x, temp, v=None, context_coords=None, level=None, **context):
         """``context``: ``context_point_values``, ``context_valid``, ``context_dense``, ``context_loo``
         and, when cached, ``context_lifted``."""
         if context_coords is None:
-            return self.base_model(x, t, coords, **context)
+            return self.base_model(x, temp, v, level=level, **context)
         dense, loo = context.get("context_dense"), context.get("context_loo")
         if dense is None or loo is None:
             raise ValueError("a point-set network needs context_dense and context_loo "
@@ -228,7 +228,7 @@ class PointSetModel(ConditionalNetwork):
         lifted = context.get("context_lifted")
         if lifted is None:
             lifted = self._lifted(*x.shape[-2:], context_coords, **context)
-        out = self.base_model.trunk(self.base_model.lift_input(x, coords) + lifted, t)
+        out = self.base_model.trunk(self.base_model.lift_input(x, v) + lifted, temp)
         if not self.residual:
             return out
         return dense + out * self.scale(loo)

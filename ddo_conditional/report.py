@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from ddo.api import atomic_write, check_finite, save_grid
 
-from .evaluate import FIGURE_IMAGES, Evaluation
+from .evaluate import Evaluation
 from .reconstruct import DIVERGED_FIX
 from .shrinkage import MIN_GAIN_DB
 
@@ -119,7 +119,8 @@ def write_outputs(ev: Evaluation, record: dict, out_dir) -> None:
         atomic_write(out_dir / f"{name}.npy", lambda f, v=value: np.save(f, v.astype(np.float32)))
     atomic_write(out_dir / "metrics.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
     fig = figure_image(ev.figure, bool((ev.field_record or {}).get("signed")))
-    save_grid(fig, out_dir / "reconstructions.png", nrow=min(FIGURE_IMAGES, ev.num_images), value_range=(0.0, 1.0))
+    save_grid(fig, out_dir / "reconstructions.png", nrow=len(next(iter(ev.figure.values()))), value_range=(0.0, 1.0),
+              row_labels=list(ev.figure))
 
 
 def demo_report(m: dict) -> str:
@@ -183,7 +184,7 @@ def points_image(coords: np.ndarray, values: np.ndarray, res: int) -> torch.Tens
 
 def write_points(out: Path, arrays: dict, observations: tuple, record: dict) -> None:
     """A point reconstruction: ``mean``/``std``/``samples`` as ``.npy`` and ``.png``, ``reconstruction.png``
-    (points, mean, std) and ``points.json``; ``observations``: ``(coords (K, 2), values (K, C))``."""
+    (rows labelled points, mean, std) and ``points.json``; ``observations``: ``(coords (K, 2), values (K, C))``."""
     for name, value in arrays.items():
         check_finite(value, f"the reconstruction's {name}", DIVERGED_FIX)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,7 +194,7 @@ def write_points(out: Path, arrays: dict, observations: tuple, record: dict) -> 
     std = arrays["std"].mean(0, keepdim=True)
     std = (std / std.max().clamp_min(1e-6)).expand_as(arrays["mean"])
     panels = torch.stack([points_image(*observations, res), arrays["mean"].cpu(), std.cpu()])
-    save_grid(panels, out / "reconstruction.png", nrow=3, value_range=(0.0, 1.0))
+    save_grid(panels, out / "reconstruction.png", nrow=1, value_range=(0.0, 1.0), row_labels=["points", "mean", "std"])
     save_grid(arrays["samples"].cpu(), out / "samples.png", nrow=len(arrays["samples"]), value_range=(0.0, 1.0))
     save_grid(panels[1][None], out / "mean.png", nrow=1, value_range=(0.0, 1.0))
     save_grid(panels[2][None], out / "std.png", nrow=1, value_range=(0.0, 1.0))

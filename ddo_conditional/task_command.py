@@ -68,7 +68,7 @@ def run_task(args: dict, host, denoiser, wrapper, config: dict, plan) -> int:
     out = Path(args["out"])
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
-    save_grid(task_figure(ev), out / "reconstructions.png", nrow=2, value_range=(0.0, 1.0))
+    save_grid(task_figure(ev), out / "reconstructions.png", nrow=2, value_range=(0.0, 1.0), row_labels=list(ev.figure))
     print(task_table([ev], channels))
     print(f"{ev.points} points per observed channel at {res}x{res}; errors: relative L2"
           + (", the coefficient a as its thresholded error rate" if config["dataset"] == "darcy-pair" else ""))

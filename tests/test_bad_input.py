@@ -183,6 +183,19 @@ def test_every_command_refuses_an_out_of_the_wrong_kind(tiny_runs, image_folder,
     assert snapshot(tmp_path) == before
 
 
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, a file system where nothing can be created")
+def test_an_out_whose_parent_cannot_be_created_is_refused(tiny_runs, tmp_path, capsys):
+    """Was: a 29-line FileNotFoundError traceback, exit code 1: /proc passes the permission check (as
+    root) and refuses every new entry."""
+    out = "/proc/ddo-refused/results"
+    refused(capsys, recon(tiny_runs["cond"], out, source=("--images", str(tiny_runs["images"]))),
+            f"--out {out}: ", " /proc ", "choose another --out")  # as root: "nothing can be created in"
+    refused(capsys, tiny_train_args(out, tiny_runs["images"], "--iterations", "1"), " /proc ", "choose another --out")
+    refused(capsys, ["sample", "--checkpoint", str(tiny_runs["uncond"]), "--out", "/proc/ddo-refused/g.png"],
+            " /proc ", "choose another --out")
+    assert not os.path.exists("/proc/ddo-refused")
+
 # --- found by the property-based tests ----------------------------------------------------------
 def test_demo_refuses_a_bad_combination_before_reading_data_or_printing(tmp_path, capsys, monkeypatch):
     """Was: the demo's "training ..." line on stderr before the refusal, and the dataset read first."""

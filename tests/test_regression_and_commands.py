@@ -44,8 +44,24 @@ def test_conditional_training_then_reconstruct(tmp_path, image_folder, capsys):
     for v in m["methods"].values():
         assert {"psnr_query", "ssim_query", "psnr_full"} <= set(v)
     assert 0 <= m["calibration"]["within_1std"] <= m["calibration"]["within_2std"] <= 1
-    assert (out / "reconstructions.png").stat().st_size > 0
+    _assert_labelled_rows(out / "reconstructions.png", images=3, rows=7)  # context .. biharmonic
     assert "| biharmonic |" in capsys.readouterr().out
+
+
+def _assert_labelled_rows(path, images: int, rows: int):
+    """The figure holds ``rows`` rows of ``images`` tiles with a white margin on the left that has
+    dark label pixels beside every row."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        pixels = np.asarray(im.convert("L"))
+    tile = (pixels.shape[0] - 2) // rows - 2
+    margin = pixels.shape[1] - (images * (tile + 2) + 2)
+    assert pixels.shape[0] == rows * (tile + 2) + 2 and margin > 10, (pixels.shape, tile, margin)
+    for r in range(rows):
+        band = pixels[2 + r * (tile + 2): (r + 1) * (tile + 2), :margin]
+        assert (band < 100).any() and (band == 255).mean() > 0.5, r  # some text on a white margin
 
 
 def test_reconstruct_refuses_unconditional_checkpoint_and_bad_ratios(tmp_path, image_folder, capsys):

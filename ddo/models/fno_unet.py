@@ -304,7 +304,11 @@ class FNOUNet2d(LiftedNetwork):
                 h = layer([h, hs.pop()], temb)
         return self.out(self.act(self.out_norm(h)))
 
-    def forward(self, x: torch.Tensor, temp: torch.Tensor, v: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, temp: torch.Tensor, v: torch.Tensor | None = None, level=None,
+                **kwargs) -> torch.Tensor:
+        """``x: (B, C, H, W)`` at times ``temp: (B,)`` on the coordinate grid ``v``. ``level`` is accepted for
+        the reference code's call (``model(x=, temp=, v=, level=)``) and unused: one network serves every
+        grid. Any other keyword is refused: a conditioning wrapper must consume it."""
         if kwargs:
             raise TypeError(
                 f"FNOUNet2d got unexpected keyword arguments {sorted(kwargs)}; wrap it in a model "

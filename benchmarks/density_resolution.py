@@ -36,9 +36,9 @@ from ddo.api import UserError
 from ddo.cli import main as ddo
 from ddo.plugins import load_host
 from ddo.train import load_model
-from ddo_conditional.commands import dihedral_invariant
-from ddo_conditional.evaluate import evaluate
-from ddo_conditional.reconstruct import Reconstructor, SamplingPlan
+from ddo_conditional.cli.reconstruct import dihedral_invariant
+from ddo_conditional.inference.evaluate import evaluate
+from ddo_conditional.inference.reconstruct import Reconstructor, SamplingPlan
 
 DATASETS = ("darcy", "natural-patches", "navier-stokes")  # the costliest field generation (128x128) last
 CHANNELS = {"navier-stokes": 1, "darcy": 1, "natural-patches": 3}

@@ -19,9 +19,9 @@ import torch
 from ddo import data, fields
 from ddo.plugins import load_host
 from ddo.train import load_model
-from ddo_conditional.commands import dihedral_invariant
-from ddo_conditional.evaluate import evaluate
-from ddo_conditional.reconstruct import Reconstructor, SamplingPlan
+from ddo_conditional.cli.reconstruct import dihedral_invariant
+from ddo_conditional.inference.evaluate import evaluate
+from ddo_conditional.inference.reconstruct import Reconstructor, SamplingPlan
 
 CASES = [("random", 0.10, 1), ("random", 0.03, 1), ("grid", 0.10, 1), ("grid", 0.03, 1), ("random", 0.10, 2),
          ("random", 0.03, 2)]

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from ddo.plugins import load_host
-from ddo_conditional.baselines import baseline_batch
-from ddo_conditional.kriging import EmpiricalGaussian, TorusGaussian, krige
-from ddo_conditional.masks import fixed_mask
-from ddo_conditional.metrics import psnr
+from ddo_conditional.classical.baselines import baseline_batch
+from ddo_conditional.classical.kriging import EmpiricalGaussian, TorusGaussian, krige
+from ddo_conditional.data.masks import fixed_mask
+from ddo_conditional.inference.metrics import psnr
 
 BASELINES = ("biharmonic", "cubic", "thin-plate")
 TORUS = ("navier-stokes",)  # periodic fields: a stationary prior on the torus

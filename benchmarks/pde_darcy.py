@@ -9,9 +9,9 @@ pressures (joint: and to its own 500 points) by adjoint gradients through the so
 
 The observations are `pde_tasks.py`'s (500 random points per observed channel on the 128x128 grid,
 drawn by each ``--mask-seed`` with the same mask dataset). ``posterior``:
-:meth:`ddo_conditional.pde.Routes.posterior` (``--samples`` Gibbs draws of the coefficient's latent
+:meth:`ddo_conditional.pde.routes.Routes.posterior` (``--samples`` Gibbs draws of the coefficient's latent
 Gaussian field given the observed signs, each completed, thresholded and solved; the pressures
-averaged). ``inversion``: :meth:`ddo_conditional.pde.Routes.inversion` (L-BFGS from the co-kriged
+averaged). ``inversion``: :meth:`ddo_conditional.pde.routes.Routes.inversion` (L-BFGS from the co-kriged
 coefficient, at most ``--evaluations`` solves, each one factorisation and two solves, with a
 total-variation penalty; the pressure solved from the thresholded coefficient, its misfit at the
 observed pressures inpainted). Scored like `pde_tasks.py`: the pressure's relative L2 (forward), the
@@ -28,12 +28,12 @@ import time
 import torch
 from ddo.api import atomic_write, save_grid, to_physical
 from ddo.plugins import load_host
-from ddo_conditional.datasets import FixedSparseMaskDataset
-from ddo_conditional.inversion import INVERSION_EVALUATIONS
-from ddo_conditional.masks import OBSERVED
-from ddo_conditional.pde import Routes, physical_values, task_errors
-from ddo_conditional.posterior import POSTERIOR_SAMPLES
-from ddo_conditional.report import diverging
+from ddo_conditional.data.datasets import FixedSparseMaskDataset
+from ddo_conditional.pde.inversion import INVERSION_EVALUATIONS
+from ddo_conditional.data.masks import OBSERVED
+from ddo_conditional.pde.routes import Routes, physical_values, task_errors
+from ddo_conditional.pde.posterior import POSTERIOR_SAMPLES
+from ddo_conditional.io.report import diverging
 
 KIND, POINTS, RES = "darcy-pair", 500, 128
 SCORED = {"forward": (1,), "inverse": (0,), "joint": (0, 1)}

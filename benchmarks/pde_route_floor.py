@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from ddo.api import load_pairs, to_physical
-from ddo_conditional.pde import exact_input_errors
+from ddo_conditional.pde.routes import exact_input_errors
 
 PDES = {"navier-stokes-pair": "navier-stokes", "darcy-pair": "darcy"}
 

@@ -14,7 +14,7 @@ choice) with 500 observed points per channel, evaluated at 128x128 on the first 
 pairs with 500 points per observed channel drawn by each ``--mask-seed``, and at 64x64 with the
 first seed (``at_64``: the same sensor count on a coarser grid). Methods on identical observations:
 ``ddo`` (the network's one-call posterior-mean estimate, refining the route), ``interpolation`` (the
-best classical route: :data:`ddo_conditional.pde.ROUTE_NOTES`), ``kriging`` (co-kriging of both channels
+best classical route: :data:`ddo_conditional.pde.routes.ROUTE_NOTES`), ``kriging`` (co-kriging of both channels
 from the observations; Darcy's coefficient thresholded), for the joint task ``biharmonic`` (each channel
 from its own points), for Darcy's inverse and joint tasks ``inversion`` (the coefficient fitted to the
 observations through the solver) and for its forward task ``posterior`` (the posterior mean of the
@@ -42,11 +42,11 @@ from PIL import Image
 from ddo.cli import main as ddo
 from ddo.plugins import load_host
 from ddo.train import load_model
-from ddo_conditional.masks import TASKS
-from ddo_conditional.pde import ROUTE_NOTES
-from ddo_conditional.reconstruct import Reconstructor, SamplingPlan
-from ddo_conditional.task_report import task_figure, task_record, task_table
-from ddo_conditional.tasks import evaluate_task
+from ddo_conditional.data.masks import TASKS
+from ddo_conditional.pde.routes import ROUTE_NOTES
+from ddo_conditional.inference.reconstruct import Reconstructor, SamplingPlan
+from ddo_conditional.pde.report import task_figure, task_record, task_table
+from ddo_conditional.pde.tasks import evaluate_task
 
 PDES = ("darcy-pair", "navier-stokes-pair")
 NAMES = {"navier-stokes-pair": "navier-stokes", "darcy-pair": "darcy"}

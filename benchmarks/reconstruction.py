@@ -16,9 +16,9 @@ import torch
 from ddo.models import count_parameters
 from ddo.plugins import load_host
 from ddo.train import load_model
-from ddo_conditional.evaluate import evaluate
-from ddo_conditional.masks import PATTERNS
-from ddo_conditional.reconstruct import Reconstructor, SamplingPlan
+from ddo_conditional.inference.evaluate import evaluate
+from ddo_conditional.data.masks import PATTERNS
+from ddo_conditional.inference.reconstruct import Reconstructor, SamplingPlan
 
 
 def main():

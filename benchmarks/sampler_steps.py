@@ -18,8 +18,8 @@ import torch
 from ddo.models import count_parameters
 from ddo.plugins import load_host
 from ddo.train import load_model
-from ddo_conditional.evaluate import evaluate
-from ddo_conditional.reconstruct import Reconstructor, SamplingPlan
+from ddo_conditional.inference.evaluate import evaluate
+from ddo_conditional.inference.reconstruct import Reconstructor, SamplingPlan
 
 DEFAULT_ROWS = "denoise:250,ddim:50,ddim:20,ddim-x0:50,ddim-x0:20"
 

@@ -40,11 +40,12 @@ from ddo.cli import main as ddo_main
 from ddo.data import ArrayImages, SPLIT_OFFSETS, load_natural_patches
 from ddo.plugins import load_host
 from ddo.train import load_model
-from ddo_conditional.baselines import baseline_batch
-from ddo_conditional.datasets import create_query_mask_batched
-from ddo_conditional.metrics import image_metrics
-from ddo_conditional.points import bilinear, grid_points, point_context
-from ddo_conditional.reconstruct import Reconstructor, SamplingPlan
+from ddo_conditional.classical.baselines import baseline_batch
+from ddo_conditional.data.datasets import create_query_mask_batched
+from ddo_conditional.inference.metrics import image_metrics
+from ddo_conditional.classical.thin_plate import point_context
+from ddo_conditional.data.points import bilinear, grid_points
+from ddo_conditional.inference.reconstruct import Reconstructor, SamplingPlan
 
 
 def scenes() -> tuple[torch.Tensor, torch.Tensor]:

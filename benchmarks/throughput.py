@@ -30,7 +30,7 @@ from ddo.diffusion import DenoisingDiffusion
 from ddo.models import coordinate_grid, count_parameters
 from ddo.plugins import load_host
 from ddo.train import build_model, set_inference_dtype, train as train_run
-from ddo_conditional.models import ConditionalNetwork
+from ddo_conditional.nn.conditional_model import ConditionalNetwork
 
 RANDOM_IMAGES = "random-images"
 

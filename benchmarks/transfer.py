@@ -29,10 +29,10 @@ from torch.utils.data import Subset
 from ddo.cli import main as ddo_main
 from ddo.plugins import load_host
 from ddo.train import load_model
-from ddo_conditional.baselines import baseline_batch
-from ddo_conditional.batches import batches
-from ddo_conditional.metrics import image_metrics
-from ddo_conditional.reconstruct import Reconstructor, SamplingPlan
+from ddo_conditional.classical.baselines import baseline_batch
+from ddo_conditional.inference.batches import batches
+from ddo_conditional.inference.metrics import image_metrics
+from ddo_conditional.inference.reconstruct import Reconstructor, SamplingPlan
 
 DEMO_FLAGS = ["--preset", "cpu-small", "--conditioning", "sparse-biharmonic", "--parameterization", "x0",
               "--refiner-width", "32", "--residual-scale", "context-input", "--loss", "x0-mse-relative",

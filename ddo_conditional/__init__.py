@@ -3,11 +3,11 @@
 Importing this package registers nothing; ``ddo`` loads :mod:`ddo_conditional.plugin` through its
 entry point. The public API:
 """
-from .datasets import (FixedSparseMaskDataset, create_context_image_batched, create_observation_mask_batched,
+from .data.datasets import (FixedSparseMaskDataset, create_context_image_batched, create_observation_mask_batched,
                        create_query_mask_batched)
-from .masks import PATTERNS, fixed_mask
-from .models import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
-from .reconstruct import Reconstructor, SamplingPlan, reconstruct
+from .data.masks import PATTERNS, fixed_mask
+from .nn.conditional_model import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
+from .inference.reconstruct import Reconstructor, SamplingPlan, reconstruct
 
 __all__ = ["FixedSparseMaskDataset", "create_context_image_batched", "create_query_mask_batched",
            "create_observation_mask_batched", "fixed_mask", "PATTERNS", "ConditionalDDOModel",

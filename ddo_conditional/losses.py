@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .datasets import create_query_mask_batched
+from .data.datasets import create_query_mask_batched
 
 
 def query_dsm_loss():

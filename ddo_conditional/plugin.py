@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from ddo.api import hookimpl
 
-from . import commands, demo
-from .conditioning import DENSE_KEYS, KEY_DEFAULTS, OPTIONS, SPARSE_KEYS, WRAPPERS, X0_OR_V
+from .cli import demo
+from .cli import reconstruct as commands
+from .options import DENSE_KEYS, KEY_DEFAULTS, OPTIONS, SPARSE_KEYS, X0_OR_V
+from .wrappers import WRAPPERS
 from .losses import (query_dsm_loss, x0_mse_loss, x0_mse_mixed_loss, x0_mse_ratio_loss, x0_mse_relative_l2_loss,
                      x0_mse_relative_loss, x0_mse_scored_l2_loss, x0_mse_scored_l2_t1_loss)
 

@@ -114,7 +114,7 @@ def test_memory_guards_name_the_flag_and_how_far(tiny_runs, image_folder, tmp_pa
 
 
 def test_the_thin_plate_baseline_is_refused_where_its_dense_solve_cannot_fit(tiny_runs, tmp_path, capsys, limited):
-    from ddo_conditional.memory import check_thin_plate, thin_plate_bytes
+    from ddo_conditional.inference.memory import check_thin_plate, thin_plate_bytes
 
     assert thin_plate_bytes(100, 16) == 8 * 6 * 103 ** 2 + 8 * 3 * 256 * 103
     assert check_thin_plate(0.1, 64) > 0  # 410 points: fits
@@ -132,7 +132,7 @@ def test_the_thin_plate_baseline_is_refused_where_its_dense_solve_cannot_fit(tin
 
 def test_a_csv_too_large_for_the_spline_is_refused_before_it_is_parsed(tiny_runs, tmp_path, capsys, limited,
                                                                       monkeypatch):
-    import ddo_conditional.scattered as scattered
+    import ddo_conditional.cli.points as scattered
 
     csv = tmp_path / "big.csv"
     csv.write_text("x,y,r,g,b\n" + "0.5,0.5,0.5,0.5,0.5\n" * 100_000)
@@ -199,7 +199,7 @@ def test_an_out_whose_parent_cannot_be_created_is_refused(tiny_runs, tmp_path, c
 # --- found by the property-based tests ----------------------------------------------------------
 def test_demo_refuses_a_bad_combination_before_reading_data_or_printing(tmp_path, capsys, monkeypatch):
     """Was: the demo's "training ..." line on stderr before the refusal, and the dataset read first."""
-    import ddo_conditional.demo as demo
+    import ddo_conditional.cli.demo as demo
 
     monkeypatch.setattr(demo, "train", lambda *a, **k: pytest.fail("trained"))
     refused(capsys, ["demo", "--out", str(tmp_path / "d"), "--loss", "nope"], "unknown loss 'nope'")
@@ -260,7 +260,7 @@ def test_seeds_and_resolutions_too_small_are_refused_by_sample_and_reconstruct(t
 
 def test_classical_baselines_survive_a_context_with_an_empty_hull(tiny_runs, tmp_path, capsys):
     """Was: scipy's QhullError (a traceback) with fewer than three context pixels or all on one line."""
-    from ddo_conditional.baselines import interpolate
+    from ddo_conditional.classical.baselines import interpolate
 
     image = np.random.default_rng(0).random((6, 6, 3))
     for idx in ([7], [7, 20], [6, 7, 8, 9]):  # one, two, and four pixels on one row
@@ -303,7 +303,7 @@ def test_data_with_other_channels_than_the_model_is_refused(tiny_runs, tmp_path,
 def test_degenerate_point_files_are_refused(tmp_path, text, words):
     """Was: a singular spline system (torch's LinAlgError, a traceback) for points on one line or
     closer than float precision resolves."""
-    from ddo_conditional.scattered import read_points
+    from ddo_conditional.io.points_csv import read_points
 
     path = tmp_path / "obs.csv"
     path.write_text(text)
@@ -314,7 +314,7 @@ def test_degenerate_point_files_are_refused(tmp_path, text, words):
 
 def test_point_file_encodings(tmp_path):
     """Was: UnicodeDecodeError (a traceback) for a file that is not UTF-8; a byte-order mark hid x."""
-    from ddo_conditional.scattered import read_points
+    from ddo_conditional.io.points_csv import read_points
 
     rows = "".join(f"{x},{y},0.5,0.5,0.5\n" for x, y in [(0.1, 0.1), (0.9, 0.1), (0.1, 0.9), (0.8, 0.7)])
     path = tmp_path / "obs.csv"
@@ -434,7 +434,7 @@ def test_calibration_files_with_values_that_cannot_apply_are_refused(tiny_runs, 
     reported as a diverged reconstruction."""
     import shutil
 
-    from ddo_conditional.calibration import calibration_path, file_sha256, load_calibration
+    from ddo_conditional.io.calibration_file import calibration_path, file_sha256, load_calibration
 
     checkpoint = tmp_path / "checkpoint.pt"
     shutil.copy(tiny_runs["cond"], checkpoint)

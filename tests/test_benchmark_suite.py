@@ -197,7 +197,7 @@ def test_interface_checks_can_fail():
     planted = (
         "import ddo.models.spectral as sp\n"
         "from ddo.models.spectral import _KeptModes, dense_dft_matrices\n"
-        "from ddo_conditional import evaluate\n"
+        "from ddo_conditional.inference import evaluate\n"
         "from ddo.train import build_model\n"
         "import torch\n"
         "sp.INFERENCE_DENSE_MAX_PIXELS = {}\n"

@@ -7,7 +7,7 @@ import torch
 
 from ddo.cli import main
 from ddo.errors import UserError
-from ddo_conditional.calibration import calibration_path, load_calibration, save_calibration
+from ddo_conditional.io.calibration_file import calibration_path, load_calibration, save_calibration
 
 from .conftest import tiny_train_args
 
@@ -98,7 +98,7 @@ def _shrinkage_problem(n=60, seed=0):
 
 
 def test_shrinkage_recovers_a_planted_global_weight():
-    from ddo_conditional.shrinkage import features, fit_shrinkage, shrink
+    from ddo_conditional.inference.shrinkage import features, fit_shrinkage, shrink
 
     truth, dense, qmask = _shrinkage_problem()
     x0 = dense + 2.0 * (truth - dense)  # the model's correction is twice too large: the best weight is 1/2
@@ -111,7 +111,7 @@ def test_shrinkage_recovers_a_planted_global_weight():
 
 
 def test_shrinkage_follows_a_planted_feature():
-    from ddo_conditional.shrinkage import features, fit_shrinkage, weights
+    from ddo_conditional.inference.shrinkage import features, fit_shrinkage, weights
 
     truth, dense, qmask = _shrinkage_problem(n=80)
     rough = torch.cat([torch.full((40,), 0.01), torch.full((40,), 0.2)])
@@ -124,7 +124,7 @@ def test_shrinkage_follows_a_planted_feature():
 
 
 def test_shrinkage_that_gains_too_little_is_not_kept():
-    from ddo_conditional.shrinkage import MIN_GAIN_DB, features, fit_shrinkage, shrink
+    from ddo_conditional.inference.shrinkage import MIN_GAIN_DB, features, fit_shrinkage, shrink
 
     truth, dense, qmask = _shrinkage_problem()
     x0 = truth + 0.001 * (dense - truth)  # nearly exact already: no rule gains MIN_GAIN_DB

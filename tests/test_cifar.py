@@ -80,7 +80,7 @@ def test_a_torchvision_cifar10_object_is_wrapped_directly(cifar_root):
 def test_items_of_every_kind_follow_one_pixel_range_rule():
     from PIL import Image
 
-    from ddo_conditional.datasets import as_item
+    from ddo_conditional.data.datasets import as_item
 
     x01 = torch.rand(3, 8, 8)
     assert torch.equal(as_item((x01, 7), 5)["image"], x01 * 2 - 1) and as_item((x01, 7), 5)["index"] == 5

@@ -11,10 +11,10 @@ from ddo.sampling import ddim_step, denoise_step
 from ddo_conditional import (ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel,
                              FixedSparseMaskDataset, Reconstructor, SamplingPlan, create_context_image_batched, create_query_mask_batched,
                              fixed_mask, reconstruct)
-from ddo_conditional.conditioning import EncoderConditioning
-from ddo_conditional.datasets import context_tensors
+from ddo_conditional.wrappers import EncoderConditioning
+from ddo_conditional.data.datasets import context_tensors
 from ddo_conditional.losses import query_dsm_loss
-from ddo_conditional.masks import PATTERNS, MaskError
+from ddo_conditional.data.masks import PATTERNS, MaskError
 
 
 class Images(torch.utils.data.Dataset):
@@ -202,7 +202,7 @@ def test_samples_depend_on_seed_image_and_sample_number_only(step):
 @pytest.mark.parametrize("kind", ["encoder", "interp-x0-scaled"])
 def test_cached_context_terms_give_the_same_samples(kind):
     from ddo.diffusion import LinearDiffusion
-    from ddo_conditional.refiners import SparseInterpModel
+    from ddo_conditional.nn.refiners import SparseInterpModel
 
     torch.manual_seed(0)
     if kind == "encoder":
@@ -284,8 +284,8 @@ def test_parameterisations_match_their_definitions_per_mode(t):
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_batched_biharmonic_equals_scikit_image_on_every_mask_pattern(pattern):
-    from ddo_conditional.biharmonic import biharmonic_inpaint
-    from ddo_conditional.conditioning import BiharmonicInterpConditioning
+    from ddo_conditional.classical.biharmonic import biharmonic_inpaint
+    from ddo_conditional.wrappers import BiharmonicInterpConditioning
 
     ds = FixedSparseMaskDataset(Images(3, 32), seed=3, pattern=pattern)
     batch = torch.utils.data.default_collate([ds[i] for i in range(3)])
@@ -332,7 +332,7 @@ def test_ddim_x0_sampler_recovers_the_image_without_amplification(res):
 
 @pytest.mark.parametrize("n", [4, 8])
 def test_calibration_of_exchangeable_gaussian_samples(n):
-    from ddo_conditional.calibration import coverage as calibration
+    from ddo_conditional.inference.calibration import coverage as calibration
 
     g = torch.Generator().manual_seed(0)
     loc = torch.rand(32, 3, 16, 16, generator=g)
@@ -365,7 +365,7 @@ class _FixedResidual(torch.nn.Module):
 
 @pytest.mark.parametrize("size", [(8, 8), (8, 12)])
 def test_symmetrized_posterior_mean_averages_the_transformed_estimates(size):
-    from ddo_conditional.augment import dihedral_transforms
+    from ddo_conditional.data.augment import dihedral_transforms
 
     g = torch.Generator().manual_seed(0)
     h, w = size
@@ -392,8 +392,8 @@ def test_spread_fit_recovers_scale_and_floor_and_calibrates_fresh_draws():
     """Truths around the mean with std sqrt((2 sigma)^2 + 0.03^2), predicted std sigma: the maximum-
     likelihood fit finds a = 2 and b = 0.03, and on fresh draws the recalibrated spread holds 68% and
     95% within 1 and 2 std, where the raw spread holds far less."""
-    from ddo_conditional.calibration import apply_spread, fit_spread
-    from ddo_conditional.calibration import coverage as calibration
+    from ddo_conditional.inference.calibration import apply_spread, fit_spread
+    from ddo_conditional.inference.calibration import coverage as calibration
 
     g = torch.Generator().manual_seed(0)
     shape = (64, 3, 16, 16)
@@ -412,8 +412,8 @@ def test_spread_fit_recovers_scale_and_floor_and_calibrates_fresh_draws():
 def test_spread_fit_with_roughness_recovers_all_three_terms():
     """Per-image roughness r_i, truths with std sqrt((1.5 sigma)^2 + (0.8 r_i)^2 + 0.01^2): the three-term
     fit recovers a, b, c; the fit without r cannot express the per-image floor and calibrates worse."""
-    from ddo_conditional.calibration import apply_spread, fit_spread
-    from ddo_conditional.calibration import coverage as calibration
+    from ddo_conditional.inference.calibration import apply_spread, fit_spread
+    from ddo_conditional.inference.calibration import coverage as calibration
 
     g = torch.Generator().manual_seed(1)
     shape = (96, 3, 16, 16)
@@ -486,7 +486,7 @@ def test_ratio_x0_loss_gives_every_t1_image_its_error_ratio():
 
 
 def test_leave_one_out_error_matches_removing_each_observation():
-    from ddo_conditional.refiners import NormalizedConvolution
+    from ddo_conditional.nn.refiners import NormalizedConvolution
 
     g = torch.Generator().manual_seed(3)
     ctx = torch.rand(2, 3, 12, 12, generator=g) * 2 - 1
@@ -504,7 +504,7 @@ def test_leave_one_out_error_matches_removing_each_observation():
 
 
 def test_context_residual_scale_multiplies_the_trunk_output_by_the_roughness():
-    from ddo_conditional.refiners import SparseInterpModel
+    from ddo_conditional.nn.refiners import SparseInterpModel
 
     torch.manual_seed(0)
     plain = SparseInterpModel(_base(), residual_scale="none")
@@ -535,7 +535,7 @@ def test_context_residual_scale_multiplies_the_trunk_output_by_the_roughness():
 def test_fresh_residual_model_is_the_interpolation_and_learns_a_known_residual():
     """A fresh x0 residual model returns the interpolation exactly (zero-initialised output layers);
     fitted to images that are the interpolation plus a fixed pattern, it learns that pattern."""
-    from ddo_conditional.refiners import SparseInterpModel
+    from ddo_conditional.nn.refiners import SparseInterpModel
 
     torch.manual_seed(0)
     model = SparseInterpModel(_base(), residual_scale="none", refiner_width=4, residual=True)
@@ -562,7 +562,7 @@ def test_fresh_residual_model_is_the_interpolation_and_learns_a_known_residual()
 @pytest.mark.parametrize("size", [16, (8, 12)])
 def test_dihedral_augment_moves_image_context_and_interpolation_together(size):
     from ddo.data import RandomFlip
-    from ddo_conditional.augment import DihedralAugment, apply_dihedral, dihedral_transforms
+    from ddo_conditional.data.augment import DihedralAugment, apply_dihedral, dihedral_transforms
 
     h, w = (size, size) if isinstance(size, int) else size
 
@@ -594,8 +594,8 @@ def test_dihedral_augment_moves_image_context_and_interpolation_together(size):
 
 
 def test_dihedral_augment_only_on_the_training_split_and_refuses_unknown_keys():
-    from ddo_conditional.conditioning import BiharmonicInterpConditioning
-    from ddo_conditional.augment import DihedralAugment, PhotometricAugment
+    from ddo_conditional.wrappers import BiharmonicInterpConditioning
+    from ddo_conditional.data.augment import DihedralAugment, PhotometricAugment
 
     wrapper = BiharmonicInterpConditioning({"augment": "dihedral", "resolution": 32})
     assert isinstance(wrapper.wrap_dataset(Images(2), "train"), DihedralAugment)
@@ -616,8 +616,8 @@ def test_dihedral_augment_is_refused_for_fields_whose_law_it_changes():
     line before anything is written; the field record is found through the trainer's flip wrapper."""
     from ddo.api import UserError
     from ddo.data import RandomFlip
-    from ddo_conditional.augment import DihedralAugment
-    from ddo_conditional.conditioning import BiharmonicInterpConditioning
+    from ddo_conditional.data.augment import DihedralAugment
+    from ddo_conditional.wrappers import BiharmonicInterpConditioning
 
     wrapper = BiharmonicInterpConditioning({"augment": "dihedral", "resolution": 32})
     forced, isotropic = Images(2), Images(2)
@@ -631,7 +631,7 @@ def test_dihedral_augment_is_refused_for_fields_whose_law_it_changes():
 
 def test_photometric_augment_maps_image_and_context_alike():
     from ddo.data import RandomFlip
-    from ddo_conditional.augment import PhotometricAugment
+    from ddo_conditional.data.augment import PhotometricAugment
 
     class Mirrored(Images):  # right half = left half: a per-pixel colour map keeps it so
         def __init__(self):
@@ -660,7 +660,7 @@ def test_photometric_augment_maps_image_and_context_alike():
 
 
 def test_photometric_map_hue_rotation_keeps_grey_and_luminance():
-    from ddo_conditional.augment import photometric_map
+    from ddo_conditional.data.augment import photometric_map
 
     x = torch.rand(3, 50)
     grey = torch.full((3, 4), 0.4)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from ddo.cli import main
-from ddo_conditional.baselines import interpolate
-from ddo_conditional.biharmonic import biharmonic_inpaint
-from ddo_conditional.datasets import FixedSparseMaskDataset, context_validity
-from ddo_conditional.masks import MaskError, image_ratio, ratio_range
+from ddo_conditional.classical.baselines import interpolate
+from ddo_conditional.classical.biharmonic import biharmonic_inpaint
+from ddo_conditional.data.datasets import FixedSparseMaskDataset, context_validity
+from ddo_conditional.data.masks import MaskError, image_ratio, ratio_range
 
 from .conftest import tiny_train_args
 
@@ -118,7 +118,7 @@ def test_thin_plate_baseline_reproduces_affine_fields_and_interpolates_the_conte
 
 
 def test_biharmonic_above_the_dense_limit_solves_each_image_sparsely_and_equals_the_dense_path(monkeypatch):
-    import ddo_conditional.biharmonic as bh
+    import ddo_conditional.classical.biharmonic as bh
 
     images = _images(4, seed=5)
     ds = FixedSparseMaskDataset(images, context_ratio="0.05:0.3", seed=2)

@@ -74,7 +74,7 @@ def test_a_diverged_reconstruction_is_refused_in_one_line_and_nothing_is_written
 
 
 def test_a_diverged_calibration_is_refused_and_nothing_is_written(eps_run, image_folder, tmp_path, capsys):
-    from ddo_conditional.calibration import calibration_path
+    from ddo_conditional.io.calibration_file import calibration_path
 
     bad = _poisoned(eps_run, tmp_path)
     capsys.readouterr()

@@ -77,7 +77,7 @@ def csv_files(draw):
 
 
 def _spline_is_finite(coords: np.ndarray, values: np.ndarray) -> bool:
-    from ddo_conditional.points import tps_fit
+    from ddo_conditional.classical.thin_plate import tps_fit
 
     coef, loo = tps_fit(torch.from_numpy(coords)[None], torch.from_numpy(values)[None],
                         torch.ones(1, len(coords), dtype=torch.bool))
@@ -89,7 +89,7 @@ def _spline_is_finite(coords: np.ndarray, values: np.ndarray) -> bool:
 def test_csv_is_read_or_refused_in_one_line(data, tmp_path_factory):
     """An accepted CSV gives at least 4 distinct points in [0, 1]^2 with intensities in [0, 1], and
     their spline is finite; anything else is refused in one line."""
-    from ddo_conditional.scattered import read_points
+    from ddo_conditional.io.points_csv import read_points
 
     if len(data) > 100_000:  # large files go through the command, whose memory guard refuses them before parsing
         return
@@ -349,7 +349,7 @@ def calibration_texts(draw):
 
 def _with_sha(data: bytes, checkpoint) -> bytes:
     """``data`` with the checkpoint's SHA-256 filled in where a JSON object has none."""
-    from ddo_conditional.calibration import file_sha256
+    from ddo_conditional.io.calibration_file import file_sha256
 
     try:
         record = json.loads(data)
@@ -364,7 +364,8 @@ def _with_sha(data: bytes, checkpoint) -> bytes:
 @fuzz_budget(40)
 @given(data=calibration_texts())
 def test_calibration_file_is_read_or_refused_in_one_line(data, tmp_path_factory, tiny_runs):
-    from ddo_conditional.calibration import apply_spread, calibration_path, load_calibration
+    from ddo_conditional.inference.calibration import apply_spread
+    from ddo_conditional.io.calibration_file import calibration_path, load_calibration
 
     folder = tmp_path_factory.mktemp("cal")
     checkpoint = folder / "checkpoint.pt"
@@ -383,7 +384,7 @@ def test_calibration_file_is_read_or_refused_in_one_line(data, tmp_path_factory,
 @fuzz_budget(10)
 @given(data=calibration_texts())
 def test_calibration_file_through_reconstruct(data, fuzz_env, tiny_runs, capsys):
-    from ddo_conditional.calibration import calibration_path
+    from ddo_conditional.io.calibration_file import calibration_path
 
     box = Sandbox(fuzz_env, tiny_runs, copy_checkpoints=True)
     try:

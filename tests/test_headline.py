@@ -9,13 +9,13 @@ from skimage.restoration import inpaint_biharmonic
 from ddo.diffusion import BlurringDiffusion, DenoisingDiffusion
 from ddo.sampling import ddim_step, denoise_step
 from ddo_conditional import FixedSparseMaskDataset, Reconstructor, SamplingPlan, fixed_mask, reconstruct
-from ddo_conditional.baselines import BASELINES, interpolate
-from ddo_conditional.conditioning import LiftConditioning
-from ddo_conditional.augment import apply_dihedral, dihedral_transforms
-from ddo_conditional.datasets import context_tensors
-from ddo_conditional.evaluate import MODEL_METHODS, evaluate
-from ddo_conditional.calibration import coverage as calibration
-from ddo_conditional.metrics import psnr, ssim, ssim_map
+from ddo_conditional.classical.baselines import BASELINES, interpolate
+from ddo_conditional.wrappers import LiftConditioning
+from ddo_conditional.data.augment import apply_dihedral, dihedral_transforms
+from ddo_conditional.data.datasets import context_tensors
+from ddo_conditional.inference.evaluate import MODEL_METHODS, evaluate
+from ddo_conditional.inference.calibration import coverage as calibration
+from ddo_conditional.inference.metrics import psnr, ssim, ssim_map
 
 
 def _smooth_images(n, res, seed=0):
@@ -199,7 +199,7 @@ def test_data_consistency_keeps_the_observed_pixels_equal_to_the_context():
 
 @pytest.mark.parametrize("res", [16, 64])
 def test_evaluate_with_an_oracle_every_ddo_row_beats_every_baseline(res, monkeypatch):
-    import ddo_conditional.evaluate as ev
+    import ddo_conditional.inference.evaluate as ev
 
     image = _smooth_images(1, res, seed=11) * 2 - 1
     gen = DenoisingDiffusion(BlurringDiffusion(), X0Oracle(image), parameterization="x0")

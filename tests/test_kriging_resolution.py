@@ -1,10 +1,10 @@
-"""Gaussian priors learned on one grid and used on another (ddo_conditional.kriging's ``resampled``)."""
+"""Gaussian priors learned on one grid and used on another (ddo_conditional.classical.kriging's ``resampled``)."""
 import math
 
 import pytest
 import torch
 
-from ddo_conditional.kriging import EmpiricalGaussian, TorusGaussian, krige, periodic_resample
+from ddo_conditional.classical.kriging import EmpiricalGaussian, TorusGaussian, krige, periodic_resample
 
 
 def band_limited(coefs: torch.Tensor, n: int) -> torch.Tensor:

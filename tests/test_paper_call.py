@@ -8,9 +8,10 @@ import torch
 from ddo.diffusion import BlurringDiffusion, DenoisingDiffusion
 from ddo.models import coordinate_grid
 from ddo.models.fno_unet import FNOUNet2d
-from ddo_conditional.models import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
-from ddo_conditional.points import SetConvEncoder, point_context
-from ddo_conditional.refiners import PointSetModel, SparseInterpModel
+from ddo_conditional.nn.conditional_model import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
+from ddo_conditional.classical.thin_plate import point_context
+from ddo_conditional.nn.encoders import SetConvEncoder
+from ddo_conditional.nn.refiners import PointSetModel, SparseInterpModel
 
 B, C, RES = 2, 3, 8
 

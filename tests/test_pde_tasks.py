@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from ddo import fields
-from ddo_conditional.datasets import FixedSparseMaskDataset, context_tensors
-from ddo_conditional.kriging import EmpiricalGaussian, TorusGaussian, krige
-from ddo_conditional.masks import OBSERVED, TASKS, image_task
-from ddo_conditional.pde import error_rate, relative_l2, splice, task_errors, threshold
+from ddo_conditional.data.datasets import FixedSparseMaskDataset, context_tensors
+from ddo_conditional.classical.kriging import EmpiricalGaussian, TorusGaussian, krige
+from ddo_conditional.data.masks import OBSERVED, TASKS, image_task
+from ddo_conditional.pde.routes import error_rate, relative_l2, splice, task_errors, threshold
 
 
 def reference_step(w: np.ndarray, visc: float, dt: float, forcing: np.ndarray) -> np.ndarray:
@@ -160,7 +160,7 @@ def small_pairs(monkeypatch, tmp_path):
 
 
 def test_darcy_routes_solve_the_kriged_coefficient_and_beat_kriging_forward(small_pairs):
-    from ddo_conditional.pde import Routes
+    from ddo_conditional.pde.routes import Routes
 
     routes = Routes.for_dataset("darcy-pair", 32)
     test = torch.from_numpy(small_pairs.to_physical("darcy-pair", small_pairs.load_pairs("darcy-pair", "test", 32).images))
@@ -175,7 +175,7 @@ def test_darcy_routes_solve_the_kriged_coefficient_and_beat_kriging_forward(smal
 
 
 def test_the_inversion_route_beats_co_kriging_and_its_pressure_honours_the_points(small_pairs):
-    from ddo_conditional.pde import Routes
+    from ddo_conditional.pde.routes import Routes
 
     routes = Routes.for_dataset("darcy-pair", 32)
     test = torch.from_numpy(small_pairs.to_physical("darcy-pair", small_pairs.load_pairs("darcy-pair", "test", 32).images))
@@ -195,7 +195,7 @@ def test_the_inversion_route_beats_co_kriging_and_its_pressure_honours_the_point
 
 
 def test_sign_gibbs_draws_the_truncated_normal():
-    from ddo_conditional.posterior import sign_gibbs
+    from ddo_conditional.pde.posterior import sign_gibbs
 
     cov = np.array([[1.0, 0.8], [0.8, 1.0]])
     draws = sign_gibbs(cov, np.array([1.0, -1.0]), 2000, 20000, seed=3)
@@ -215,8 +215,8 @@ def test_sign_gibbs_draws_the_truncated_normal():
 
 
 def test_the_posterior_keeps_the_observed_coefficient_and_is_reproducible(small_pairs):
-    from ddo_conditional.pde import Routes
-    from ddo_conditional.posterior import darcy_posterior
+    from ddo_conditional.pde.routes import Routes
+    from ddo_conditional.pde.posterior import darcy_posterior
 
     routes = Routes.for_dataset("darcy-pair", 128)  # the pairs' own grid, where the coefficient is two-valued
     test = torch.from_numpy(small_pairs.to_physical("darcy-pair", small_pairs.load_pairs("darcy-pair", "test", 128).images))
@@ -239,7 +239,7 @@ def test_the_posterior_keeps_the_observed_coefficient_and_is_reproducible(small_
 
 
 def test_the_exact_input_floor_is_zero_on_the_solvers_grid_and_the_discretisation_below_it(small_pairs, monkeypatch):
-    from ddo_conditional.pde import exact_input_errors
+    from ddo_conditional.pde.routes import exact_input_errors
 
     monkeypatch.setitem(small_pairs.PAIR_SIZES, "navier-stokes-pair", (2, 2))
     floors = {}
@@ -355,7 +355,7 @@ def test_the_scored_loss_counts_only_the_channels_each_task_scores():
 def test_a_route_is_cached_per_observed_values_not_only_per_index():
     """A flipped pair (Darcy's law allows it) reads other values at the same pixels: it gets its own
     route, and the first orientation's route is still served for the first."""
-    from ddo_conditional.pde import RouteCache
+    from ddo_conditional.pde.routes import RouteCache
 
     class Stub:  # a route that says which values it was computed from
         calls = 0
@@ -414,7 +414,7 @@ def test_a_route_model_refuses_photometric_maps_in_one_line(small_pairs, tmp_pat
 
 def test_the_operator_is_the_solvers_matrix_and_the_adjoint_gradient_its_derivative():
     from ddo.api import darcy_matrix
-    from ddo_conditional.inversion import apply_operator, misfit_and_gradient
+    from ddo_conditional.pde.inversion import apply_operator, misfit_and_gradient
 
     gen = torch.Generator().manual_seed(0)
     s = 10
@@ -440,7 +440,7 @@ def test_the_operator_is_the_solvers_matrix_and_the_adjoint_gradient_its_derivat
 
 def test_the_inversion_fits_the_pressures_and_finds_the_coefficient_better_than_its_start():
     from ddo.api import darcy_solve
-    from ddo_conditional.inversion import darcy_invert, misfit_and_gradient
+    from ddo_conditional.pde.inversion import darcy_invert, misfit_and_gradient
 
     s = 24
     yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")

@@ -9,11 +9,12 @@ import torch
 from ddo.cli import main
 from ddo.models import coordinate_grid
 from ddo.models.fno_unet import FNOUNet2d
-from ddo_conditional.augment import apply_dihedral, dihedral_transforms
-from ddo_conditional.datasets import FixedSparseMaskDataset, context_tensors
-from ddo_conditional.refiners import PointSetModel
-from ddo_conditional.points import (AttentionEncoder, SetConvEncoder, bilinear, cell_coords, dihedral_points,
-                                    grid_points, point_context, setconv_grid, tps_grid)
+from ddo_conditional.data.augment import apply_dihedral, dihedral_transforms
+from ddo_conditional.data.datasets import FixedSparseMaskDataset, context_tensors
+from ddo_conditional.nn.refiners import PointSetModel
+from ddo_conditional.classical.thin_plate import point_context, tps_grid
+from ddo_conditional.data.points import bilinear, cell_coords, dihedral_points, grid_points
+from ddo_conditional.nn.encoders import AttentionEncoder, SetConvEncoder, setconv_grid
 
 from .conftest import tiny_train_args
 
@@ -206,7 +207,7 @@ def test_points_need_a_point_set_model(tmp_path, image_folder, capsys):
 
 def test_augmentations_move_and_map_the_points_with_the_image():
     from ddo.data import RandomFlip
-    from ddo_conditional.augment import DihedralAugment, PhotometricAugment
+    from ddo_conditional.data.augment import DihedralAugment, PhotometricAugment
 
     flipped = RandomFlip(_Images(6, 16, 16), seed=0)
     plain = FixedSparseMaskDataset(flipped, seed=4, coords="grid")
@@ -223,7 +224,7 @@ def test_augmentations_move_and_map_the_points_with_the_image():
 def test_the_correction_is_scaled_by_the_spline_error_with_the_model_floor():
     """``dense + s * trunk`` with ``s = sqrt(loo^2 + floor^2)``: the floor is the model's, so a dense
     context (small leave-one-out error) gets a correction of its own size, not the floor's."""
-    from ddo_conditional.conditioning import PointConditioning
+    from ddo_conditional.wrappers import PointConditioning
 
     coords, values, valid = _points()
     kw = point_context(coords, values, valid, 16, 16)

@@ -174,7 +174,7 @@ def test_plugin_functions_take_at_most_8_parameters_and_modules_stay_under_300_l
 
 def test_evaluation_writes_no_file():
     """evaluate.py computes; report.py writes: no file API in evaluate.py."""
-    text = (REPO / "ddo_conditional" / "evaluate.py").read_text()
+    text = (REPO / "ddo_conditional" / "inference" / "evaluate.py").read_text()
     tree = ast.parse(text)
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
         n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}

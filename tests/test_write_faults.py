@@ -81,7 +81,7 @@ def test_calibration_and_results_that_cannot_be_written_keep_the_previous_files(
                                                                                 monkeypatch):
     import shutil
 
-    from ddo_conditional.calibration import calibration_path
+    from ddo_conditional.io.calibration_file import calibration_path
 
     checkpoint = tmp_path / "checkpoint.pt"
     shutil.copy(tiny_runs["cond"], checkpoint)

@@ -1,9 +1,9 @@
 """Evaluation of a conditional model against classical interpolation on the same masks.
 
 :func:`evaluate` builds the methods once (a name and a function from a
-:class:`~ddo_conditional.batches.Batch` to an image in ``[0, 1]``), runs them on every batch,
+:class:`~ddo_conditional.inference.batches.Batch` to an image in ``[0, 1]``), runs them on every batch,
 accumulates per-image metrics and the spread's coverage, and returns an :class:`Evaluation`:
-data, no text and no files (:mod:`~ddo_conditional.report` turns it into both).
+data, no text and no files (:mod:`~ddo_conditional.io.report` turns it into both).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .baselines import BASELINES, baseline_batch
+from ..classical.baselines import BASELINES, baseline_batch
 from .batches import Batch, batches
 from .calibration import CoverageSum, apply_spread
 from .metrics import image_metrics
@@ -108,7 +108,7 @@ def evaluate(reconstructor, wrapper, dataset, spread: dict | None = None, limit:
     on its masks: the model's rows (:func:`model_methods`), every classical baseline, and ``ddo-mean``:
     ``ddo-x0-shrunk`` when ``spread`` holds a kept shrinkage (fitted on a validation split), else
     ``ddo-x0`` when the model has one, else ``ddo-samples-mean`` (a fixed rule, never chosen by the
-    scores). ``spread``: a stored calibration (:mod:`~ddo_conditional.calibration`), applied to the
+    scores). ``spread``: a stored calibration (:mod:`~ddo_conditional.inference.calibration`), applied to the
     samples' std. ``field_record``: the dataset's field record (units, sign), kept with the result."""
     shrinkage = kept((spread or {}).get("shrinkage")) if reconstructor.one_call else None
     model, classical = model_methods(reconstructor, shrinkage), baseline_methods(baselines)

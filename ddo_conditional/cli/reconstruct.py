@@ -1,6 +1,6 @@
 """``ddo reconstruct`` and ``ddo calibrate``: parse flags, resolve objects, call
-:func:`~ddo_conditional.evaluate.evaluate` or the calibration fits, hand the result to
-:mod:`~ddo_conditional.report`. Nothing here computes or formats a result."""
+:func:`~ddo_conditional.inference.evaluate.evaluate` or the calibration fits, hand the result to
+:mod:`~ddo_conditional.io.report`. Nothing here computes or formats a result."""
 from __future__ import annotations
 
 import argparse
@@ -11,17 +11,18 @@ from ddo.api import (BF16_INFERENCE_HELP, FNOUNet2d, UserError, check_out_dir, c
                      dihedral_invariant, inference_dtype, load_image_folder, load_model, nonneg_int, positive_int, resolve_device,
                      sampling_choice, seed_int, set_inference_dtype)
 
-from .baselines import BASELINES, EXTRA_BASELINES
-from .calibration import SHRINKAGE_LIMIT, fit_calibration, load_calibration, save_calibration
-from .conditioning import PointConditioning, SparseConditioning
-from .evaluate import evaluate
-from .masks import PATTERNS, TASKS, MaskError, context_ratio_arg, ratio_range
-from .memory import check_reconstruction, check_thin_plate
-from .metrics import SSIM_WINDOW
-from .reconstruct import Reconstructor, SamplingPlan
-from .report import coverage_table, mask_line, metrics_record, shrinkage_line, table, write_outputs
-from .scattered import run_points
-from .task_command import run_task
+from ..classical.baselines import BASELINES, EXTRA_BASELINES
+from ..inference.calibration import SHRINKAGE_LIMIT, fit_calibration
+from ..io.calibration_file import load_calibration, save_calibration
+from ..wrappers import PointConditioning, SparseConditioning
+from ..inference.evaluate import evaluate
+from ..data.masks import PATTERNS, TASKS, MaskError, context_ratio_arg, ratio_range
+from ..inference.memory import check_reconstruction, check_thin_plate
+from ..inference.metrics import SSIM_WINDOW
+from ..inference.reconstruct import Reconstructor, SamplingPlan
+from ..io.report import coverage_table, mask_line, metrics_record, shrinkage_line, table, write_outputs
+from .points import run_points
+from ..pde.cli import run_task
 
 MASK_FLAGS = ("context_ratio", "query_ratio", "mask_seed", "mask_pattern")
 

@@ -9,15 +9,16 @@ from ddo.api import (CHECKPOINT, LR_SCHEDULES, PARAMETERIZATIONS, UserError, ato
                      inference_dtype, load_model, nonneg_int, positive_float, positive_int, preset_value, resolve,
                      resolve_device, seed_int, sampling_choice, set_inference_dtype, train, validate)
 
-from .calibration import SHRINKAGE_LIMIT, fit_calibration, load_calibration, save_calibration
-from .commands import dihedral_invariant, precision_name
-from .conditioning import INTERP_KEYS
-from .augment import augment_list, check_dihedral
-from .evaluate import evaluate
-from .memory import check_reconstruction
-from .refiners import RESIDUAL_SCALES
-from .reconstruct import Reconstructor, SamplingPlan
-from .report import demo_report, metrics_record, table, write_outputs
+from ..inference.calibration import SHRINKAGE_LIMIT, fit_calibration
+from ..io.calibration_file import load_calibration, save_calibration
+from .reconstruct import dihedral_invariant, precision_name
+from ..options import INTERP_KEYS
+from ..data.augment import augment_list, check_dihedral
+from ..inference.evaluate import evaluate
+from ..inference.memory import check_reconstruction
+from ..nn.refiners import RESIDUAL_SCALES
+from ..inference.reconstruct import Reconstructor, SamplingPlan
+from ..io.report import demo_report, metrics_record, table, write_outputs
 
 PRECISIONS = ("auto", "bf16", "fp32")
 DEMO_KEYS = ("dataset", "conditioning", "loss", "minutes", "parameterization", "refiner_width", "residual_scale",

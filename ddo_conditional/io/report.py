@@ -1,4 +1,4 @@
-"""An :class:`~ddo_conditional.evaluate.Evaluation` (or a point reconstruction) as tables, text,
+"""An :class:`~ddo_conditional.inference.evaluate.Evaluation` (or a point reconstruction) as tables, text,
 figures and files. Every file is written atomically, and only after everything in it was checked
 finite: a result that diverged is never written."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from ddo.api import atomic_write, check_finite, save_grid
 
-from .evaluate import Evaluation
-from .reconstruct import DIVERGED_FIX
-from .shrinkage import MIN_GAIN_DB
+from ..inference.evaluate import Evaluation
+from ..inference.reconstruct import DIVERGED_FIX
+from ..inference.shrinkage import MIN_GAIN_DB
 
 
 def metrics_record(ev: Evaluation, **run) -> dict:

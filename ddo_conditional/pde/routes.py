@@ -7,7 +7,7 @@ channels observed at an image's context pixels (:data:`OBSERVED`); ``--observe t
 image one task, a pure function of ``(seed, index)``, so one model learns all three.
 
 :class:`Routes` holds the classical estimates, in physical units: Gaussian conditioning
-(co-kriging, :mod:`~ddo_conditional.kriging`) of both channels from whatever is observed, and the
+(co-kriging, :mod:`~ddo_conditional.classical.kriging`) of both channels from whatever is observed, and the
 best classical route through the physics where one exists: forward, the kriged input pushed through
 the solver (Navier-Stokes to ``T = 1``; Darcy's coefficient thresholded, then solved for the
 pressure); inverse Navier-Stokes, the kriged ``w1`` integrated backward with its low modes
@@ -25,10 +25,10 @@ import torch
 from ddo.api import (DARCY_DEFAULTS, NS_PAIR_DEFAULTS, PAIR_NATIVE, NavierStokes2d, darcy_solve, load_pairs, ns_backward, ns_forcing, to_physical,
                      to_units)
 
-from .biharmonic import biharmonic_inpaint
+from ..classical.biharmonic import biharmonic_inpaint
 from .inversion import INVERSION_EVALUATIONS, darcy_invert
-from .kriging import EmpiricalGaussian, TorusGaussian, krige
-from .masks import OBSERVED
+from ..classical.kriging import EmpiricalGaussian, TorusGaussian, krige
+from ..data.masks import OBSERVED
 from .posterior import POSTERIOR_SAMPLES, darcy_posterior, latent_model
 
 DARCY_LEVELS = (DARCY_DEFAULTS["low"], DARCY_DEFAULTS["high"])  # the coefficient's two values
@@ -117,7 +117,7 @@ class Routes:
                   evaluations: int = INVERSION_EVALUATIONS) -> torch.Tensor:
         """Darcy's inverse or joint task through its physics ``(2, H, W)``: the coefficient fitted to the
         observed pressures and, where observed, to its own points
-        (:func:`~ddo_conditional.inversion.darcy_invert`, from the co-kriged coefficient), thresholded,
+        (:func:`~ddo_conditional.pde.inversion.darcy_invert`, from the co-kriged coefficient), thresholded,
         and the pressure it solves for plus its misfit at the observed pressures inpainted (biharmonic,
         0 on the boundary, where the solve is exact). ``values (K, 2)`` as in :meth:`kriging`."""
         start = self._cokriged(pixels, values, observed)[0]
@@ -135,7 +135,7 @@ class Routes:
 
     def posterior(self, pixels: torch.Tensor, values: torch.Tensor, samples: int = POSTERIOR_SAMPLES) -> torch.Tensor:
         """Darcy's forward task by its posterior ``(2, H, W)``: the majority coefficient and the
-        posterior-mean pressure given the coefficient's points (:func:`~ddo_conditional.posterior.darcy_posterior`;
+        posterior-mean pressure given the coefficient's points (:func:`~ddo_conditional.pde.posterior.darcy_posterior`;
         the latent field's model fitted once). ``values (K, 2)``, the coefficient in channel 0. On the
         grid the pairs are generated on only (:data:`ddo.api.PAIR_NATIVE`), where it is two-valued."""
         if self.h != PAIR_NATIVE:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from ddo.api import UserError, atomic_write, check_finite, check_resolution, save_grid
 
-from .conditioning import RouteConditioning
-from .masks import ratio_range
-from .memory import check_reconstruction
-from .scattered import plan_device
-from .reconstruct import Reconstructor
-from .task_report import task_figure, task_record, task_table
+from ..wrappers import RouteConditioning
+from ..data.masks import ratio_range
+from ..inference.memory import check_reconstruction
+from ..cli.points import plan_device
+from ..inference.reconstruct import Reconstructor
+from .report import task_figure, task_record, task_table
 from .tasks import evaluate_task
 
 CONFLICTS = ("images", "points", "baselines", "context_ratio", "query_ratio", "mask_pattern")

@@ -1,10 +1,7 @@
-"""``ddo reconstruct --points obs.csv``: a reconstruction from observations at any coordinates.
-
-The CSV has a header with columns ``x`` and ``y`` and one column per image channel (any other
-names, in order). Coordinates are in ``[0, 1]`` (``x`` along the width, ``y`` down the height),
-or in pixels of a ``W x H`` extent (``--extent W,H``, pixel centres at ``i + 0.5``); values are
-intensities in ``[0, 1]``, as in an image file.
-"""
+"""The points CSV of ``ddo reconstruct --points``: a header with columns ``x`` and ``y`` and one column per
+image channel (any other names, in order). Coordinates are in ``[0, 1]`` (``x`` along the width, ``y``
+down the height), or in pixels of a ``W x H`` extent (``--extent W,H``, pixel centres at ``i + 0.5``);
+values are intensities in ``[0, 1]``, as in an image file. Read, checked, refused in one line."""
 from __future__ import annotations
 
 import csv
@@ -12,14 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
-
-from ddo.api import UserError, check_resolution
-
-from .memory import check_reconstruction
-from .points import point_context
-from .reconstruct import Reconstructor
-from .report import write_points
+from ddo.api import UserError
 
 MIN_POINTS = 4  # the thin-plate spline's affine part needs three points in general position, and one more
 MIN_SEPARATION = 1e-6  # closest allowed pair, in units of the extent (float32 coordinates resolve ~6e-8)
@@ -129,38 +119,4 @@ def count_rows(path) -> int:
         raise UserError(f"--points {path} cannot be read ({e.strerror})") from None
 
 
-def plan_device(denoiser):
-    return next(denoiser.network.parameters()).device
-
-
-def run_points(args: dict, denoiser, config: dict, plan) -> int:
-    """Reconstruct the ``--points`` CSV at ``--resolution`` and write mean, std and samples
-    (:func:`~ddo_conditional.report.write_points`): the mean is the symmetrised ``x0`` estimate of
-    an ``x0``/``v`` model, else the mean of the samples."""
-    extent = parse_extent(args["extent"]) if args.get("extent") else None
-    res = args.get("resolution") or config["resolution"]
-    check_resolution(config, res)
-    if Path(args["points"]).is_file():  # before the file is parsed: its size bounds the spline's
-        check_reconstruction(config, args, {"resolution": res, "points": max(MIN_POINTS, count_rows(args["points"]) - 1)},
-                             plan_device(denoiser), flags=("resolution", "batch_size", "num_samples"))
-    coords, values = read_points(args["points"], int(config["channels"]), extent)
-    check_reconstruction(config, args, {"resolution": res, "points": len(coords)}, plan_device(denoiser),
-                         flags=("resolution", "batch_size", "num_samples"))
-    rec = Reconstructor(denoiser, plan)
-    kwargs = point_context(torch.from_numpy(coords)[None].to(rec.device), torch.from_numpy(values * 2 - 1)[None].to(rec.device),
-                           torch.ones(1, len(coords), dtype=torch.bool, device=rec.device), res, res)
-    shape, indices = (1, values.shape[1], res, res), [0]
-    out = rec.samples(kwargs, shape, indices)
-    mean = rec.posterior_mean(kwargs, shape, indices)[0] if rec.one_call else out.mean
-    arrays = {"mean": ((mean[0] + 1) / 2).clamp(0, 1), "std": out.std[0] / 2,
-              "samples": ((out.samples[:, 0] + 1) / 2).clamp(0, 1)}
-    out_dir = Path(args["out"])
-    write_points(out_dir, arrays, (coords, values), {
-        "checkpoint": str(args["checkpoint"]), "points": str(args["points"]), "num_points": len(coords),
-        "resolution": res, **plan.record(),
-        "mean": "ddo-x0 (the network's t = 1 estimate, averaged over rotations and flips)" if rec.one_call
-        else "mean of the samples", "std": "the samples' own std (the stored calibration applies to grid contexts)",
-        "extent": list(extent) if extent else None})
-    print(f"reconstructed {len(coords)} points at {res}x{res}: wrote reconstruction.png (points, posterior mean, std), "
-          f"mean/std/samples .png and .npy, points.json in {out_dir}")
-    return 0
+__all__ = ["read_points", "parse_extent", "count_rows", "MIN_POINTS", "MIN_SEPARATION"]

@@ -4,7 +4,7 @@ positive and ``3`` elsewhere, so ``K`` observed coefficient values are ``K`` obs
 :func:`sign_gibbs` draws ``g`` at the observed pixels from its Gaussian prior restricted to those signs
 (a truncated multivariate normal, by Gibbs sampling one coordinate at a time); each draw is completed to
 the whole grid by conditional simulation (an unconditional field of the same law plus the kriged
-difference at the points, as :func:`~ddo_conditional.kriging.krige` conditions), thresholded and solved. The mean of
+difference at the points, as :func:`~ddo_conditional.classical.kriging.krige` conditions), thresholded and solved. The mean of
 the solved pressures estimates the posterior mean of ``u`` (the estimate of least expected squared
 error), with the Monte Carlo error of the draws and the chain's; the majority of the coefficients is
 the more probable value per pixel (ties go to the lower value). The prior's covariance is estimated
@@ -21,7 +21,7 @@ import torch
 from ddo.api import DARCY_DEFAULTS, darcy_solve, periodic_grf, sample_generator
 from scipy.special import log_ndtr, ndtri_exp
 
-from .kriging import TorusGaussian
+from ..classical.kriging import TorusGaussian
 
 POSTERIOR_SAMPLES, POSTERIOR_SWEEPS = 64, 2000  # README: The field's yardstick (200 sweeps had not mixed)
 LATENT_FIELDS, LATENT_SEED = 1000, -1  # fields of the covariance estimate; the data's seed is positive

@@ -1,9 +1,9 @@
 """Evaluation of a ``sparse-route`` model on a PDE task (forward, inverse or joint) beside the classical
 estimates on the same observations.
 
-:func:`evaluate_task` returns a :class:`TaskEvaluation` (data only; :mod:`~ddo_conditional.task_report`
+:func:`evaluate_task` returns a :class:`TaskEvaluation` (data only; :mod:`~ddo_conditional.pde.report`
 turns it into text and files). Errors are measured on the physical fields
-(:func:`~ddo_conditional.pde.task_errors`): relative L2 per channel, Darcy's coefficient as the
+(:func:`~ddo_conditional.pde.routes.task_errors`): relative L2 per channel, Darcy's coefficient as the
 thresholded error rate; a task's error is the mean over its target channels (the solution for
 forward, the input for inverse, both for joint).
 """
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import torch
 from ddo.api import PAIR_NATIVE, to_physical
 
-from .batches import batches
-from .biharmonic import biharmonic_inpaint
-from .masks import OBSERVED
-from .pde import Routes, physical_values, task_errors
+from ..inference.batches import batches
+from ..classical.biharmonic import biharmonic_inpaint
+from ..data.masks import OBSERVED
+from .routes import Routes, physical_values, task_errors
 
 TARGETS = {"forward": (1,), "inverse": (0,), "joint": (0, 1)}
 FIGURE_IMAGES = 4

@@ -1,8 +1,8 @@
 """Batches of a masked dataset with the model's estimates computed once, on first use.
 
-:func:`batches` is the one loop over a :class:`~ddo_conditional.datasets.FixedSparseMaskDataset`
+:func:`batches` is the one loop over a :class:`~ddo_conditional.data.datasets.FixedSparseMaskDataset`
 that evaluation and calibration share: each :class:`Batch` holds the truth and masks, the network
-kwargs, and (lazily, timed) the :class:`~ddo_conditional.reconstruct.Reconstructor`'s samples and
+kwargs, and (lazily, timed) the :class:`~ddo_conditional.inference.reconstruct.Reconstructor`'s samples and
 posterior-mean estimate, so that every method reading them shares one computation.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from ddo.api import progress_bar
 from torch.utils.data import DataLoader, Subset
 
-from .datasets import context_tensors, create_query_mask_batched
-from .refiners import NormalizedConvolution
+from ..data.datasets import context_tensors, create_query_mask_batched
+from ..nn.refiners import NormalizedConvolution
 from .reconstruct import Reconstructor, Samples
 
 

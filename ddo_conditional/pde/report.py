@@ -1,9 +1,9 @@
-"""Text, JSON and figures of :class:`~ddo_conditional.tasks.TaskEvaluation` s."""
+"""Text, JSON and figures of :class:`~ddo_conditional.pde.tasks.TaskEvaluation` s."""
 from __future__ import annotations
 
 import torch
 
-from .report import diverging
+from ..io.report import diverging
 from .tasks import TARGETS, TaskEvaluation
 
 METHOD_ORDER = ("ddo", "interpolation", "inversion", "posterior", "kriging", "biharmonic")

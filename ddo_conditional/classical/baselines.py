@@ -50,7 +50,8 @@ def thin_plate(values: np.ndarray, context_indices: np.ndarray, h: int, w: int) 
     """The thin-plate spline through ``values (K, C)`` at the centres of the pixels ``context_indices``,
     on every pixel centre of the ``h x w`` grid: ``(h w, C)`` (float64; the nearest value where the
     affine part is not determined: fewer than four points, or all on one line)."""
-    from .points import cell_coords, grid_points, tps_eval, tps_fit
+    from ..data.points import cell_coords, grid_points
+    from .thin_plate import tps_eval, tps_fit
 
     k = len(context_indices)
     coords = torch.from_numpy(cell_coords(context_indices, h, w))[None]

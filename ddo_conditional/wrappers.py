@@ -1,77 +1,31 @@
-"""The ``--conditioning`` registry entries and the options they declare.
-
-Every option the wrappers read is declared once in :data:`OPTIONS` (registered through the host's
-``register_options`` hook), so its default reaches ``config.json`` and the host refuses a change of
-the masks or of the architecture on ``--resume``. The wrappers only condition: what the network's
-output means (eps, x0, v) is the diffusion's ``parameterization``.
+"""The ``--conditioning`` registry entries: each wraps the host's network in a conditioning network
+(:mod:`~ddo_conditional.nn`), puts fixed masks on the data and turns a batch into the network's context
+kwargs. The options they read are declared in :mod:`~ddo_conditional.options`. The wrappers only
+condition: what the network's output means (eps, x0, v) is the diffusion's ``parameterization``.
 """
 from __future__ import annotations
 
 import logging
 
 import torch
-from ddo.api import PAIR_KINDS, ModelWrapper, Option, nonneg_int, positive_float, positive_int
+from ddo.api import PAIR_KINDS, ModelWrapper
 
-from .augment import DihedralAugment, PhotometricAugment, augment_list, check_dihedral
-from .biharmonic import MAX_PIXELS, biharmonic_inpaint
-from .datasets import POINT_COORDS, FixedSparseMaskDataset, context_tensors, context_validity
-from .masks import OBSERVE_RULES, PATTERNS, MaskError, context_ratio_arg, mask_counts, ratio_range
-from .models import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
-from .refiners import RESIDUAL_SCALES, PointSetModel, SparseInterpModel
-from .pde import RouteCache
-from .points import ENCODERS, point_context
+from .data.augment import DihedralAugment, PhotometricAugment, augment_list, check_dihedral
+from .classical.biharmonic import MAX_PIXELS, biharmonic_inpaint
+from .data.datasets import FixedSparseMaskDataset, context_tensors, context_validity
+from .data.masks import PATTERNS, MaskError, context_ratio_arg, mask_counts, ratio_range
+from .nn.conditional_model import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
+from .nn.refiners import PointSetModel, SparseInterpModel
+from .pde.routes import RouteCache
+from .classical.thin_plate import point_context
+from .nn.encoders import ENCODERS
+from .options import DEFAULTS, SCALE_FLOOR_BEFORE_OPTION, X0_OR_V
 
 log = logging.getLogger("ddo_conditional")
 
-POINT_KEYS = ("sparse-setconv", "sparse-attention")
-SPARSE_KEYS = ("sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp", "sparse-biharmonic") + POINT_KEYS + (
-    "sparse-route",)
-INTERP_KEYS = ("sparse-interp", "sparse-biharmonic")
-DENSE_KEYS = ("sparse-biharmonic", "sparse-route") + POINT_KEYS  # kwargs hold a dense estimate (context_dense)
-X0_OR_V = ("x0", "v")
 # the point-set keys' floor on the scale of their correction: below the spline's error at 30% of a
 # smooth field at 128x128 (README: "Any density, any resolution"); configurations written before the
 # option existed keep the floor they were trained with
-SCALE_FLOOR, SCALE_FLOOR_BEFORE_OPTION = 1e-4, 0.01
-
-OPTIONS = (
-    Option("context_ratio", context_ratio_arg, 0.1, "fraction of each image's pixels observed (the context), or a "
-           "range LO:HI: each image then observes its own ratio, log-uniform in it (a function of seed and index)",
-           "data", conditioning=SPARSE_KEYS),
-    Option("query_ratio", float, 0.1, "fraction of each image's pixels held out for scoring (the query)", "data",
-           conditioning=SPARSE_KEYS),
-    Option("mask_seed", nonneg_int, 42, "seed of the fixed masks (a mask is a function of seed and image index)",
-           "data", conditioning=SPARSE_KEYS),
-    Option("mask_pattern", str, "random", "where the context lies", "data", choices=PATTERNS,
-           conditioning=SPARSE_KEYS),
-    Option("augment", augment_list, "none", "training-time transforms, comma-separated: 'dihedral' (a random "
-           "rotation or reflection of the square, image and fixed context moved together), 'photometric' (a random "
-           "colour map: channel order, hue, saturation, contrast, gamma, brightness; the context read from the "
-           "mapped image)", "run", conditioning=SPARSE_KEYS),
-    Option("context_feature_dim", positive_int, 32, "width of the context encoder", "architecture",
-           conditioning=("sparse-encoder",)),
-    Option("refiner_width", nonneg_int, 0, "width of a local 3x3 refiner beside the spectral trunk (0: none)",
-           "architecture", conditioning=INTERP_KEYS + ("sparse-route",)),
-    Option("residual_scale", str, "none", "'context' scales the network's residual per image by the context's "
-           "leave-one-out interpolation error; 'context-input' also feeds the interpolation's detail in those "
-           "units", "architecture", choices=RESIDUAL_SCALES, conditioning=INTERP_KEYS,
-           requires={"parameterization": X0_OR_V}),
-    Option("context_coords", str, "jitter", "where the context points lie: 'grid' (pixel centres) or 'jitter' "
-           "(a fixed random position inside each context pixel, its value read there by bilinear interpolation)",
-           "data", choices=POINT_COORDS[1:], conditioning=POINT_KEYS),
-    Option("scale_floor", positive_float, SCALE_FLOOR, "floor of the per-image scale of the network's correction, "
-           "sqrt(r^2 + floor^2) with r the thin-plate spline's leave-one-out RMS error ([-1, 1] units); a "
-           "checkpoint without this key was trained with 0.01", "architecture", conditioning=POINT_KEYS),
-    Option("point_feature_dim", positive_int, 32, "width of the point-set encoder's features", "architecture",
-           conditioning=POINT_KEYS),
-    Option("observe", str, "tasks", "which channels of a field pair the context pixels observe: 'forward' (the "
-           "input), 'inverse' (the solution), 'joint' (both), 'tasks' (each image one of the three, a function of "
-           "seed and index: one model for all three) or 'all'", "data", choices=OBSERVE_RULES,
-           conditioning=("sparse-route",)),
-    Option("attention_heads", positive_int, 4, "heads of the grid-to-points attention", "architecture",
-           conditioning=("sparse-attention",)),
-)
-DEFAULTS = {o.name: o.default for o in OPTIONS}
 
 
 class SparseConditioning(ModelWrapper):
@@ -175,7 +129,7 @@ class InterpConditioning(SparseConditioning):
 class BiharmonicInterpConditioning(InterpConditioning):
     """``sparse-biharmonic``: :class:`SparseInterpModel` refining the biharmonic inpainting of the
     context instead of the normalised convolution. The inpainting is computed for the whole batch on
-    the batch's device (:func:`~ddo_conditional.biharmonic.biharmonic_inpaint`), so data loading does
+    the batch's device (:func:`~ddo_conditional.classical.biharmonic.biharmonic_inpaint`), so data loading does
     no per-item solve."""
 
     needs = ("context_image", "observation_mask", "context_dense")
@@ -234,7 +188,7 @@ class PointConditioning(SparseConditioning):
 class RouteConditioning(SparseConditioning):
     """``sparse-route``: a field pair (``--dataset navier-stokes-pair`` or ``darcy-pair``) observed channel by
     channel (``--observe``); the network refines the classical route of each image's task (co-kriging
-    pushed through the PDE's solver where a route exists, :class:`~ddo_conditional.pde.Routes`) as
+    pushed through the PDE's solver where a route exists, :class:`~ddo_conditional.pde.routes.Routes`) as
     ``sparse-biharmonic`` refines biharmonic inpainting, with one observation mask per channel."""
 
     needs = ("context_image", "observation_mask", "context_dense")
@@ -274,13 +228,6 @@ class RouteConditioning(SparseConditioning):
 # sparse-route's field pairs are scored per channel, so its loss weighs each channel that the image's
 # task scores (x0-mse-scored-l2; README: PDE tasks). The spec's keys (sparse-encoder, sparse-concat) and
 # sparse-lift keep the host's eps and dsm.
-KEY_DEFAULTS = {
-    "sparse-biharmonic": {"parameterization": "x0", "loss": "x0-mse-relative"},
-    "sparse-setconv": {"parameterization": "x0", "loss": "x0-mse-ratio"},
-    "sparse-attention": {"parameterization": "x0", "loss": "x0-mse-ratio"},
-    "sparse-interp": {"parameterization": "x0", "loss": "x0-mse-mixed"},
-    "sparse-route": {"parameterization": "x0", "loss": "x0-mse-scored-l2"},
-}
 
 WRAPPERS = {"sparse-encoder": EncoderConditioning, "sparse-concat": ConcatConditioning,
             "sparse-lift": LiftConditioning, "sparse-interp": InterpConditioning,

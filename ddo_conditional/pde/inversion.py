@@ -93,7 +93,7 @@ def darcy_invert(pixels: torch.Tensor, pressures: torch.Tensor, start: torch.Ten
     """The coefficient ``(s, s)`` whose solved pressure fits ``pressures (K,)`` at flat ``pixels (K,)``,
     from the estimate ``start (s, s)`` (physical units; the co-kriged coefficient before thresholding),
     in at most ``evaluations`` solves; ``known`` as in :func:`misfit_and_gradient`. Not thresholded:
-    :func:`~ddo_conditional.pde.threshold` it for the two-valued field."""
+    :func:`~ddo_conditional.pde.routes.threshold` it for the two-valued field."""
     lo, hi = DARCY_DEFAULTS["low"], DARCY_DEFAULTS["high"]
     half = (hi - lo) / 2
     # start inside the tanh's range, so that a coefficient kriged beyond the two values is not saturated

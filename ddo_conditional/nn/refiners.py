@@ -1,7 +1,7 @@
 """Networks that refine an interpolation of the context: the normalised convolution (a grid
 interpolation with its leave-one-out error), ``sparse-interp`` / ``sparse-biharmonic``
 (:class:`SparseInterpModel`) and the point-set keys (:class:`PointSetModel`). Called as
-``model(x, t, coords, **context)`` like every wrapper in :mod:`~ddo_conditional.models`."""
+``model(x, t, coords, **context)`` like every wrapper in :mod:`~ddo_conditional.nn.conditional_model`."""
 from __future__ import annotations
 
 
@@ -9,7 +9,7 @@ import torch
 from ddo.api import LiftedNetwork
 from torch import nn
 
-from .models import ConditionalNetwork, needs_lifted
+from .conditional_model import ConditionalNetwork, needs_lifted
 
 class NormalizedConvolution(nn.Module):
     """Dense interpolation of sparse observations by normalised convolution at several scales.
@@ -85,7 +85,7 @@ class SparseInterpModel(ConditionalNetwork):
     (soft-clipped at 8 by ``8 tanh(./8)``), so the input's detail has the same scale on smooth images.
 
     ``mask_channels``: 1 when the observation mask is shared by the channels, ``input_dim`` when each
-    channel has its own (field pairs observed one channel at a time, :mod:`~ddo_conditional.pde`).
+    channel has its own (field pairs observed one channel at a time, :mod:`~ddo_conditional.pde.routes`).
     """
 
     def __init__(self, base_model: LiftedNetwork, input_dim: int = 3, refiner_width: int = 0,
@@ -173,7 +173,7 @@ class PointSetModel(ConditionalNetwork):
     """``sparse-setconv`` / ``sparse-attention``: a context of points at any coordinates.
 
     The points (``context_coords (B, K, 2)``, ``context_point_values (B, K, C)``, ``context_valid (B, K)``;
-    :mod:`ddo_conditional.points`) are turned into features on the grid of ``x``, whatever its size:
+    :mod:`ddo_conditional.data.points`) are turned into features on the grid of ``x``, whatever its size:
     their thin-plate spline ``dense`` (``context_dense``), the per-image scale ``s = sqrt(r^2 +
     floor^2)`` from the spline's leave-one-out RMS error ``r`` (``context_loo``), and the ``encoder``'s
     features. ``[dense, features, log s, detail / s]`` enter the lifting layer through a 1x1
@@ -224,7 +224,7 @@ class PointSetModel(ConditionalNetwork):
         dense, loo = context.get("context_dense"), context.get("context_loo")
         if dense is None or loo is None:
             raise ValueError("a point-set network needs context_dense and context_loo "
-                             "(ddo_conditional.points.point_context computes them)")
+                             "(ddo_conditional.classical.thin_plate.point_context computes them)")
         lifted = context.get("context_lifted")
         if lifted is None:
             lifted = self._lifted(*x.shape[-2:], context_coords, **context)

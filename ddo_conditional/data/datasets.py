@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .biharmonic import biharmonic_inpaint
+from ..classical.biharmonic import biharmonic_inpaint
 from .masks import OBSERVE_RULES, PATTERNS, MaskError, fixed_mask, image_ratio, mask_counts, observed_channels, ratio_range
 from .points import bilinear, cell_coords
 
@@ -60,24 +60,24 @@ class FixedSparseMaskDataset(Dataset):
 
     Items may be dicts, ``(image, label)`` tuples (torchvision datasets), tensors or PIL images
     (:func:`as_item` states the pixel-range rule). The mask of an item is
-    :func:`~ddo_conditional.masks.fixed_mask` of its global index, so it is the same in every epoch
+    :func:`~ddo_conditional.data.masks.fixed_mask` of its global index, so it is the same in every epoch
     and process. Items become dicts with ``image (C, H, W)`` in ``[-1, 1]``, ``index``,
     ``context_indices (K,)``, ``context_values (K, C)``, ``context_count`` (the number of distinct context
     pixels), ``query_indices (Q,)`` and ``query_values (Q, C)``.
 
-    ``context_ratio`` may be a range ``"lo:hi"`` (:func:`~ddo_conditional.masks.ratio_range`): each image
-    then has its own ratio (:func:`~ddo_conditional.masks.image_ratio`), and its ``context_count`` real
+    ``context_ratio`` may be a range ``"lo:hi"`` (:func:`~ddo_conditional.data.masks.ratio_range`): each image
+    then has its own ratio (:func:`~ddo_conditional.data.masks.image_ratio`), and its ``context_count`` real
     context pixels come first in arrays of the range's largest count ``K``, padded by repeating the first
     pixel (index and value), so that batches collate and scatters into an image are unchanged; whatever
     needs distinct points reads ``context_count`` (or ``context_valid``, ``False`` on the padding).
 
-    ``coords`` adds the context as a point set (:mod:`ddo_conditional.points`): ``context_coords (K, 2)``,
+    ``coords`` adds the context as a point set (:mod:`ddo_conditional.data.points`): ``context_coords (K, 2)``,
     ``context_point_values (K, C)`` and ``context_valid (K,)``. ``"grid"``: the centres of the context
     pixels (the values are the pixels'); ``"jitter"``: each point moved to a fixed random position
     inside its pixel's cell (a function of seed and index, like the mask), its value read from the
     image there by bilinear interpolation.
 
-    ``observe`` (field pairs; :mod:`~ddo_conditional.masks`): which channels the context pixels observe.
+    ``observe`` (field pairs; :mod:`~ddo_conditional.data.masks`): which channels the context pixels observe.
     Other than ``"all"``, items gain ``context_channels (C,)`` (1 on the observed channels) and the
     unobserved channels' context values are zero.
     """
@@ -190,5 +190,5 @@ def context_validity(batch: dict) -> torch.Tensor:
 
 def biharmonic_context(indices: torch.Tensor, values: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Biharmonic inpainting ``(C, H, W)`` of ``values (K, C)`` observed at flat ``indices (K,)`` of an
-    ``h x w`` grid (one image; :func:`~ddo_conditional.biharmonic.biharmonic_inpaint` for a batch)."""
+    ``h x w`` grid (one image; :func:`~ddo_conditional.classical.biharmonic.biharmonic_inpaint` for a batch)."""
     return biharmonic_inpaint(values[None], indices[None], h, w)[0]

@@ -1,5 +1,5 @@
 """Reconstruction metrics on images in ``[0, 1]``, per image: PSNR and SSIM on query pixels and on
-the full image (the coverage of a predictive spread is in :mod:`~ddo_conditional.calibration`)."""
+the full image (the coverage of a predictive spread is in :mod:`~ddo_conditional.inference.calibration`)."""
 from __future__ import annotations
 
 import torch

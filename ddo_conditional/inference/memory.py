@@ -7,7 +7,7 @@ import math
 from ddo.api import Knob, guard, images_bytes, network_bytes, sampling_rows
 
 DIHEDRAL_MOVES = 8  # the symmetrised posterior-mean estimate evaluates the network under 8 moves
-TPS_CHUNK = 4096  # targets per chunk of ddo_conditional.points.tps_eval
+TPS_CHUNK = 4096  # targets per chunk of ddo_conditional.classical.thin_plate.tps_eval
 
 
 def reconstruction_bytes(config: dict, *, resolution: int, batch_size: int, num_samples: int, images: int,

@@ -1,0 +1,1 @@
+"""Classical estimators: nearest / linear / cubic, biharmonic inpainting, Gaussian priors and kriging."""

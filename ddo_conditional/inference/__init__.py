@@ -1,0 +1,1 @@
+"""Inference: the sampling plan and reconstructor, batches, evaluation, metrics, calibration fits, shrinkage, memory estimates."""

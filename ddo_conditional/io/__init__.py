@@ -1,0 +1,1 @@
+"""Files: the report (tables, metrics.json, figures)."""

@@ -1,0 +1,1 @@
+"""Networks: the spec's conditioning wrappers, the refiners of an interpolation, point-set encoders."""

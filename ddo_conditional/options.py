@@ -1,0 +1,73 @@
+"""The plugin's declared options, the groups of conditioning keys they apply to, and each key's measured
+defaults. Every option a wrapper reads is declared once in :data:`OPTIONS` (registered through the host's
+``register_options`` hook), so its default reaches ``config.json`` and the host refuses a change of the
+masks or of the architecture on ``--resume``."""
+from __future__ import annotations
+
+from ddo.api import Option, nonneg_int, positive_float, positive_int
+
+from .data.augment import augment_list
+from .data.datasets import POINT_COORDS
+from .data.masks import OBSERVE_RULES, PATTERNS, context_ratio_arg
+from .nn.refiners import RESIDUAL_SCALES
+
+POINT_KEYS = ("sparse-setconv", "sparse-attention")
+SPARSE_KEYS = ("sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp", "sparse-biharmonic") + POINT_KEYS + (
+    "sparse-route",)
+INTERP_KEYS = ("sparse-interp", "sparse-biharmonic")
+DENSE_KEYS = ("sparse-biharmonic", "sparse-route") + POINT_KEYS  # kwargs hold a dense estimate (context_dense)
+X0_OR_V = ("x0", "v")
+
+
+SCALE_FLOOR, SCALE_FLOOR_BEFORE_OPTION = 1e-4, 0.01
+
+
+OPTIONS = (
+    Option("context_ratio", context_ratio_arg, 0.1, "fraction of each image's pixels observed (the context), or a "
+           "range LO:HI: each image then observes its own ratio, log-uniform in it (a function of seed and index)",
+           "data", conditioning=SPARSE_KEYS),
+    Option("query_ratio", float, 0.1, "fraction of each image's pixels held out for scoring (the query)", "data",
+           conditioning=SPARSE_KEYS),
+    Option("mask_seed", nonneg_int, 42, "seed of the fixed masks (a mask is a function of seed and image index)",
+           "data", conditioning=SPARSE_KEYS),
+    Option("mask_pattern", str, "random", "where the context lies", "data", choices=PATTERNS,
+           conditioning=SPARSE_KEYS),
+    Option("augment", augment_list, "none", "training-time transforms, comma-separated: 'dihedral' (a random "
+           "rotation or reflection of the square, image and fixed context moved together), 'photometric' (a random "
+           "colour map: channel order, hue, saturation, contrast, gamma, brightness; the context read from the "
+           "mapped image)", "run", conditioning=SPARSE_KEYS),
+    Option("context_feature_dim", positive_int, 32, "width of the context encoder", "architecture",
+           conditioning=("sparse-encoder",)),
+    Option("refiner_width", nonneg_int, 0, "width of a local 3x3 refiner beside the spectral trunk (0: none)",
+           "architecture", conditioning=INTERP_KEYS + ("sparse-route",)),
+    Option("residual_scale", str, "none", "'context' scales the network's residual per image by the context's "
+           "leave-one-out interpolation error; 'context-input' also feeds the interpolation's detail in those "
+           "units", "architecture", choices=RESIDUAL_SCALES, conditioning=INTERP_KEYS,
+           requires={"parameterization": X0_OR_V}),
+    Option("context_coords", str, "jitter", "where the context points lie: 'grid' (pixel centres) or 'jitter' "
+           "(a fixed random position inside each context pixel, its value read there by bilinear interpolation)",
+           "data", choices=POINT_COORDS[1:], conditioning=POINT_KEYS),
+    Option("scale_floor", positive_float, SCALE_FLOOR, "floor of the per-image scale of the network's correction, "
+           "sqrt(r^2 + floor^2) with r the thin-plate spline's leave-one-out RMS error ([-1, 1] units); a "
+           "checkpoint without this key was trained with 0.01", "architecture", conditioning=POINT_KEYS),
+    Option("point_feature_dim", positive_int, 32, "width of the point-set encoder's features", "architecture",
+           conditioning=POINT_KEYS),
+    Option("observe", str, "tasks", "which channels of a field pair the context pixels observe: 'forward' (the "
+           "input), 'inverse' (the solution), 'joint' (both), 'tasks' (each image one of the three, a function of "
+           "seed and index: one model for all three) or 'all'", "data", choices=OBSERVE_RULES,
+           conditioning=("sparse-route",)),
+    Option("attention_heads", positive_int, 4, "heads of the grid-to-points attention", "architecture",
+           conditioning=("sparse-attention",)),
+)
+
+
+DEFAULTS = {o.name: o.default for o in OPTIONS}
+
+
+KEY_DEFAULTS = {
+    "sparse-biharmonic": {"parameterization": "x0", "loss": "x0-mse-relative"},
+    "sparse-setconv": {"parameterization": "x0", "loss": "x0-mse-ratio"},
+    "sparse-attention": {"parameterization": "x0", "loss": "x0-mse-ratio"},
+    "sparse-interp": {"parameterization": "x0", "loss": "x0-mse-mixed"},
+    "sparse-route": {"parameterization": "x0", "loss": "x0-mse-scored-l2"},
+}

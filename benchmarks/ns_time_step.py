@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ddo.fields import NS_PAIR_DEFAULTS, NavierStokes2d, ns_forcing, periodic_grf, sample_generator
-from ddo.pairs import PAIR_SEED
+from ddo.fields import NavierStokes2d, ns_forcing, periodic_grf, sample_generator
+from ddo_conditional.pde.datasets import NS_PAIR_DEFAULTS, PAIR_SEED
 
 
 class ForwardEuler(NavierStokes2d):

@@ -26,9 +26,10 @@ import sys
 import time
 
 import torch
-from ddo.api import atomic_write, save_grid, to_physical
+from ddo.api import atomic_write, save_grid
 from ddo.plugins import load_host
 from ddo_conditional.data.datasets import FixedSparseMaskDataset
+from ddo_conditional.pde.datasets import to_physical
 from ddo_conditional.pde.inversion import INVERSION_EVALUATIONS
 from ddo_conditional.data.masks import OBSERVED
 from ddo_conditional.pde.routes import Routes, physical_values, task_errors

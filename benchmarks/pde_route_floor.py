@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from ddo.api import load_pairs, to_physical
+from ddo_conditional.pde.datasets import load_pairs, to_physical
 from ddo_conditional.pde.routes import exact_input_errors
 
 PDES = {"navier-stokes-pair": "navier-stokes", "darcy-pair": "darcy"}

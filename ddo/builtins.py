@@ -1,7 +1,7 @@
 """DDO's own components, registered through the same hooks as any plugin."""
 from __future__ import annotations
 
-from . import arguments, commands, data, pairs, sampling
+from . import arguments, commands, data, sampling
 from .errors import UserError
 from .hookspecs import hookimpl
 from .models import FNOUNet2d
@@ -83,8 +83,9 @@ def register_model_wrappers(register):
     register("none", ModelWrapper)
 
 
-def _fields(kind: str, load=data.load_fields, default_resolution: int = 32):
-    """A generated dataset's factory: ``load(kind, split, resolution)``; nothing to download, fixed crops."""
+def generated_dataset(kind: str, load=data.load_fields, default_resolution: int = 32):
+    """The registry factory of a dataset generated on this machine: ``load(kind, split, resolution)``;
+    ``--download`` and ``--crop-scales`` are refused (nothing to fetch, fixed images)."""
     def factory(split="train", resolution=default_resolution, download=False, crop_scales="fixed", **_):
         _local(f"{kind} (generated on this machine)", download)
         _fixed_crops(kind, crop_scales)
@@ -96,10 +97,8 @@ def _fields(kind: str, load=data.load_fields, default_resolution: int = 32):
 @hookimpl
 def register_datasets(register):
     register("natural-patches", _natural_patches)
-    register("navier-stokes", _fields("navier-stokes"))
-    register("darcy", _fields("darcy"))
-    register("navier-stokes-pair", _fields("navier-stokes-pair", pairs.load_pairs, 64))
-    register("darcy-pair", _fields("darcy-pair", pairs.load_pairs, 64))
+    register("navier-stokes", generated_dataset("navier-stokes"))
+    register("darcy", generated_dataset("darcy"))
     register("cifar10", _cifar10)
     register("image-folder", _image_folder)
 

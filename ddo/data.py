@@ -437,7 +437,7 @@ FIELD_SIZES = {"navier-stokes": (500, 100), "darcy": (1000, 100)}  # (train, tes
 FIELD_SEED = 0
 
 
-def _area_downsample(x: np.ndarray, size: int) -> np.ndarray:
+def area_downsample(x: np.ndarray, size: int) -> np.ndarray:
     n = x.shape[-1]
     if size == n:
         return x
@@ -480,7 +480,7 @@ def load_fields(kind: str, split: str, resolution: int = 32, progress: bool = Tr
     n_train, n_test = FIELD_SIZES[kind]
     start, count = (0, n_train) if split == "train" else (n_train, n_test)
     raw = generate_fields(kind, count, start, native, progress)
-    images = _area_downsample(raw, resolution)[:, None] / FIELD_SCALES[kind]
+    images = area_downsample(raw, resolution)[:, None] / FIELD_SCALES[kind]
     # the forcing sin/cos 2pi(x + y) singles out a diagonal: Navier-Stokes fields have no rotation or
     # reflection symmetry; Darcy's square domain, source and isotropic coefficient field have all 8
     field = {"name": kind, "scale": FIELD_SCALES[kind], "signed": kind == "navier-stokes",

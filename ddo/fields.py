@@ -127,44 +127,6 @@ def navier_stokes(seed: int, indices, visc: float = 1e-3, t_end: float = 10.0, d
     return solver.solve(w0, t_end).float().numpy()
 
 
-NS_PAIR_DEFAULTS = {"visc": 1e-3, "t_end": 1.0, "dt": 1e-3, "resolution": 128, "alpha": 2.5, "tau": 7.0,
-                    "sigma": 7.0**1.5}
-
-
-def navier_stokes_pair(seed: int, indices, visc: float = 1e-3, t_end: float = 1.0, dt: float = 1e-3,
-                       resolution: int = 128, alpha: float = 2.5, tau: float = 7.0,
-                       sigma: float = 7.0**1.5) -> tuple[np.ndarray, np.ndarray]:
-    """``(w0, w1)``, each ``(len(indices), resolution, resolution)`` float32: the initial vorticity and the
-    vorticity at ``t_end`` (the setting of the published PDE benchmarks: ``T = 1``); the initial field in
-    float64, the time stepping in float32 (relative difference from float64 stepping about 4e-5)."""
-    gens = [sample_generator(seed, int(i)) for i in indices]
-    w0 = periodic_grf(gens, resolution, alpha, tau, sigma)
-    w1 = NavierStokes2d(resolution, visc, dt, ns_forcing(resolution), dtype=torch.float32).solve(w0, t_end)
-    return w0.float().numpy(), w1.float().numpy()
-
-
-def ns_backward(w1: torch.Tensor, t_end: float = 1.0, visc: float = 1e-3, dt: float = 1e-3,
-                keep_modes: int = 12) -> torch.Tensor:
-    """An estimate of the vorticity ``t_end`` earlier than ``w1 (B, n, n)``: the vorticity equation
-    integrated backward with only the modes ``|m_x|, |m_y| <= keep_modes`` kept (see
-    :class:`NavierStokes2d`). Solved on the smallest grid that holds those modes without aliasing
-    (``3 keep_modes`` points or more), then zero-padded back to ``n``: the discarded modes are zero."""
-    n = w1.shape[-1]
-    m = min(n, 2 * math.ceil(3 * (keep_modes + 1) / 2))
-    w_hat = torch.fft.rfft2(w1.double(), norm="forward")
-    small = torch.zeros(w1.shape[0], m, m // 2 + 1, dtype=w_hat.dtype)
-    h = m // 2
-    small[:, :h, :h + 1] = w_hat[:, :h, :h + 1]
-    small[:, -h:, :h + 1] = w_hat[:, -h:, :h + 1]
-    solver = NavierStokes2d(m, visc, -dt, ns_forcing(m), keep_modes=keep_modes)
-    w0_small = solver.solve(torch.fft.irfft2(small, s=(m, m), norm="forward"), -t_end)
-    out_hat = torch.zeros_like(w_hat)
-    s_hat = torch.fft.rfft2(w0_small, norm="forward")
-    out_hat[:, :h, :h + 1] = s_hat[:, :h, :h + 1]
-    out_hat[:, -h:, :h + 1] = s_hat[:, -h:, :h + 1]
-    return torch.fft.irfft2(out_hat, s=(n, n), norm="forward")
-
-
 def darcy_matrix(a: np.ndarray):
     """The 5-point matrix of ``-div(a grad u)`` on the interior nodes of an ``s x s`` grid of the unit
     square (spacing ``1 / (s - 1)``, ``u = 0`` on the boundary), face coefficients the averages of ``a``."""
@@ -212,5 +174,5 @@ def darcy(seed: int, indices, resolution: int = 64, alpha: float = 2.0, tau: flo
     return u.astype(np.float32), a.astype(np.float32)
 
 
-__all__ = ["NavierStokes2d", "navier_stokes", "navier_stokes_pair", "ns_backward", "NS_PAIR_DEFAULTS", "darcy", "darcy_solve", "darcy_matrix", "periodic_grf", "sample_generator",
+__all__ = ["NavierStokes2d", "ns_forcing", "navier_stokes", "darcy", "darcy_solve", "darcy_matrix", "periodic_grf", "sample_generator",
            "NS_DEFAULTS", "DARCY_DEFAULTS"]

@@ -8,7 +8,7 @@ from ddo.api import Option, nonneg_int, positive_float, positive_int
 
 from .data.augment import augment_list
 from .data.datasets import POINT_COORDS
-from .data.masks import OBSERVE_RULES, PATTERNS, context_ratio_arg
+from .data.masks import PATTERNS, context_ratio_arg
 from .nn.refiners import RESIDUAL_SCALES
 
 POINT_KEYS = ("sparse-setconv", "sparse-attention")
@@ -52,10 +52,6 @@ OPTIONS = (
            "checkpoint without this key was trained with 0.01", "architecture", conditioning=POINT_KEYS),
     Option("point_feature_dim", positive_int, 32, "width of the point-set encoder's features", "architecture",
            conditioning=POINT_KEYS),
-    Option("observe", str, "tasks", "which channels of a field pair the context pixels observe: 'forward' (the "
-           "input), 'inverse' (the solution), 'joint' (both), 'tasks' (each image one of the three, a function of "
-           "seed and index: one model for all three) or 'all'", "data", choices=OBSERVE_RULES,
-           conditioning=("sparse-route",)),
     Option("attention_heads", positive_int, 4, "heads of the grid-to-points attention", "architecture",
            conditioning=("sparse-attention",)),
 )
@@ -64,10 +60,15 @@ OPTIONS = (
 DEFAULTS = {o.name: o.default for o in OPTIONS}
 
 
+# The parameterisation and loss each key was measured best with, applied by the host when a run gives
+# neither flag (nor a preset value): the keys whose network refines an interpolation predict x0 and are
+# trained with x0-mse-relative (README: the demo), the point-set keys, which serve any density, with its
+# x0-mse-ratio (README: "Any density, any resolution"); sparse-interp's inputs hold
+# no dense interpolation for that loss's weights, so it gets x0-mse-mixed, the same loss unweighted.
+# The spec's keys (sparse-encoder, sparse-concat) and sparse-lift keep the host's eps and dsm.
 KEY_DEFAULTS = {
     "sparse-biharmonic": {"parameterization": "x0", "loss": "x0-mse-relative"},
     "sparse-setconv": {"parameterization": "x0", "loss": "x0-mse-ratio"},
     "sparse-attention": {"parameterization": "x0", "loss": "x0-mse-ratio"},
     "sparse-interp": {"parameterization": "x0", "loss": "x0-mse-mixed"},
-    "sparse-route": {"parameterization": "x0", "loss": "x0-mse-scored-l2"},
 }

@@ -8,7 +8,7 @@ from .cli import reconstruct as commands
 from .options import DENSE_KEYS, KEY_DEFAULTS, OPTIONS, SPARSE_KEYS, X0_OR_V
 from .wrappers import WRAPPERS
 from .losses import (query_dsm_loss, x0_mse_loss, x0_mse_mixed_loss, x0_mse_ratio_loss, x0_mse_relative_l2_loss,
-                     x0_mse_relative_loss, x0_mse_scored_l2_loss, x0_mse_scored_l2_t1_loss)
+                     x0_mse_relative_loss)
 
 
 @hookimpl
@@ -34,10 +34,6 @@ def register_losses(register):
              requires={"parameterization": X0_OR_V, "conditioning": DENSE_KEYS})
     register("x0-mse-relative-l2", x0_mse_relative_l2_loss,
              requires={"parameterization": X0_OR_V, "conditioning": DENSE_KEYS})
-    register("x0-mse-scored-l2", x0_mse_scored_l2_loss,
-             requires={"parameterization": X0_OR_V, "conditioning": ("sparse-route",)})
-    register("x0-mse-scored-l2-t1", x0_mse_scored_l2_t1_loss,
-             requires={"parameterization": X0_OR_V, "conditioning": ("sparse-route",)})
 
 
 @hookimpl

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import logging
 
-import torch
-from ddo.api import PAIR_KINDS, ModelWrapper
+from ddo.api import ModelWrapper
 
 from .data.augment import DihedralAugment, PhotometricAugment, augment_list, check_dihedral
 from .classical.biharmonic import MAX_PIXELS, biharmonic_inpaint
@@ -16,7 +15,6 @@ from .data.datasets import FixedSparseMaskDataset, context_tensors, context_vali
 from .data.masks import PATTERNS, MaskError, context_ratio_arg, mask_counts, ratio_range
 from .nn.conditional_model import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
 from .nn.refiners import PointSetModel, SparseInterpModel
-from .pde.routes import RouteCache
 from .classical.thin_plate import point_context
 from .nn.encoders import ENCODERS
 from .options import DEFAULTS, SCALE_FLOOR_BEFORE_OPTION, X0_OR_V
@@ -185,51 +183,7 @@ class PointConditioning(SparseConditioning):
                              residual=self.parameterization == "x0")
 
 
-class RouteConditioning(SparseConditioning):
-    """``sparse-route``: a field pair (``--dataset navier-stokes-pair`` or ``darcy-pair``) observed channel by
-    channel (``--observe``); the network refines the classical route of each image's task (co-kriging
-    pushed through the PDE's solver where a route exists, :class:`~ddo_conditional.pde.routes.Routes`) as
-    ``sparse-biharmonic`` refines biharmonic inpainting, with one observation mask per channel."""
-
-    needs = ("context_image", "observation_mask", "context_dense")
-    dense_in_kwargs = True
-
-    def __init__(self, config: dict | None = None):
-        super().__init__(config)
-        self.kind = self.run_config.get("dataset")
-        if self.kind not in PAIR_KINDS:
-            raise ValueError(f"--conditioning sparse-route refines a PDE's classical route; use --dataset "
-                             f"{' or '.join(PAIR_KINDS)} (got {self.kind})")
-        if "photometric" in self.augment:  # a colour map of a physical field is no sample of its PDE
-            raise ValueError("--augment photometric maps the observed values of a field pair, which the route "
-                             "solves as physical fields; use --augment none or dihedral (Darcy)")
-        self.observe = self.options["observe"]
-        self.routes = RouteCache(self.kind)
-
-    def mask_dataset(self, dataset, **overrides) -> FixedSparseMaskDataset:
-        return super().mask_dataset(dataset, **{"observe": self.observe, **overrides})
-
-    def model_kwargs(self, batch: dict, device) -> dict:
-        if "context_channels" not in batch:  # --observe all: every channel at every context pixel
-            batch = {**batch, "context_channels": torch.ones(len(batch["context_indices"]), self.channels)}
-        dense = self.routes.dense(batch).to(device=device, dtype=batch["image"].dtype)
-        return {**super().model_kwargs(batch, device), "context_dense": dense}
-
-    def build_model(self, make_base):
-        return SparseInterpModel(make_base(), input_dim=self.channels, refiner_width=int(self.options["refiner_width"]),
-                                 residual=self.parameterization == "x0", mask_channels=self.channels)
-
-
-# The parameterisation and loss each key was measured best with, applied by the host when a run gives
-# neither flag (nor a preset value): the keys whose network refines an interpolation predict x0 and are
-# trained with x0-mse-relative (README: the demo), the point-set keys, which serve any density, with its
-# x0-mse-ratio (README: "Any density, any resolution"); sparse-interp's inputs hold
-# no dense interpolation for that loss's weights, so it gets x0-mse-mixed, the same loss unweighted.
-# sparse-route's field pairs are scored per channel, so its loss weighs each channel that the image's
-# task scores (x0-mse-scored-l2; README: PDE tasks). The spec's keys (sparse-encoder, sparse-concat) and
-# sparse-lift keep the host's eps and dsm.
-
 WRAPPERS = {"sparse-encoder": EncoderConditioning, "sparse-concat": ConcatConditioning,
             "sparse-lift": LiftConditioning, "sparse-interp": InterpConditioning,
             "sparse-biharmonic": BiharmonicInterpConditioning, "sparse-setconv": PointConditioning,
-            "sparse-attention": PointConditioning, "sparse-route": RouteConditioning}
+            "sparse-attention": PointConditioning}

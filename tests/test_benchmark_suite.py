@@ -1,4 +1,5 @@
-"""The benchmarks as a suite: results/ holds exactly the JSON the READMEs cite (each by its file name),
+"""The benchmarks as a suite: results/ holds exactly the JSON the READMEs and the docs/ pages cite (each by its
+file name),
 every cited file exists, and no benchmark reaches into the packages' private names or assigns to their
 attributes."""
 import ast
@@ -8,7 +9,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 RESULTS = BENCHMARKS / "results"
-READMES = (REPO / "README.md", BENCHMARKS / "README.md")
+READMES = (REPO / "README.md", BENCHMARKS / "README.md", *sorted((REPO / "docs").glob("*.md")))
 PACKAGES = ("ddo", "ddo_conditional")
 
 

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from ddo import fields
+from ddo_conditional.pde import datasets as pairs_module
+from ddo_conditional.pde.solvers import ns_backward
 from ddo_conditional.data.datasets import FixedSparseMaskDataset, context_tensors
 from ddo_conditional.classical.kriging import EmpiricalGaussian, TorusGaussian, krige
 from ddo_conditional.data.masks import OBSERVED, TASKS, image_task
@@ -52,14 +54,14 @@ def test_the_solver_takes_the_reference_schemes_step_and_integrates_backward():
     w0 = fields.periodic_grf([fields.sample_generator(0, i) for i in range(2)], n, 2.5, 7.0, 7.0**1.5)
     w0 = splice(w0, torch.zeros_like(w0), 6)
     w1 = fields.NavierStokes2d(n, 1e-3, 1e-3, fields.ns_forcing(n)).solve(w0, 1.0)
-    back = fields.ns_backward(w1)
+    back = ns_backward(w1)
     assert float((back - w0).norm() / w0.norm()) < 1e-3 < float((w1 - w0).norm() / w0.norm())
 
 
 def test_pairs_are_a_pure_function_of_seed_and_index_and_w1_is_w0_solved():
     kw = {"t_end": 0.05, "dt": 5e-3, "resolution": 32}
-    w0, w1 = fields.navier_stokes_pair(0, [3, 4], **kw)
-    a0, a1 = fields.navier_stokes_pair(0, [4], **kw)
+    w0, w1 = pairs_module.navier_stokes_pair(0, [3, 4], **kw)
+    a0, a1 = pairs_module.navier_stokes_pair(0, [4], **kw)
     np.testing.assert_array_equal(w0[1], a0[0])
     np.testing.assert_array_equal(w1[1], a1[0])
     solved = fields.NavierStokes2d(32, 1e-3, 5e-3, fields.ns_forcing(32), dtype=torch.float32).solve(
@@ -152,7 +154,7 @@ def test_relative_l2_and_the_threshold_error_rate_on_hand_made_fields():
 
 @pytest.fixture
 def small_pairs(monkeypatch, tmp_path):
-    import ddo.pairs as pairs
+    import ddo_conditional.pde.datasets as pairs
 
     monkeypatch.setenv("DDO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setitem(pairs.PAIR_SIZES, "darcy-pair", (10, 3))
@@ -255,7 +257,7 @@ def test_the_exact_input_floor_is_zero_on_the_solvers_grid_and_the_discretisatio
 
 
 @pytest.mark.slow
-def test_reconstruct_task_scores_a_route_model_beside_the_classical_estimates(small_pairs, tmp_path, capsys):
+def test_task_command_scores_a_route_model_beside_the_classical_estimates(small_pairs, tmp_path, capsys):
     from ddo.cli import main
 
     run = tmp_path / "run"
@@ -265,7 +267,7 @@ def test_reconstruct_task_scores_a_route_model_beside_the_classical_estimates(sm
     assert main([*args, "--out", str(run)]) == 0
     ckpt = str(run / "checkpoint.pt")
     out = tmp_path / "joint"
-    assert main(["reconstruct", "--checkpoint", ckpt, "--dataset", "darcy-pair", "--task", "joint", "--points-per-channel",
+    assert main(["task", "--checkpoint", ckpt, "--dataset", "darcy-pair", "--task", "joint", "--points-per-channel",
                  "150", "--out", str(out), "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["task"] == "joint" and m["points_per_channel"] == 150 and m["target_channels"] == ["a", "u"]
@@ -275,28 +277,30 @@ def test_reconstruct_task_scores_a_route_model_beside_the_classical_estimates(sm
     assert (out / "reconstructions.png").stat().st_size > 0
     assert "| joint | ddo |" in capsys.readouterr().out
     forward = tmp_path / "forward"
-    assert main(["reconstruct", "--checkpoint", ckpt, "--dataset", "darcy-pair", "--task", "forward",
+    assert main(["task", "--checkpoint", ckpt, "--dataset", "darcy-pair", "--task", "forward",
                  "--points-per-channel", "150", "--out", str(forward), "--no-progress"]) == 0
     # the posterior holds on the pairs' own 128x128 grid only: at 32x32 it is not scored
     assert set(json.loads((forward / "metrics.json").read_text())["methods"]) == {"ddo", "interpolation", "kriging"}
     inverse = tmp_path / "inverse"  # Darcy's inverse task adds the coefficient fitted through the solver
-    assert main(["reconstruct", "--checkpoint", ckpt, "--dataset", "darcy-pair", "--task", "inverse",
+    assert main(["task", "--checkpoint", ckpt, "--dataset", "darcy-pair", "--task", "inverse",
                  "--points-per-channel", "150", "--out", str(inverse), "--no-progress"]) == 0
     m = json.loads((inverse / "metrics.json").read_text())
     assert set(m["methods"]) == {"ddo", "interpolation", "kriging", "inversion"}
     assert "| inverse | inversion |" in capsys.readouterr().out
-    bad = [(["--task", "forward", "--context-ratio", "0.1"], "drop --context-ratio"),
-           (["--points-per-channel", "10"], "--points-per-channel sets the observations of a --task"),
-           (["--task", "forward", "--points-per-channel", "5000"], "more than the 32x32 grid's 1024 pixels")]
-    for extra, message in bad:
-        assert main(["reconstruct", "--checkpoint", ckpt, "--dataset", "darcy-pair", *extra, "--out",
+    bad = [(["task", "--task", "forward", "--context-ratio", "0.1"], "unrecognized arguments: --context-ratio 0.1"),
+           (["reconstruct", "--points-per-channel", "10"], "--points-per-channel moved to its own command: ddo task"),
+           (["reconstruct", "--task", "joint"], "--task moved to its own command: ddo task --checkpoint"),
+           (["task", "--task", "forward", "--points-per-channel", "5000"], "more than the 32x32 grid's 1024 pixels")]
+    for (command, *extra), message in bad:
+        assert main([command, "--checkpoint", ckpt, "--dataset", "darcy-pair", *extra, "--out",
                      str(tmp_path / "bad"), "--no-progress"]) == 2
-        assert message in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "bad").exists()
     # every channel observed (--observe all) and a range of densities: trains; --task then needs a count
     ranged = tmp_path / "ranged"
     assert main([*args, "--observe", "all", "--context-ratio", "0.05:0.2", "--out", str(ranged)]) == 0
-    assert main(["reconstruct", "--checkpoint", str(ranged / "checkpoint.pt"), "--dataset", "darcy-pair", "--task",
+    assert main(["task", "--checkpoint", str(ranged / "checkpoint.pt"), "--dataset", "darcy-pair", "--task",
                  "forward", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
     assert "was trained with a range of context ratios (0.05:0.2); give --points-per-channel N" in capsys.readouterr().err
     assert main(["train", "--dataset", "darcy", "--channels", "1", "--conditioning", "sparse-route", "--resolution", "32",
@@ -329,7 +333,8 @@ def test_the_scored_loss_counts_only_the_channels_each_task_scores():
     from types import SimpleNamespace
 
     from ddo.plugins import load_host
-    from ddo_conditional.losses import scored_channels, x0_mse_scored_l2_loss
+    from ddo_conditional.losses import scored_channels
+    from ddo_conditional.pde.losses import x0_mse_scored_l2_loss
 
     x = torch.zeros(3, 2, 2, 2)
     err = torch.tensor([[0.1, 0.2], [0.3, 0.1], [0.2, 0.4]])

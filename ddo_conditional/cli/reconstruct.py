@@ -16,13 +16,12 @@ from ..inference.calibration import SHRINKAGE_LIMIT, fit_calibration
 from ..io.calibration_file import load_calibration, save_calibration
 from ..wrappers import PointConditioning, SparseConditioning
 from ..inference.evaluate import evaluate
-from ..data.masks import PATTERNS, TASKS, MaskError, context_ratio_arg, ratio_range
+from ..data.masks import PATTERNS, MaskError, context_ratio_arg, ratio_range
 from ..inference.memory import check_reconstruction, check_thin_plate
 from ..inference.metrics import SSIM_WINDOW
 from ..inference.reconstruct import Reconstructor, SamplingPlan
 from ..io.report import coverage_table, mask_line, metrics_record, shrinkage_line, table, write_outputs
 from .points import run_points
-from ..pde.cli import run_task
 
 MASK_FLAGS = ("context_ratio", "query_ratio", "mask_seed", "mask_pattern")
 
@@ -42,7 +41,7 @@ def add_reconstruct_parser(parser) -> None:
     parser.add_argument("--resolution", type=positive_int, help="default: the training resolution")
     parser.add_argument("--limit", type=positive_int, help="evaluate the first N images only")
     parser.add_argument("--num-samples", type=positive_int, default=4)
-    _add_sampler_flags(parser, "the best measured for the model's parameterisation (README): ddim with 20 steps for "
+    add_sampler_flags(parser, "the best measured for the model's parameterisation (README): ddim with 20 steps for "
                        "x0/v models, denoise with 250 steps for eps models")
     parser.add_argument("--data-consistency", action="store_true", help="re-impose observed pixels each step")
     parser.add_argument("--no-symmetrize-x0", action="store_true",
@@ -56,14 +55,11 @@ def add_reconstruct_parser(parser) -> None:
     parser.add_argument("--baselines", type=baseline_list,
                         help=f"classical methods scored beside the model, comma-separated (default "
                         f"{','.join(BASELINES)}; {', '.join(EXTRA_BASELINES)} on request: a dense solve per image)")
-    parser.add_argument("--task", choices=TASKS, help="score a field-pair model (--conditioning sparse-route) on a PDE "
-                        "task: forward (points of the input), inverse (points of the solution) or joint (both): "
-                        "relative L2 of the target fields beside co-kriging and the classical route")
-    parser.add_argument("--points-per-channel", type=positive_int, help="with --task: observed points of each observed "
-                        "channel (default: as many as the model was trained with)")
+    for moved in ("--task", "--points-per-channel"):  # the earlier spelling, refused with the new command's name
+        parser.add_argument(moved, help=argparse.SUPPRESS)
     parser.add_argument("--raw-spread", action="store_true",
                         help="report the samples' own std even when the checkpoint has a calibration (`ddo calibrate`)")
-    _add_run_flags(parser)
+    add_run_flags(parser)
     parser.add_argument("--out", required=True, help="output folder (metrics.json, reconstructions.png, *.npy)")
 
 
@@ -77,12 +73,12 @@ def baseline_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def _add_sampler_flags(parser, default: str) -> None:
+def add_sampler_flags(parser, default: str) -> None:
     parser.add_argument("--steps", type=positive_int, help=f"default: {default}")
     parser.add_argument("--sampler", help=f"default: {default}")
 
 
-def _add_run_flags(parser) -> None:
+def add_run_flags(parser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=32,
                         help="images per network call (default 32; 64 is the fastest measured for the seed model, "
                         "README: Speed); samples do not depend on it")
@@ -104,8 +100,8 @@ def add_calibrate_parser(parser) -> None:
     parser.add_argument("--shrinkage-limit", type=positive_int, default=SHRINKAGE_LIMIT,
                         help=f"images to fit the shrinkage on (default {SHRINKAGE_LIMIT})")
     parser.add_argument("--num-samples", type=positive_int, default=4)
-    _add_sampler_flags(parser, "as `ddo reconstruct`")
-    _add_run_flags(parser)
+    add_sampler_flags(parser, "as `ddo reconstruct`")
+    add_run_flags(parser)
 
 
 def precision_name(network) -> str:
@@ -135,15 +131,15 @@ def sampling_plan(args: dict, host, config: dict, denoiser, symmetrize: bool = T
 
 
 def run_reconstruct(args: dict) -> int:
+    for moved in ("task", "points_per_channel"):
+        if args.get(moved):
+            raise UserError(f"--{moved.replace('_', '-')} moved to its own command: ddo task --checkpoint "
+                            f"{args['checkpoint']} --task forward|inverse|joint ... (installed with the PDE plugin)")
     host = args["_host"]
     check_out_dir(args["out"])
     device = resolve_device(args.get("device"))
     denoiser, wrapper, config = load_conditional(args, host, device)
     _check_point_flags(args, wrapper, config)
-    if args.get("task"):
-        return run_task(args, host, denoiser, wrapper, config, sampling_plan(args, host, config, denoiser, False))
-    if args.get("points_per_channel"):
-        raise UserError("--points-per-channel sets the observations of a --task; pass --task or drop it")
     if args.get("points"):
         return run_points(args, denoiser, config, sampling_plan(args, host, config, denoiser, not args["no_symmetrize_x0"]))
     res = args.get("resolution") or config["resolution"]

@@ -1,22 +1,40 @@
-"""``ddo reconstruct --task``: a ``sparse-route`` model on a PDE task, beside the classical estimates on
-the same observations; writes ``metrics.json`` and ``reconstructions.png``."""
+"""``ddo task``: a ``sparse-route`` model on a PDE task, beside the classical estimates on the same
+observations; writes ``metrics.json`` and ``reconstructions.png``."""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
 
-from ddo.api import UserError, atomic_write, check_finite, check_resolution, save_grid
+from ddo.api import (UserError, atomic_write, check_finite, check_out_dir, check_resolution, nonneg_int, positive_int,
+                     resolve_device, save_grid)
 
-from ..wrappers import RouteConditioning
-from ..data.masks import ratio_range
-from ..inference.memory import check_reconstruction
 from ..cli.points import plan_device
+from ..cli.reconstruct import add_run_flags, add_sampler_flags, load_conditional, sampling_plan
+from ..data.masks import TASKS, ratio_range
+from ..inference.memory import check_reconstruction
 from ..inference.reconstruct import Reconstructor
+from .conditioning import RouteConditioning
 from .report import task_figure, task_record, task_table
 from .tasks import evaluate_task
 
-CONFLICTS = ("images", "points", "baselines", "context_ratio", "query_ratio", "mask_pattern")
+
+def add_task_parser(parser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a field-pair model (--conditioning sparse-route)")
+    parser.add_argument("--task", required=True, choices=TASKS, help="forward (points of the input), inverse (points "
+                        "of the solution) or joint (both): relative L2 of the target fields beside co-kriging and "
+                        "the classical routes")
+    parser.add_argument("--dataset", help="the model's own field pair (the default; any other is refused)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--resolution", type=positive_int, help="default: the training resolution")
+    parser.add_argument("--points-per-channel", type=positive_int, help="observed points of each observed channel "
+                        "(default: as many as the model was trained with)")
+    parser.add_argument("--mask-seed", type=nonneg_int, help="seed of the observed points; default: the checkpoint's")
+    parser.add_argument("--limit", type=positive_int, help="evaluate the first N pairs only")
+    parser.add_argument("--num-samples", type=positive_int, default=4)
+    add_sampler_flags(parser, "as `ddo reconstruct`")
+    add_run_flags(parser)
+    parser.add_argument("--out", required=True, help="output folder (metrics.json, reconstructions.png)")
 
 
 def task_points(args: dict, config: dict, wrapper, res: int) -> int:
@@ -39,12 +57,15 @@ def check_task_flags(args: dict, wrapper, config: dict) -> None:
     if not isinstance(wrapper, RouteConditioning):
         raise UserError(f"--task scores a field-pair model (--conditioning sparse-route); {args['checkpoint']} has "
                         f"--conditioning {config.get('conditioning')}")
-    given = [f"--{k.replace('_', '-')}" for k in CONFLICTS if args.get(k)]
-    if given:
-        raise UserError(f"--task observes --points-per-channel random points of each observed channel and scores fixed "
-                        f"methods; drop {', '.join(given)}")
     if args.get("dataset") not in (None, config.get("dataset")):
         raise UserError(f"--task evaluates the model's own PDE ({config.get('dataset')}); got --dataset {args['dataset']}")
+
+
+def run_task_command(args: dict) -> int:
+    host = args["_host"]
+    check_out_dir(args["out"])
+    denoiser, wrapper, config = load_conditional(args, host, resolve_device(args.get("device")))
+    return run_task(args, host, denoiser, wrapper, config, sampling_plan(args, host, config, denoiser, False))
 
 
 def run_task(args: dict, host, denoiser, wrapper, config: dict, plan) -> int:
@@ -76,4 +97,4 @@ def run_task(args: dict, host, denoiser, wrapper, config: dict, plan) -> int:
     return 0
 
 
-__all__ = ["run_task", "check_task_flags", "task_points"]
+__all__ = ["add_task_parser", "run_task_command", "run_task", "check_task_flags", "task_points"]

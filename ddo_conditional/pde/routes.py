@@ -22,11 +22,12 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from ddo.api import (DARCY_DEFAULTS, NS_PAIR_DEFAULTS, PAIR_NATIVE, NavierStokes2d, darcy_solve, load_pairs, ns_backward, ns_forcing, to_physical,
-                     to_units)
+from ddo.api import DARCY_DEFAULTS, NavierStokes2d, darcy_solve, ns_forcing
 
 from ..classical.biharmonic import biharmonic_inpaint
+from .datasets import NS_PAIR_DEFAULTS, PAIR_NATIVE, load_pairs, to_physical, to_units
 from .inversion import INVERSION_EVALUATIONS, darcy_invert
+from .solvers import ns_backward
 from ..classical.kriging import EmpiricalGaussian, TorusGaussian, krige
 from ..data.masks import OBSERVED
 from .posterior import POSTERIOR_SAMPLES, darcy_posterior, latent_model

@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from ddo.api import PAIR_NATIVE, to_physical
 
 from ..inference.batches import batches
 from ..classical.biharmonic import biharmonic_inpaint
 from ..data.masks import OBSERVED
+from .datasets import PAIR_NATIVE, to_physical
 from .routes import Routes, physical_values, task_errors
 
 TARGETS = {"forward": (1,), "inverse": (0,), "joint": (0, 1)}

@@ -36,7 +36,7 @@ from ddo.api import UserError
 from ddo.cli import main as ddo
 from ddo.plugins import load_host
 from ddo.train import load_model
-from ddo_conditional.cli.reconstruct import dihedral_invariant
+from ddo.api import dihedral_invariant
 from ddo_conditional.inference.evaluate import evaluate
 from ddo_conditional.inference.reconstruct import Reconstructor, SamplingPlan
 

@@ -19,7 +19,7 @@ import torch
 from ddo import data, fields
 from ddo.plugins import load_host
 from ddo.train import load_model
-from ddo_conditional.cli.reconstruct import dihedral_invariant
+from ddo.api import dihedral_invariant
 from ddo_conditional.inference.evaluate import evaluate
 from ddo_conditional.inference.reconstruct import Reconstructor, SamplingPlan
 

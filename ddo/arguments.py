@@ -135,7 +135,7 @@ def norm_type(text: str):
     raise argparse.ArgumentTypeError(f"unknown norm {text!r}; known: none, group")
 
 
-def add_train_parser(parser: argparse.ArgumentParser) -> None:
+def add_train_parser(parser: argparse.ArgumentParser, host=None) -> None:
     g = parser.add_argument_group("run")
     g.add_argument("--out", required=True, help="run directory (config, checkpoint, logs, samples)")
     g.add_argument("--preset", help="seed (the spec's CIFAR-10 model) or cpu-small; explicit flags override it")
@@ -163,7 +163,6 @@ def add_train_parser(parser: argparse.ArgumentParser) -> None:
                    "(random scales, area-resampled, new crops every epoch)")
     _add_model_flags(parser)
     _add_optimisation_flags(parser)
-    host = parser.get_default("_host")
     if host is not None:
         add_option_flags(parser.add_argument_group("plugin options"), options_of(host))
 
@@ -231,7 +230,7 @@ def add_option_flags(group, options) -> None:
                            help=f"{opt.help} (default {opt.default}{scope})")
 
 
-def add_sample_parser(parser: argparse.ArgumentParser) -> None:
+def add_sample_parser(parser: argparse.ArgumentParser, host=None) -> None:
     parser.add_argument("--checkpoint", required=True, help="RUN_DIR/checkpoint.pt")
     parser.add_argument("--num", type=positive_int, default=16, help="number of samples")
     parser.add_argument("--resolution", type=positive_int, help="default: the training resolution")

@@ -120,4 +120,4 @@ def register_samplers(register):
 def register_commands(register):
     register("train", (arguments.add_train_parser, commands.run_train, "train a model"))
     register("sample", (arguments.add_sample_parser, commands.run_sample, "draw samples from a checkpoint"))
-    register("plugins", (lambda parser: None, commands.run_plugins, "list plugins and registered keys"))
+    register("plugins", (lambda parser, host: None, commands.run_plugins, "list plugins and registered keys"))

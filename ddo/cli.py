@@ -37,8 +37,8 @@ def build_parser(host) -> Parser:
     for name in host.commands.keys():
         add_arguments, run, help_text = host.commands.get(name)
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_run=run, _host=host)
-        add_arguments(p)
+        p.set_defaults(_run=run)
+        add_arguments(p, host)
     return parser
 
 
@@ -57,7 +57,7 @@ def main(argv=None, extra_plugins=(), tune_allocator: bool = False) -> int:
         except SystemExit as e:  # --help (0) or a usage error (2), already printed
             return int(e.code or 0)
         run = args.pop("_run")
-        return run(args)
+        return run(args, host)
     except (UserError, UnknownKeyError, DuplicateKeyError) as e:
         print(one_line(f"ddo: error: {e}"), file=sys.stderr)
         return 2

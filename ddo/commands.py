@@ -29,7 +29,7 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-RUN_KEYS = ("out", "preset", "resume", "device", "no_progress", "download", "command", "_host")
+RUN_KEYS = ("out", "preset", "resume", "device", "no_progress", "download", "command")
 
 
 def _flags(args: dict) -> dict:
@@ -52,8 +52,7 @@ def train_config(args: dict, host) -> dict:
     return complete({**load_checkpoint(ckpt)["config"], **flags})
 
 
-def run_train(args: dict) -> int:
-    host = args["_host"]
+def run_train(args: dict, host) -> int:
     check_out_dir(args["out"])
     device = resolve_device(args.get("device"))
     config = train_config(args, host)
@@ -207,8 +206,7 @@ def sampling_choice(host, config: dict, sampler: str | None, steps: int | None):
     return key, host.samplers.get(key), steps or best_steps
 
 
-def run_sample(args: dict) -> int:
-    host = args["_host"]
+def run_sample(args: dict, host) -> int:
     if not str(args["out"]).lower().endswith(".png"):
         raise UserError(f"--out must name a .png file, got {args['out']}")
     check_out_file(args["out"], suffix=".png")
@@ -248,8 +246,7 @@ def check_sampling_memory(config: dict, num: int, res: int, device: torch.device
                  [memory.Knob("num", "--num", num), memory.Knob("resolution", "--resolution", res)], device)
 
 
-def run_plugins(args: dict) -> int:
-    host = args["_host"]
+def run_plugins(args: dict, host) -> int:
     print("plugins:")
     for name in host.plugin_names():
         print(f"  {name}")

@@ -82,7 +82,9 @@ def register_samplers(register):
 def register_commands(register):
     """Register CLI sub-commands: ``register(name, (add_arguments, run, help))``.
 
-    ``add_arguments(parser)`` adds the command's flags; ``run(args: dict) -> int`` runs it.
+    ``add_arguments(parser, host)`` adds the command's flags (``host``: the loaded
+    :class:`ddo.plugins.Host`, for flags drawn from its registries); ``run(args: dict, host) -> int``
+    runs it with the parsed flags and the same host.
     Raise :class:`ddo.errors.UserError` for bad input (one line, exit code 2).
     """
 

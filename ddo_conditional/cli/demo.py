@@ -6,16 +6,16 @@ import time
 from pathlib import Path
 
 from ddo.api import (CHECKPOINT, LR_SCHEDULES, PARAMETERIZATIONS, UserError, atomic_write, check_out_dir, count_parameters,
-                     inference_dtype, load_model, nonneg_int, positive_float, positive_int, preset_value, resolve,
+                     dihedral_invariant, inference_dtype, load_model, nonneg_int, positive_float, positive_int, preset_value, resolve,
                      resolve_device, seed_int, sampling_choice, set_inference_dtype, train, validate)
 
 from ..inference.calibration import SHRINKAGE_LIMIT, fit_calibration
 from ..io.calibration_file import load_calibration, save_calibration
-from .reconstruct import dihedral_invariant, precision_name
+from .flags import precision_name
 from ..options import INTERP_KEYS
 from ..data.augment import augment_list, check_dihedral
 from ..inference.evaluate import evaluate
-from ..inference.memory import check_reconstruction
+from ..inference.memory import ReconstructionSize, check_reconstruction
 from ..nn.refiners import RESIDUAL_SCALES
 from ..inference.reconstruct import Reconstructor, SamplingPlan
 from ..io.report import demo_report, metrics_record, table, write_outputs
@@ -28,7 +28,7 @@ SPLIT_BOUND = 1024  # images of a built-in dataset's test or validation split, a
 INTERP_DEFAULTS = {"refiner_width": 32, "residual_scale": "context-input"}  # the demo's measured best for these keys
 
 
-def add_demo_parser(parser) -> None:
+def add_demo_parser(parser, host=None) -> None:
     parser.add_argument("--minutes", type=positive_float, default=10.0, help="training budget (default 10)")
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--dataset", default="natural-patches",
@@ -100,14 +100,12 @@ def _checked_flags(args: dict, host, device):
     validate(config, host)
     sampling = sampling_choice(host, config, args["sampler"], args["steps"])
     kept = min(args["limit"] or SPLIT_BOUND, SPLIT_BOUND) + min(args["calibrate_spread"], SPLIT_BOUND)
-    check_reconstruction(config, {"num_samples": args["num_samples"], "batch_size": SamplingPlan.rows},
-                         {"resolution": config["resolution"], "images": kept}, device,
+    check_reconstruction(config, ReconstructionSize(config["resolution"], kept, args["num_samples"], SamplingPlan.rows), device,
                          "the demo's calibration and evaluation", flags=("num_samples",))
     return flags, sampling
 
 
-def run_demo(args: dict) -> int:
-    host = args["_host"]
+def run_demo(args: dict, host) -> int:
     out = check_out_dir(args["out"])
     device = resolve_device(args.get("device"))
     if (out / CHECKPOINT).exists():

@@ -12,6 +12,7 @@ from ..classical.thin_plate import point_context
 from ..inference.reconstruct import Reconstructor
 from ..io.points_csv import MIN_POINTS, count_rows, parse_extent, read_points
 from ..io.report import write_points
+from .flags import size_of
 
 
 def plan_device(denoiser):
@@ -26,10 +27,10 @@ def run_points(args: dict, denoiser, config: dict, plan) -> int:
     res = args.get("resolution") or config["resolution"]
     check_resolution(config, res)
     if Path(args["points"]).is_file():  # before the file is parsed: its size bounds the spline's
-        check_reconstruction(config, args, {"resolution": res, "points": max(MIN_POINTS, count_rows(args["points"]) - 1)},
+        check_reconstruction(config, size_of(args, resolution=res, points=max(MIN_POINTS, count_rows(args["points"]) - 1)),
                              plan_device(denoiser), flags=("resolution", "batch_size", "num_samples"))
     coords, values = read_points(args["points"], int(config["channels"]), extent)
-    check_reconstruction(config, args, {"resolution": res, "points": len(coords)}, plan_device(denoiser),
+    check_reconstruction(config, size_of(args, resolution=res, points=len(coords)), plan_device(denoiser),
                          flags=("resolution", "batch_size", "num_samples"))
     rec = Reconstructor(denoiser, plan)
     kwargs = point_context(torch.from_numpy(coords)[None].to(rec.device), torch.from_numpy(values * 2 - 1)[None].to(rec.device),

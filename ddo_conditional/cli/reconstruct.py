@@ -6,27 +6,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-from ddo.api import (BF16_INFERENCE_HELP, FNOUNet2d, UserError, check_out_dir, check_resolution, count_images,
-                     dihedral_invariant, inference_dtype, load_image_folder, load_model, nonneg_int, positive_int, resolve_device,
-                     sampling_choice, seed_int, set_inference_dtype)
+from ddo.api import (UserError, check_out_dir, check_resolution, count_images, dihedral_invariant, load_image_folder,
+                     nonneg_int, positive_int, resolve_device)
 
 from ..classical.baselines import BASELINES, EXTRA_BASELINES
 from ..inference.calibration import SHRINKAGE_LIMIT, fit_calibration
 from ..io.calibration_file import load_calibration, save_calibration
-from ..wrappers import PointConditioning, SparseConditioning
+from ..wrappers import PointConditioning
 from ..inference.evaluate import evaluate
 from ..data.masks import PATTERNS, MaskError, context_ratio_arg, ratio_range
 from ..inference.memory import check_reconstruction, check_thin_plate
 from ..inference.metrics import SSIM_WINDOW
-from ..inference.reconstruct import Reconstructor, SamplingPlan
+from ..inference.reconstruct import Reconstructor
 from ..io.report import coverage_table, mask_line, metrics_record, shrinkage_line, table, write_outputs
+from .flags import add_run_flags, add_sampler_flags, baseline_list, load_conditional, sampling_plan, size_of
 from .points import run_points
 
 MASK_FLAGS = ("context_ratio", "query_ratio", "mask_seed", "mask_pattern")
 
 
-def add_reconstruct_parser(parser) -> None:
+def add_reconstruct_parser(parser, host=None) -> None:
     parser.add_argument("--checkpoint", required=True)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="folder of PNG/JPEG images to reconstruct")
@@ -63,33 +62,7 @@ def add_reconstruct_parser(parser) -> None:
     parser.add_argument("--out", required=True, help="output folder (metrics.json, reconstructions.png, *.npy)")
 
 
-def baseline_list(text: str) -> tuple[str, ...]:
-    """``--baselines``: known classical methods, comma-separated, each once."""
-    names = tuple(n for n in text.replace(" ", "").split(",") if n)
-    known = BASELINES + EXTRA_BASELINES
-    unknown = [n for n in names if n not in known]
-    if not names or unknown or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"expected distinct names among {','.join(known)}, got {text!r}")
-    return names
-
-
-def add_sampler_flags(parser, default: str) -> None:
-    parser.add_argument("--steps", type=positive_int, help=f"default: {default}")
-    parser.add_argument("--sampler", help=f"default: {default}")
-
-
-def add_run_flags(parser) -> None:
-    parser.add_argument("--batch-size", type=positive_int, default=32,
-                        help="images per network call (default 32; 64 is the fastest measured for the seed model, "
-                        "README: Speed); samples do not depend on it")
-    parser.add_argument("--bf16", action="store_true", help=BF16_INFERENCE_HELP)
-    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the samples' draws (each image and sample "
-                        "number has its own stream)")
-    parser.add_argument("--device")
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def add_calibrate_parser(parser) -> None:
+def add_calibrate_parser(parser, host=None) -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--dataset", help="dataset key; default: the checkpoint's training dataset")
     parser.add_argument("--data-root", help="default: the checkpoint's")
@@ -104,38 +77,11 @@ def add_calibrate_parser(parser) -> None:
     add_run_flags(parser)
 
 
-def precision_name(network) -> str:
-    """``"bf16"`` or ``"fp32"``: the inference dtype of the FNO-UNets inside ``network``."""
-    dtype = next((m.inference_dtype for m in network.modules() if isinstance(m, FNOUNet2d)), None)
-    return "bf16" if dtype == torch.bfloat16 else "fp32"
-
-
-def load_conditional(args: dict, host, device):
-    """``(denoiser, wrapper, config)`` of ``--checkpoint`` with the network in the asked precision,
-    refused unless it is a sparse-conditional model."""
-    denoiser, wrapper, config = load_model(args["checkpoint"], host, device)
-    set_inference_dtype(denoiser.network, inference_dtype(bool(args.get("bf16")), device))
-    if not isinstance(wrapper, SparseConditioning):
-        raise UserError(f"{args['checkpoint']} is not a sparse-conditional model (conditioning "
-                        f"{config.get('conditioning')!r}); train one with --conditioning sparse-biharmonic")
-    return denoiser, wrapper, config
-
-
-def sampling_plan(args: dict, host, config: dict, denoiser, symmetrize: bool = True) -> SamplingPlan:
-    """The plan the flags ask for: the sampler and steps measured best for the model unless given."""
-    key, step, steps = sampling_choice(host, config, args.get("sampler"), args.get("steps"))
-    return SamplingPlan(samples=args["num_samples"], steps=steps, sampler=step, sampler_name=key,
-                        rows=args["batch_size"], seed=args["seed"], precision=precision_name(denoiser.network),
-                        data_consistency=bool(args.get("data_consistency")), symmetrize=symmetrize,
-                        progress=not args["no_progress"])
-
-
-def run_reconstruct(args: dict) -> int:
+def run_reconstruct(args: dict, host) -> int:
     for moved in ("task", "points_per_channel"):
         if args.get(moved):
             raise UserError(f"--{moved.replace('_', '-')} moved to its own command: ddo task --checkpoint "
                             f"{args['checkpoint']} --task forward|inverse|joint ... (installed with the PDE plugin)")
-    host = args["_host"]
     check_out_dir(args["out"])
     device = resolve_device(args.get("device"))
     denoiser, wrapper, config = load_conditional(args, host, device)
@@ -149,11 +95,11 @@ def run_reconstruct(args: dict) -> int:
                         f"{SSIM_WINDOW // 2}x{SSIM_WINDOW // 2}")
     files = count_images(args["images"]) if args.get("images") else 0  # read whole, whatever --limit says
     kept = min(args.get("limit") or files or 1, files or args.get("limit") or 1)
-    check_reconstruction(config, args, {"resolution": res, "images": kept, "loaded": files}, device)  # before reading
+    check_reconstruction(config, size_of(args, resolution=res, images=kept, loaded=files), device)  # before reading
     base = _base_dataset(args, host, res)
     _check_channels(base, config, args)
-    check_reconstruction(config, args, {"resolution": res, "images": min(args.get("limit") or len(base), len(base)),
-                                        "loaded": files}, device)
+    check_reconstruction(config, size_of(args, resolution=res, images=min(args.get("limit") or len(base), len(base)),
+                                         loaded=files), device)
     dataset = _mask_dataset(wrapper, base, args)
     baselines = args.get("baselines") or BASELINES
     if "thin-plate" in baselines:
@@ -225,8 +171,7 @@ def _spread_note(spread: dict | None, args: dict) -> str:
     return "raw (--raw-spread)" if args.get("raw_spread") else "raw (no stored calibration: run `ddo calibrate`)"
 
 
-def run_calibrate(args: dict) -> int:
-    host = args["_host"]
+def run_calibrate(args: dict, host) -> int:
     device = resolve_device(args.get("device"))
     denoiser, wrapper, config = load_conditional(args, host, device)
     if args["split"] == "test":
@@ -236,7 +181,7 @@ def run_calibrate(args: dict) -> int:
                                       resolution=config["resolution"])
     _check_channels(base, config, {**args, "dataset": dataset})
     held_out = min(args["shrinkage_limit"], len(base)) if args["split"] != "train" else 0
-    check_reconstruction(config, args, {"resolution": config["resolution"], "images": min(args["limit"], len(base)) + held_out},
+    check_reconstruction(config, size_of(args, resolution=config["resolution"], images=min(args["limit"], len(base)) + held_out),
                          device, f"calibrating on {min(args['limit'], len(base)):,} images",
                          flags=("batch_size", "num_samples", "images"))
     plan = sampling_plan(args, host, config, denoiser, dihedral_invariant(base))
@@ -252,5 +197,4 @@ def run_calibrate(args: dict) -> int:
     return 0
 
 
-__all__ = ["add_reconstruct_parser", "run_reconstruct", "add_calibrate_parser", "run_calibrate", "load_conditional",
-           "sampling_plan", "dihedral_invariant"]
+__all__ = ["add_reconstruct_parser", "run_reconstruct", "add_calibrate_parser", "run_calibrate"]

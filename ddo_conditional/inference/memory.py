@@ -2,6 +2,8 @@
 a request that cannot fit is refused in one line naming the flag to lower and how far."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 
 from ddo.api import Knob, guard, images_bytes, network_bytes, sampling_rows
@@ -62,17 +64,28 @@ FLAGS = {"resolution": "--resolution", "batch_size": "--batch-size", "num_sample
          "images": "--limit", "points": "the number of points in the CSV"}
 
 
-def check_reconstruction(config: dict, args: dict, sizes: dict, device=None, what: str | None = None,
+@dataclass(frozen=True)
+class ReconstructionSize:
+    """What a reconstruction holds at once: the grid (``resolution``), the ``images`` kept, the samples
+    per image, the rows per network call, the ``points`` of a CSV (0 for a grid context) and the images
+    ``loaded`` at the resolution besides those kept (a folder is read whole: uint8 pixels and their stack)."""
+
+    resolution: int
+    images: int = 1
+    num_samples: int = 4
+    batch_size: int = 32
+    points: int = 0
+    loaded: int = 0
+
+
+def check_reconstruction(config: dict, size: ReconstructionSize, device=None, what: str | None = None,
                          flags=("resolution", "batch_size", "num_samples", "images")) -> int:
-    """Refuse (one line) a reconstruction whose :func:`reconstruction_bytes` cannot fit, naming the
-    flag to lower among ``flags`` (those the command has): ``--resolution``, ``--batch-size``,
-    ``--num-samples``, ``--limit`` (the images kept), or the points of the CSV. ``sizes``:
-    ``resolution``, ``images`` (kept), ``points`` (of a CSV, 0 for a grid context) and ``loaded``
-    (images read at the resolution besides those kept: a folder is read whole, uint8 pixels and their
-    stack); ``args``: the flags (``num_samples``, ``batch_size``)."""
-    points, loaded = sizes.get("points", 0), sizes.get("loaded", 0)
-    values = {"resolution": sizes["resolution"], "batch_size": args.get("batch_size") or 32,
-              "num_samples": args["num_samples"], "images": sizes.get("images", 1), "points": points}
+    """Refuse (one line) a reconstruction of ``size`` whose :func:`reconstruction_bytes` cannot fit, naming
+    the flag to lower among ``flags`` (those the command has): ``--resolution``, ``--batch-size``,
+    ``--num-samples``, ``--limit`` (the images kept), or the points of the CSV."""
+    points, loaded = size.points, size.loaded
+    values = {"resolution": size.resolution, "batch_size": size.batch_size, "num_samples": size.num_samples,
+              "images": size.images, "points": points}
     channels = max(1, int(config.get("channels") or 3))
     knobs = [Knob(name, FLAGS[name], values[name], smallest=4 if name == "points" else 1)
              for name in (*flags, *(("points",) if points else ())) if name != "images" or not points]
@@ -91,4 +104,5 @@ def check_reconstruction(config: dict, args: dict, sizes: dict, device=None, wha
                  knobs, device)
 
 
-__all__ = ["reconstruction_bytes", "point_bytes", "thin_plate_bytes", "check_reconstruction", "check_thin_plate"]
+__all__ = ["ReconstructionSize", "reconstruction_bytes", "point_bytes", "thin_plate_bytes", "check_reconstruction",
+           "check_thin_plate"]

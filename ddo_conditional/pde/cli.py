@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from ddo.api import (UserError, atomic_write, check_finite, check_out_dir, check_resolution, nonneg_int, positive_int,
                      resolve_device, save_grid)
 
 from ..cli.points import plan_device
-from ..cli.reconstruct import add_run_flags, add_sampler_flags, load_conditional, sampling_plan
+from ..cli.flags import add_run_flags, add_sampler_flags, load_conditional, sampling_plan, size_of
 from ..data.masks import TASKS, ratio_range
 from ..inference.memory import check_reconstruction
 from ..inference.reconstruct import Reconstructor
@@ -19,7 +20,7 @@ from .report import task_figure, task_record, task_table
 from .tasks import evaluate_task
 
 
-def add_task_parser(parser) -> None:
+def add_task_parser(parser, host=None) -> None:
     parser.add_argument("--checkpoint", required=True, help="a field-pair model (--conditioning sparse-route)")
     parser.add_argument("--task", required=True, choices=TASKS, help="forward (points of the input), inverse (points "
                         "of the solution) or joint (both): relative L2 of the target fields beside co-kriging and "
@@ -61,8 +62,7 @@ def check_task_flags(args: dict, wrapper, config: dict) -> None:
         raise UserError(f"--task evaluates the model's own PDE ({config.get('dataset')}); got --dataset {args['dataset']}")
 
 
-def run_task_command(args: dict) -> int:
-    host = args["_host"]
+def run_task_command(args: dict, host) -> int:
     check_out_dir(args["out"])
     denoiser, wrapper, config = load_conditional(args, host, resolve_device(args.get("device")))
     return run_task(args, host, denoiser, wrapper, config, sampling_plan(args, host, config, denoiser, False))
@@ -76,8 +76,8 @@ def run_task(args: dict, host, denoiser, wrapper, config: dict, plan) -> int:
     n = task_points(args, config, wrapper, res)
     rec = Reconstructor(denoiser, plan)  # x0/v models: the one-call posterior mean; others: the mean of samples
     images = min(args.get("limit") or len(base), len(base))
-    check_reconstruction(config, {**args, "num_samples": 1} if rec.one_call else args,
-                         {"resolution": res, "images": images}, plan_device(denoiser))
+    size = size_of(args, resolution=res, images=images)
+    check_reconstruction(config, replace(size, num_samples=1) if rec.one_call else size, plan_device(denoiser))
     dataset = wrapper.mask_dataset(base, context_ratio=n / (res * res), query_ratio=0.0, seed=args.get("mask_seed"),
                                    observe=args["task"])
     ev = evaluate_task(config["dataset"], args["task"], dataset, wrapper, rec, args.get("limit"), samples=not rec.one_call)

@@ -1,0 +1,75 @@
+"""Flags and objects every command of the plugin shares: the sampler and run flags, the checkpoint loaded
+as a conditional model, the sampling plan the flags ask for, the memory guard's view of a command."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from ddo.api import (BF16_INFERENCE_HELP, FNOUNet2d, UserError, inference_dtype, load_model, positive_int,
+                     sampling_choice, seed_int, set_inference_dtype)
+
+from ..classical.baselines import BASELINES, EXTRA_BASELINES
+from ..inference.memory import ReconstructionSize
+from ..inference.reconstruct import SamplingPlan
+from ..wrappers import SparseConditioning
+
+
+def baseline_list(text: str) -> tuple[str, ...]:
+    """``--baselines``: known classical methods, comma-separated, each once."""
+    names = tuple(n for n in text.replace(" ", "").split(",") if n)
+    known = BASELINES + EXTRA_BASELINES
+    unknown = [n for n in names if n not in known]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct names among {','.join(known)}, got {text!r}")
+    return names
+
+
+def add_sampler_flags(parser, default: str) -> None:
+    parser.add_argument("--steps", type=positive_int, help=f"default: {default}")
+    parser.add_argument("--sampler", help=f"default: {default}")
+
+
+def add_run_flags(parser) -> None:
+    parser.add_argument("--batch-size", type=positive_int, default=32,
+                        help="images per network call (default 32; 64 is the fastest measured for the seed model, "
+                        "README: Speed); samples do not depend on it")
+    parser.add_argument("--bf16", action="store_true", help=BF16_INFERENCE_HELP)
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the samples' draws (each image and sample "
+                        "number has its own stream)")
+    parser.add_argument("--device")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def size_of(args: dict, **sizes) -> ReconstructionSize:
+    """The memory guard's view of a command: its ``--num-samples`` and ``--batch-size`` with ``sizes``."""
+    return ReconstructionSize(num_samples=args["num_samples"], batch_size=args.get("batch_size") or 32, **sizes)
+
+
+def precision_name(network) -> str:
+    """``"bf16"`` or ``"fp32"``: the inference dtype of the FNO-UNets inside ``network``."""
+    dtype = next((m.inference_dtype for m in network.modules() if isinstance(m, FNOUNet2d)), None)
+    return "bf16" if dtype == torch.bfloat16 else "fp32"
+
+
+def load_conditional(args: dict, host, device):
+    """``(denoiser, wrapper, config)`` of ``--checkpoint`` with the network in the asked precision,
+    refused unless it is a sparse-conditional model."""
+    denoiser, wrapper, config = load_model(args["checkpoint"], host, device)
+    set_inference_dtype(denoiser.network, inference_dtype(bool(args.get("bf16")), device))
+    if not isinstance(wrapper, SparseConditioning):
+        raise UserError(f"{args['checkpoint']} is not a sparse-conditional model (conditioning "
+                        f"{config.get('conditioning')!r}); train one with --conditioning sparse-biharmonic")
+    return denoiser, wrapper, config
+
+
+def sampling_plan(args: dict, host, config: dict, denoiser, symmetrize: bool = True) -> SamplingPlan:
+    """The plan the flags ask for: the sampler and steps measured best for the model unless given."""
+    key, step, steps = sampling_choice(host, config, args.get("sampler"), args.get("steps"))
+    return SamplingPlan(samples=args["num_samples"], steps=steps, sampler=step, sampler_name=key,
+                        rows=args["batch_size"], seed=args["seed"], precision=precision_name(denoiser.network),
+                        data_consistency=bool(args.get("data_consistency")), symmetrize=symmetrize,
+                        progress=not args["no_progress"])
+
+
+__all__ = ["baseline_list", "add_sampler_flags", "add_run_flags", "size_of", "precision_name", "load_conditional",
+           "sampling_plan"]

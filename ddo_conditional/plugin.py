@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ddo.api import hookimpl
 
-from .cli import demo
+from .cli import demo, points
 from .cli import reconstruct as commands
 from .options import DENSE_KEYS, KEY_DEFAULTS, OPTIONS, SPARSE_KEYS, X0_OR_V
 from .wrappers import WRAPPERS
@@ -40,6 +40,8 @@ def register_losses(register):
 def register_commands(register):
     register("reconstruct", (commands.add_reconstruct_parser, commands.run_reconstruct,
                              "reconstruct images from their fixed sparse context and score them"))
+    register("points", (points.add_points_parser, points.run_points_command,
+                        "reconstruct a CSV of observations at any coordinates, at any resolution (point-set models)"))
     register("calibrate", (commands.add_calibrate_parser, commands.run_calibrate,
                            "fit the spread calibration of a conditional model and store it beside the checkpoint"))
     register("demo", (demo.add_demo_parser, demo.run_demo,

@@ -53,7 +53,7 @@ def test_reconstruct_out_naming_an_existing_file_is_refused(tiny_runs, tmp_path,
     before = snapshot(tmp_path)
     refused(capsys, recon(tiny_runs["cond"], out, source=("--images", str(tiny_runs["images"]))),
             f"--out {out} is an existing file, not a folder")
-    refused(capsys, ["reconstruct", "--checkpoint", str(tiny_runs["points"]), "--points", str(tmp_path / "x.csv"),
+    refused(capsys, ["points", "--checkpoint", str(tiny_runs["points"]), "--points", str(tmp_path / "x.csv"),
                      "--out", str(out)], "is an existing file")
     refused(capsys, recon(tiny_runs["cond"], out / "sub", source=("--images", str(tiny_runs["images"]))),
             f"{out} is a file, so nothing can be written inside it")
@@ -70,7 +70,7 @@ def test_reconstruct_at_resolution_100000_is_refused_before_allocating(tiny_runs
     csv = tmp_path / "obs.csv"
     csv.write_text("x,y,r,g,b\n" + "".join(f"{0.1 + 0.2 * (i % 4)},{0.1 + 0.2 * (i // 4)},0.5,0.5,0.5\n"
                                            for i in range(16)))
-    refused(capsys, ["reconstruct", "--checkpoint", str(tiny_runs["points"]), "--points", str(csv), "--resolution",
+    refused(capsys, ["points", "--checkpoint", str(tiny_runs["points"]), "--points", str(csv), "--resolution",
                      "100000", "--out", str(tmp_path / "out")], "points at 100,000x100,000", "--resolution to")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["obs.csv"]
 
@@ -137,7 +137,7 @@ def test_a_csv_too_large_for_the_spline_is_refused_before_it_is_parsed(tiny_runs
     csv = tmp_path / "big.csv"
     csv.write_text("x,y,r,g,b\n" + "0.5,0.5,0.5,0.5,0.5\n" * 100_000)
     monkeypatch.setattr(scattered, "read_points", lambda *a, **k: pytest.fail("parsed before the memory check"))
-    refused(capsys, ["reconstruct", "--checkpoint", str(tiny_runs["points"]), "--points", str(csv), "--out",
+    refused(capsys, ["points", "--checkpoint", str(tiny_runs["points"]), "--points", str(csv), "--out",
                      str(tmp_path / "out")], "100,000 points", "lower the number of points in the CSV to")
 
 
@@ -329,7 +329,7 @@ def test_tiny_extent_is_refused_without_a_warning(tiny_runs, tmp_path, capsys):
     csv = tmp_path / "obs.csv"
     csv.write_text("x,y,r,g,b\n" + "".join(f"{x},{y},0.5,0.5,0.5\n" for x, y in
                                            [(0.1, 0.1), (0.9, 0.1), (0.1, 0.9), (0.8, 0.7)]))
-    refused(capsys, ["reconstruct", "--checkpoint", str(tiny_runs["points"]), "--points", str(csv), "--extent",
+    refused(capsys, ["points", "--checkpoint", str(tiny_runs["points"]), "--points", str(csv), "--extent",
                      "1e-320,1e-320", "--out", str(tmp_path / "out")], "lies outside the extent")
 
 
@@ -452,6 +452,6 @@ def test_input_paths_with_line_breaks_or_too_long_are_refused_in_one_line(tiny_r
     refused(capsys, ["sample", "--checkpoint", "a\nb.pt", "--out", str(tmp_path / "g.png")], "checkpoint a\\nb.pt")
     refused(capsys, ["calibrate", "--checkpoint", str(tiny_runs["cond"]), "--bf16", "\x1e"], "unrecognized arguments")
     refused(capsys, ["calibrate", "--checkpoint", "x" * 300], "a path longer than the file system allows")
-    refused(capsys, ["reconstruct", "--checkpoint", str(tiny_runs["points"]), "--points", "y" * 300, "--out",
+    refused(capsys, ["points", "--checkpoint", str(tiny_runs["points"]), "--points", "y" * 300, "--out",
                      str(tmp_path / "out")], "a path longer than the file system allows")
     assert list(tmp_path.iterdir()) == []

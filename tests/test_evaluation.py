@@ -97,7 +97,7 @@ def test_a_diverged_point_reconstruction_is_refused(tmp_path, image_folder, caps
     csv.write_text("\n".join(rows) + "\n")
     out = tmp_path / "prec"
     capsys.readouterr()
-    assert main(["reconstruct", "--checkpoint", str(bad), "--points", str(csv), "--resolution", "32",
+    assert main(["points", "--checkpoint", str(bad), "--points", str(csv), "--resolution", "32",
                  "--num-samples", "2", "--steps", "2", "--out", str(out), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "diverged" in err[0]

@@ -117,7 +117,7 @@ def _write_csv(path, n=40, seed=0):
 
 
 def _reconstruct_points(run, csv, out, capsys, extra=()):
-    rc = main(["reconstruct", "--checkpoint", str(run / "checkpoint.pt"), "--points", str(csv), "--resolution", "64",
+    rc = main(["points", "--checkpoint", str(run / "checkpoint.pt"), "--points", str(csv), "--resolution", "64",
                "--num-samples", "2", "--out", str(out), "--no-progress", *extra])
     return rc, capsys.readouterr().err
 

@@ -69,9 +69,11 @@ RECONSTRUCT = Spec("reconstruct", [["--checkpoint", "@cond"], ["--images", "@ima
                     **RECONSTRUCT_COMMON},
                    huge=("--resolution", "--limit", "--num-samples", "--batch-size", "--seed", "--mask-seed",
                          "--points-per-channel"))
-POINTS = Spec("reconstruct", [["--checkpoint", "@points"], ["--points", "@csv"], ["--num-samples", "2"], ["--steps", "1"],
-                              ["--out", "@new"], ["--no-progress", None]],
-              {"--checkpoint": ("@points",), "--points": ("@csv",), "--extent": ("1,1",), **RECONSTRUCT_COMMON},
+POINTS = Spec("points", [["--checkpoint", "@points"], ["--points", "@csv"], ["--num-samples", "2"], ["--steps", "1"],
+                         ["--out", "@new"], ["--no-progress", None]],
+              {"--checkpoint": ("@points",), "--points": ("@csv",), "--extent": ("1,1",), **{
+                  k: v for k, v in RECONSTRUCT_COMMON.items() if k not in ("--limit", "--data-consistency", "--raw-spread",
+                                                                          "--baselines", "--task", "--points-per-channel")}},
               huge=("--resolution", "--num-samples", "--batch-size", "--seed"))
 CALIBRATE = Spec("calibrate", [["--checkpoint", "@cond"], ["--limit", "2"], ["--num-samples", "2"], ["--steps", "1"],
                                ["--no-progress", None]], {

@@ -115,7 +115,7 @@ def test_csv_through_reconstruct(data, fuzz_env, tiny_runs, capsys):
     box = Sandbox(fuzz_env, tiny_runs)
     try:
         (box.dir / "obs.csv").write_bytes(data)
-        run_in(box, ["reconstruct", "--checkpoint", "@points", "--points", "@csv", "--num-samples", "2", "--steps", "1",
+        run_in(box, ["points", "--checkpoint", "@points", "--points", "@csv", "--num-samples", "2", "--steps", "1",
                      "--out", "@new", "--no-progress"], capsys)
     finally:
         box.close()

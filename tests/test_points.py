@@ -158,7 +158,7 @@ def test_reconstruct_points_at_any_resolution(point_run, tmp_path):
     csv = _write_csv(tmp_path / "obs.csv", rows)
     for res in (32, 64, 128):
         out = tmp_path / f"r{res}"
-        assert main(["reconstruct", "--checkpoint", str(point_run / "checkpoint.pt"), "--points", str(csv),
+        assert main(["points", "--checkpoint", str(point_run / "checkpoint.pt"), "--points", str(csv),
                      "--resolution", str(res), "--num-samples", "2", "--steps", "2", "--out", str(out),
                      "--no-progress"]) == 0
         mean, std, samples = (np.load(out / f"{n}.npy") for n in ("mean", "std", "samples"))
@@ -168,7 +168,7 @@ def test_reconstruct_points_at_any_resolution(point_run, tmp_path):
         assert (out / "reconstruction.png").exists()
     pixels = _write_csv(tmp_path / "px.csv", [[r[0] * 640, r[1] * 480] + r[2:] for r in rows])
     out = tmp_path / "px"
-    assert main(["reconstruct", "--checkpoint", str(point_run / "checkpoint.pt"), "--points", str(pixels),
+    assert main(["points", "--checkpoint", str(point_run / "checkpoint.pt"), "--points", str(pixels),
                  "--extent", "640,480", "--num-samples", "1", "--steps", "1", "--out", str(out), "--no-progress"]) == 0
 
 
@@ -189,7 +189,7 @@ BAD_CSV = [
 def test_bad_points_csv_is_one_line(point_run, tmp_path, capsys, header, rows, message):
     csv = _write_csv(tmp_path / "bad.csv", rows, header)
     out = tmp_path / "out"
-    rc = main(["reconstruct", "--checkpoint", str(point_run / "checkpoint.pt"), "--points", str(csv), "--out", str(out)])
+    rc = main(["points", "--checkpoint", str(point_run / "checkpoint.pt"), "--points", str(csv), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert not out.exists()
@@ -200,9 +200,9 @@ def test_points_need_a_point_set_model(tmp_path, image_folder, capsys):
     assert main(tiny_train_args(run, image_folder, "--iterations", "1", "--conditioning", "sparse-lift")) == 0
     csv = _write_csv(tmp_path / "obs.csv", [[0.1 * i, 0.3, 0.1, 0.2, 0.3] for i in range(5)])
     capsys.readouterr()
-    assert main(["reconstruct", "--checkpoint", str(run / "checkpoint.pt"), "--points", str(csv),
+    assert main(["points", "--checkpoint", str(run / "checkpoint.pt"), "--points", str(csv),
                  "--out", str(tmp_path / "o")]) == 2
-    assert "--points needs a point-set model (--conditioning sparse-setconv or sparse-attention)" in capsys.readouterr().err
+    assert "ddo points needs a point-set model (--conditioning sparse-setconv or sparse-attention)" in capsys.readouterr().err
 
 
 def test_augmentations_move_and_map_the_points_with_the_image():
@@ -292,3 +292,13 @@ def test_set_convolution_equals_the_sum_over_points():
             density = wts.sum(1)
             torch.testing.assert_close(got[b, s * 3].reshape(-1), density)
             torch.testing.assert_close(got[b, s * 3 + 1:s * 3 + 3].reshape(2, -1).T, (wts @ values[b]) / (density[:, None] + 1e-6))
+
+
+def test_the_earlier_spelling_reconstruct_points_is_refused_naming_the_new_command(tiny_runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    for extra, moved in ((["--points", "obs.csv"], "--points"), (["--dataset", "natural-patches", "--extent", "4,4"],
+                                                                  "--extent")):
+        assert main(["reconstruct", "--checkpoint", str(tiny_runs["points"]), *extra, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{moved} moved to its own command: ddo points --checkpoint" in err, err
+    assert not out.exists()

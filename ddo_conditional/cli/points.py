@@ -1,22 +1,43 @@
-"""``ddo reconstruct --points obs.csv``: a reconstruction from observations at any coordinates (the
-file's format: :mod:`~ddo_conditional.io.points_csv`)."""
+"""``ddo points``: a reconstruction from observations at any coordinates, a CSV in and any resolution out
+(the file's format: :mod:`~ddo_conditional.io.points_csv`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from ddo.api import check_resolution
+from ddo.api import UserError, check_out_dir, check_resolution, positive_int, resolve_device
 
 from ..inference.memory import check_reconstruction
 from ..classical.thin_plate import point_context
 from ..inference.reconstruct import Reconstructor
 from ..io.points_csv import MIN_POINTS, count_rows, parse_extent, read_points
 from ..io.report import write_points
-from .flags import size_of
+from ..wrappers import PointConditioning
+from .flags import add_run_flags, add_sampler_flags, load_conditional, sampling_plan, size_of
 
 
-def plan_device(denoiser):
-    return next(denoiser.network.parameters()).device
+def add_points_parser(parser, host=None) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a point-set model (--conditioning sparse-setconv or "
+                        "sparse-attention)")
+    parser.add_argument("--points", metavar="CSV", required=True, help="observations at any coordinates: columns x, y "
+                        "(in [0, 1], or pixels with --extent) and one value column per channel in [0, 1]")
+    parser.add_argument("--extent", metavar="W,H", help="x and y are pixels of a W x H image")
+    parser.add_argument("--resolution", type=positive_int, help="the grid of the output; default: the training resolution")
+    parser.add_argument("--num-samples", type=positive_int, default=4)
+    add_sampler_flags(parser, "as `ddo reconstruct`")
+    parser.add_argument("--no-symmetrize-x0", action="store_true",
+                        help="one call for the mean instead of the average over rotations and flips")
+    add_run_flags(parser)
+    parser.add_argument("--out", required=True, help="output folder (mean, std, samples as .npy and .png; points.json)")
+
+
+def run_points_command(args: dict, host) -> int:
+    check_out_dir(args["out"])
+    denoiser, wrapper, config = load_conditional(args, host, resolve_device(args.get("device")))
+    if not isinstance(wrapper, PointConditioning):
+        raise UserError(f"ddo points needs a point-set model (--conditioning sparse-setconv or sparse-attention); "
+                        f"{args['checkpoint']} has --conditioning {config.get('conditioning')}")
+    return run_points(args, denoiser, config, sampling_plan(args, host, config, denoiser, not args["no_symmetrize_x0"]))
 
 
 def run_points(args: dict, denoiser, config: dict, plan) -> int:
@@ -26,13 +47,13 @@ def run_points(args: dict, denoiser, config: dict, plan) -> int:
     extent = parse_extent(args["extent"]) if args.get("extent") else None
     res = args.get("resolution") or config["resolution"]
     check_resolution(config, res)
+    rec = Reconstructor(denoiser, plan)
     if Path(args["points"]).is_file():  # before the file is parsed: its size bounds the spline's
         check_reconstruction(config, size_of(args, resolution=res, points=max(MIN_POINTS, count_rows(args["points"]) - 1)),
-                             plan_device(denoiser), flags=("resolution", "batch_size", "num_samples"))
+                             rec.device, flags=("resolution", "batch_size", "num_samples"))
     coords, values = read_points(args["points"], int(config["channels"]), extent)
-    check_reconstruction(config, size_of(args, resolution=res, points=len(coords)), plan_device(denoiser),
+    check_reconstruction(config, size_of(args, resolution=res, points=len(coords)), rec.device,
                          flags=("resolution", "batch_size", "num_samples"))
-    rec = Reconstructor(denoiser, plan)
     kwargs = point_context(torch.from_numpy(coords)[None].to(rec.device), torch.from_numpy(values * 2 - 1)[None].to(rec.device),
                            torch.ones(1, len(coords), dtype=torch.bool, device=rec.device), res, res)
     shape, indices = (1, values.shape[1], res, res), [0]

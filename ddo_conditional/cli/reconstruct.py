@@ -20,9 +20,13 @@ from ..inference.metrics import SSIM_WINDOW
 from ..inference.reconstruct import Reconstructor
 from ..io.report import coverage_table, mask_line, metrics_record, shrinkage_line, table, write_outputs
 from .flags import add_run_flags, add_sampler_flags, baseline_list, load_conditional, sampling_plan, size_of
-from .points import run_points
 
 MASK_FLAGS = ("context_ratio", "query_ratio", "mask_seed", "mask_pattern")
+# flags of the earlier spelling of a command that has its own now: refused in one line that names it
+MOVED = {"points": "ddo points --checkpoint {checkpoint} --points CSV ...",
+         "extent": "ddo points --checkpoint {checkpoint} --points CSV --extent W,H ...",
+         "task": "ddo task --checkpoint {checkpoint} --task forward|inverse|joint ... (installed with the PDE plugin)",
+         "points_per_channel": "ddo task --checkpoint {checkpoint} --task ... --points-per-channel N"}
 
 
 def add_reconstruct_parser(parser, host=None) -> None:
@@ -30,10 +34,8 @@ def add_reconstruct_parser(parser, host=None) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="folder of PNG/JPEG images to reconstruct")
     src.add_argument("--dataset", help="dataset key, e.g. natural-patches or cifar10")
-    src.add_argument("--points", metavar="CSV", help="observations at any coordinates: columns x, y (in [0, 1], or "
-                     "pixels with --extent) and one value column per channel in [0, 1]; needs a point-set model "
-                     "(sparse-setconv, sparse-attention); writes the mean, std and samples at --resolution")
-    parser.add_argument("--extent", metavar="W,H", help="with --points: x and y are pixels of a W x H image")
+    src.add_argument("--points", help=argparse.SUPPRESS)  # the earlier spelling of `ddo points`, refused naming it
+    parser.add_argument("--extent", help=argparse.SUPPRESS)
     parser.add_argument("--split", default="test")
     parser.add_argument("--data-root")
     parser.add_argument("--download", action="store_true", help="fetch the --dataset into --data-root first (cifar10)")
@@ -78,16 +80,15 @@ def add_calibrate_parser(parser, host=None) -> None:
 
 
 def run_reconstruct(args: dict, host) -> int:
-    for moved in ("task", "points_per_channel"):
+    for moved, command in MOVED.items():
         if args.get(moved):
-            raise UserError(f"--{moved.replace('_', '-')} moved to its own command: ddo task --checkpoint "
-                            f"{args['checkpoint']} --task forward|inverse|joint ... (installed with the PDE plugin)")
+            raise UserError(f"--{moved.replace('_', '-')} moved to its own command: {command.format(**args)}")
     check_out_dir(args["out"])
     device = resolve_device(args.get("device"))
     denoiser, wrapper, config = load_conditional(args, host, device)
-    _check_point_flags(args, wrapper, config)
-    if args.get("points"):
-        return run_points(args, denoiser, config, sampling_plan(args, host, config, denoiser, not args["no_symmetrize_x0"]))
+    if isinstance(wrapper, PointConditioning) and args.get("data_consistency") and wrapper.coords == "jitter":
+        raise UserError("--data-consistency re-imposes observed grid pixels; this model's context points are "
+                        "jittered inside their pixels (--context-coords jitter), so there are none")
     res = args.get("resolution") or config["resolution"]
     check_resolution(config, res)
     if res < SSIM_WINDOW // 2:  # the SSIM map mirrors the image by half its window on every side
@@ -144,23 +145,6 @@ def _mask_dataset(wrapper, base, args):
                                     seed=args.get("mask_seed"), pattern=args.get("mask_pattern"))
     except MaskError as e:
         raise UserError(str(e)) from None
-
-
-def _check_point_flags(args: dict, wrapper, config: dict) -> None:
-    points_model = isinstance(wrapper, PointConditioning)
-    if args.get("points") and not points_model:
-        raise UserError(f"--points needs a point-set model (--conditioning sparse-setconv or sparse-attention); "
-                        f"{args['checkpoint']} has --conditioning {config.get('conditioning')}")
-    if args.get("points") and args.get("baselines"):
-        raise UserError("--baselines chooses the methods scored on a dataset's masks; a --points CSV is compared "
-                        "with its own (thin-plate RBF, griddata): drop --baselines")
-    if args.get("extent") and not args.get("points"):
-        raise UserError("--extent gives the pixel size of a --points CSV; pass --points too or drop it")
-    if args.get("points") and args.get("data_consistency"):
-        raise UserError("--data-consistency re-imposes observed grid pixels; a --points CSV has none")
-    if points_model and args.get("data_consistency") and wrapper.coords == "jitter":
-        raise UserError("--data-consistency re-imposes observed grid pixels; this model's context points are "
-                        "jittered inside their pixels (--context-coords jitter), so there are none")
 
 
 def _spread_note(spread: dict | None, args: dict) -> str:

@@ -10,7 +10,6 @@ from pathlib import Path
 from ddo.api import (UserError, atomic_write, check_finite, check_out_dir, check_resolution, nonneg_int, positive_int,
                      resolve_device, save_grid)
 
-from ..cli.points import plan_device
 from ..cli.flags import add_run_flags, add_sampler_flags, load_conditional, sampling_plan, size_of
 from ..data.masks import TASKS, ratio_range
 from ..inference.memory import check_reconstruction
@@ -77,7 +76,7 @@ def run_task(args: dict, host, denoiser, wrapper, config: dict, plan) -> int:
     rec = Reconstructor(denoiser, plan)  # x0/v models: the one-call posterior mean; others: the mean of samples
     images = min(args.get("limit") or len(base), len(base))
     size = size_of(args, resolution=res, images=images)
-    check_reconstruction(config, replace(size, num_samples=1) if rec.one_call else size, plan_device(denoiser))
+    check_reconstruction(config, replace(size, num_samples=1) if rec.one_call else size, rec.device)
     dataset = wrapper.mask_dataset(base, context_ratio=n / (res * res), query_ratio=0.0, seed=args.get("mask_seed"),
                                    observe=args["task"])
     ev = evaluate_task(config["dataset"], args["task"], dataset, wrapper, rec, args.get("limit"), samples=not rec.one_call)

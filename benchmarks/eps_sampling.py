@@ -42,7 +42,7 @@ MODELS = {  # name -> (ddo train flags, what the issue called it)
     "enc600": (["--conditioning", "sparse-encoder", "--preset", "cpu-small", "--iterations", "600"],
                "the same, --preset cpu-small, 600 steps of batch 32"),
     "bih600": (["--conditioning", "sparse-biharmonic", "--preset", "cpu-small", "--iterations", "600"],
-               "sparse-biharmonic with the key's defaults (x0 / x0-mse-relative), cpu-small, 600 steps"),
+               "sparse-biharmonic with the key's defaults (x0 / x0-mse weighted relative), cpu-small, 600 steps"),
 }
 METHODS = ("ddo-samples-mean", "ddo-sample", "biharmonic", "nearest")
 

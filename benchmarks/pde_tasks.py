@@ -8,7 +8,7 @@ inverse and joint), with co-kriging and the classical routes through the physics
 One model per PDE (`--conditioning sparse-route --observe tasks`: each training image observes one
 task's channels, so one checkpoint serves all three), preset ``cpu-small`` without the local 3x3
 refiner (a spectral network whose inputs and outputs are pointwise, so that it also runs on other
-grids), trained with ``x0-mse-scored-l2`` for ``--minutes`` on the CPU at ``--train-resolution``
+grids), trained with the ``x0-mse`` loss weighted on the scored channels (``--loss-weighting scored-l2``) for ``--minutes`` on the CPU at ``--train-resolution``
 (default 128x128, the benchmark's own grid, in batches of 16; 64x64 in batches of 32 is the cheaper
 choice) with 500 observed points per channel, evaluated at 128x128 on the first ``--limit`` test
 pairs with 500 points per observed channel drawn by each ``--mask-seed``, and at 64x64 with the
@@ -53,7 +53,7 @@ NAMES = {"navier-stokes-pair": "navier-stokes", "darcy-pair": "darcy"}
 POINTS = 500
 TRAIN_RES, EVAL_RES, COARSE_RES = 128, 128, 64
 TRAIN_FLAGS = ["--channels", "2", "--preset", "cpu-small", "--conditioning", "sparse-route", "--observe", "tasks",
-               "--refiner-width", "0", "--loss", "x0-mse-scored-l2", "--num-sample", "0", "--no-progress"]
+               "--refiner-width", "0", "--loss", "x0-mse", "--loss-weighting", "scored-l2", "--num-sample", "0", "--no-progress"]
 BATCH = {64: 32, 128: 16}  # 32 images at 128x128 need ~36 GiB: the memory guard refuses them on 24
 # relative errors (%) reported by the papers on their own data (forward / inverse), not run here
 PUBLISHED = {
@@ -131,7 +131,7 @@ def main() -> int:
     p.add_argument("--limit", type=int, default=50, help="test pairs per task (default: all 50)")
     p.add_argument("--train-resolution", type=int, choices=sorted(BATCH), default=TRAIN_RES,
                    help=f"grid the model is trained on (default {TRAIN_RES}, the benchmark's own)")
-    p.add_argument("--train-flags", default="", help="more `ddo train` flags, e.g. '--loss x0-mse-relative-l2'")
+    p.add_argument("--train-flags", default="", help="more `ddo train` flags, e.g. '--loss-weighting relative-l2'")
     p.add_argument("--workdir", default="runs/pde_tasks")
     p.add_argument("--json", default="benchmarks/results/pde_tasks.json")
     p.add_argument("--figure", default="docs/pde_tasks.png")

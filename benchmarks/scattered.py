@@ -133,8 +133,9 @@ def throughput(keys: list[str], steps: int) -> dict:
              "--iterations", str(steps), "--log-every", "1"]
     rates = {}
     for key in keys:
-        extra = ["--loss", "x0-mse-relative"] if key in ("sparse-biharmonic", "sparse-setconv", "sparse-attention") \
-            else ["--loss", "x0-mse-mixed"]
+        extra = ["--loss", "x0-mse", "--loss-t1-fraction", "0.5"] + (
+            ["--loss-weighting", "relative", "--loss-floor", "1e-4"] if key in ("sparse-biharmonic", "sparse-setconv",
+                                                                               "sparse-attention") else [])
         with tempfile.TemporaryDirectory() as d:
             assert ddo_main(["train", "--out", d + "/r", "--conditioning", key, *flags, *extra]) == 0
             logged = [json.loads(line) for line in open(d + "/r/metrics.jsonl")]

@@ -35,7 +35,7 @@ from ddo_conditional.inference.metrics import image_metrics
 from ddo_conditional.inference.reconstruct import Reconstructor, SamplingPlan
 
 DEMO_FLAGS = ["--preset", "cpu-small", "--conditioning", "sparse-biharmonic", "--parameterization", "x0",
-              "--refiner-width", "32", "--residual-scale", "context-input", "--loss", "x0-mse-relative",
+              "--refiner-width", "32", "--residual-scale", "context-input", "--loss", "x0-mse", "--loss-weighting", "relative", "--loss-floor", "1e-4",
               "--num-sample", "0", "--seed", "0"]
 SPLITS = ("train", "val", "test")
 

@@ -1,16 +1,19 @@
 """Training configuration: defaults, presets, and the merge
-``defaults < the conditioning key's declared defaults < plugin options < preset < flags``.
+``defaults < the conditioning key's declared defaults < the selected components' declared defaults <
+plugin options < preset < flags``.
 
 A configuration is a flat ``dict`` of JSON values; it is written to ``RUN_DIR/config.json`` and
 stored in every checkpoint, so a run directory alone is enough to rebuild or resume the run.
 Plugins declare their options through the ``register_options`` hook (:mod:`ddo.options`), and a
-conditioning key the host options it is best used with (``register(key, factory, defaults=...)``).
+conditioning key the host options it is best used with (``register(key, factory, defaults=...)``). A
+component's hyperparameters are options named after it (``loss_floor`` for the loss): recorded here,
+and handed to its factory as keywords (:func:`ddo.options.component_options`).
 """
 from __future__ import annotations
 
 from .diffusion import resolve_x0_clip
 from .errors import UserError
-from .options import apply_option_defaults, component_defaults
+from .options import apply_option_defaults, component_defaults, selected_defaults
 
 DEFAULTS: dict = {
     # data
@@ -63,7 +66,9 @@ def resolve(flags: dict, preset: str | None = None, host=None) -> dict:
     if given.get("resolutions") and "resolution" not in given:
         config["resolution"] = given["resolutions"][0]
     if host is not None:
-        config.update(component_defaults(config, set(preset_values) | set(given), host))
+        fixed = set(preset_values) | set(given)
+        config.update(component_defaults(config, fixed, host))
+        config.update(selected_defaults(config, fixed, host))
         config = apply_option_defaults(config, given, host)
     return complete(config)
 

@@ -125,26 +125,59 @@ def _could_be_given(value, opt: Option) -> bool:
     return opt.choices is None or value in opt.choices
 
 
+def component_of(name: str) -> str | None:
+    """The component key whose hyperparameter option ``name`` is (``loss_floor`` -> ``loss``), or ``None``."""
+    prefix = name.split("_", 1)[0]
+    return prefix if prefix in COMPONENT_KEYS and name != prefix else None
+
+
+def component_options(config: dict, component: str) -> dict:
+    """The hyperparameters of the selected ``component`` that ``config`` sets: its ``<component>_<name>``
+    options as ``{name: value}``, unset ones left out; the host passes them to the component's factory
+    (EDM's ``loss_kwargs``)."""
+    head = component + "_"
+    return {k[len(head):]: v for k, v in config.items() if k.startswith(head) and v is not None}
+
+
 def component_defaults(config: dict, fixed, host) -> dict:
     """The values the run's conditioning key declares it is best used with (``register(...,
     defaults=...)``) that apply to ``config``: those of keys not in ``fixed`` (the keys a flag or the
     preset set), in their declared order, each kept only when the component it selects (a loss, say)
     accepts the configuration with the values kept before it. So ``--parameterization eps`` given with
     a key whose declared loss needs ``x0`` keeps the host's loss instead of being refused for a loss
-    the user never asked for."""
+    the user never asked for. A declared hyperparameter of a component (``loss_floor``) is kept only
+    when the run selects the component the key declares it for."""
     key = config.get("conditioning")
     if key is None or key not in host.model_wrappers:
         return {}
     out: dict = {}
-    for name, value in host.model_wrappers.defaults(key).items():
+    declared = host.model_wrappers.defaults(key)
+    for name, value in declared.items():
         if name in fixed:
             continue
         trial = {**config, **out, name: value}
+        owner = component_of(name)
+        if owner is not None and trial.get(owner) != declared.get(owner, trial.get(owner)):
+            continue
         if name in COMPONENT_KEYS:
             requires = getattr(host, COMPONENT_KEYS[name]).requires(value)
             if any(trial.get(k) not in allowed for k, allowed in requires.items()):
                 continue
         out[name] = value
+    return out
+
+
+def selected_defaults(config: dict, fixed, host) -> dict:
+    """The values each selected component (the loss, say) declares for its own hyperparameters
+    (``register(..., defaults={"loss_floor": ...})``), for the keys that neither a flag, the preset nor
+    the conditioning key set."""
+    out: dict = {}
+    for key, registry_name in COMPONENT_KEYS.items():
+        registry = getattr(host, registry_name)
+        if key == "conditioning" or config.get(key) not in registry:
+            continue
+        out.update({name: value for name, value in registry.defaults(config[key]).items()
+                    if name not in fixed and config.get(name) is None})
     return out
 
 
@@ -192,5 +225,5 @@ def _shown(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-__all__ = ["Option", "KINDS", "apply_option_defaults", "component_defaults", "validate", "frozen_keys", "check_resume",
-           "options_of"]
+__all__ = ["Option", "KINDS", "apply_option_defaults", "component_defaults", "selected_defaults", "component_options",
+           "validate", "frozen_keys", "check_resume", "options_of"]

@@ -33,7 +33,7 @@ from .diffusion import BlurringDiffusion, DenoisingDiffusion, LinearDiffusion
 from .errors import NumericalError, UserError
 from .models import FNOUNet2d, SpectralConv2d, coordinate_grid
 from .noise import make_noise
-from .options import check_resume, check_stored_options, validate
+from .options import check_resume, check_stored_options, component_options, validate
 from .progress import progress_bar
 from .visual import save_grid
 
@@ -217,7 +217,7 @@ def _setup(config: dict, host, state: dict | None, device, dist) -> _Run:
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = make_optimizer(model.parameters(), config["lr"], device)
     parts = [_part(config, host, wrapper, res) for res in training_resolutions(config)]
-    run = _Run(gen_sde, wrapper, model, ema, optimizer, host.losses.get(config["loss"])(), parts)
+    run = _Run(gen_sde, wrapper, model, ema, optimizer, host.losses.get(config["loss"])(**component_options(config, "loss")), parts)
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])

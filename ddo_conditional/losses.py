@@ -1,9 +1,21 @@
-"""Training objectives of the plugin. Each goes through ``gen_sde.dsm(x, v, **model_kwargs)``."""
+"""Training objectives of the plugin: ``query-dsm`` (the spec's query-only DSM) and the ``x0-mse``
+family. Each loss goes through the diffusion (``gen_sde.dsm`` / ``gen_sde.x0``) with the batch's
+``model_kwargs`` and returns ``{"loss": (B,)}``, unreduced.
+
+The family's hyperparameters are options, not names: ``--loss-t1-fraction``, ``--loss-weighting`` and
+``--loss-floor`` (:data:`LOSS_OPTIONS`) are recorded in ``config.json`` and handed to the factory by
+the host (``loss_<name>`` -> keyword ``<name>``). The names of the earlier runs (:data:`EARLIER_NAMES`)
+stay registered with their values pinned, so a run recorded under one resumes with the same loss.
+"""
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 
 from .data.datasets import create_query_mask_batched
+
+WEIGHTINGS = ("none", "relative", "ratio", "relative-l2", "scored-l2")
 
 
 def query_dsm_loss():
@@ -24,20 +36,45 @@ def query_dsm_loss():
     return loss
 
 
-def x0_mse_loss(t1_fraction: float = 0.0, t1_weights=None, harmonic: bool = False):
+def x0_mse_loss(t1_fraction: float = 0.0, weighting: str = "none", floor: float = 1e-8):
     """Mean squared error of the ``x0`` estimate over all pixels, ``(B,)``, with times drawn by the
     diffusion's timestep sampler. Unlike DSM, whose ``x0`` weight ``alpha_t^2 / sigma_t^2`` vanishes
     near ``t = 1``, every time counts alike, so the one-call estimate at ``t = 1`` is trained as the
     posterior mean. Registered for ``--parameterization x0`` or ``v`` only: the ``x0`` estimate of
     an ``eps`` network divides by ``alpha_t``, which vanishes near ``t = 1``.
 
-    ``t1_fraction``: the share of each batch put at ``t = 1`` exactly, where the ``x0`` estimate is
-    a plain regression of ``E[x | context]`` (the one-call posterior mean). ``t1_weights(x, model_kwargs)``:
-    weights of those terms, per image ``(n1,)`` or per image and channel ``(n1, C)`` (normalised to
-    mean 1), or ``None``. ``harmonic``: normalise the weights instead so that their reciprocals have
-    mean 1 (see :func:`x0_mse_ratio_loss`).
-    """
+    ``t1_fraction``: the share of each batch put at ``t = 1`` exactly, where the ``x0`` estimate is a
+    plain regression of ``E[x | context]`` (the one-call posterior mean); 1 trains that estimate alone
+    (a network so trained has no samples to draw).
 
+    ``weighting`` of those ``t = 1`` terms, by the error of the estimate the network refines
+    (``context_dense``; times below 1 keep plain MSE, so the samples learn the unweighted posterior);
+    ``floor`` bounds each weight:
+
+    - ``none``: every term alike.
+    - ``relative``: per image ``1 / (MSE of context_dense + floor)``, normalised to mean 1. The score is
+      the mean over images of ``-10 log10 MSE_i``, and ``log MSE_i - log MSE_i^dense ~ (MSE_i -
+      MSE_i^dense) / MSE_i^dense``: an error costs more on an image the interpolation already renders
+      well. The weight is nearly a function of the context, so it mostly moves effort between contexts.
+    - ``ratio``: the same weights normalised so that their reciprocals have mean 1: each term is the
+      network's MSE over its interpolation's, times the batch's mean interpolation MSE. For contexts of
+      many densities, where mean-1 weights give nearly all the weight to the best-interpolated image.
+    - ``relative-l2``: per image *and channel* ``1 / sqrt(MSE_c + floor)``, mean 1: a field pair is
+      scored by each channel's relative L2 error, and near the estimate ``d sqrt(MSE) = d MSE / (2
+      sqrt(MSE))``.
+    - ``scored-l2``: ``relative-l2`` on the channels each image's task scores only
+      (:func:`scored_channels`): an observed channel's estimate is nearly exact and would otherwise
+      take most of the loss.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown loss weighting {weighting!r}; known: {', '.join(WEIGHTINGS)}")
+    if not 0.0 <= t1_fraction <= 1.0:
+        raise ValueError(f"the loss's t = 1 fraction must lie in [0, 1], got {t1_fraction}")
+    weights = None if weighting == "none" else partial(_dense_weights, weighting, float(floor))
+    return _x0_mse(float(t1_fraction), weights, harmonic=weighting == "ratio")
+
+
+def _x0_mse(t1_fraction: float, t1_weights, harmonic: bool):
     def norm(w):
         return w * (1 / w).mean() if harmonic else w / w.mean()
 
@@ -62,88 +99,17 @@ def x0_mse_loss(t1_fraction: float = 0.0, t1_weights=None, harmonic: bool = Fals
     return loss
 
 
-def x0_mse_mixed_loss():
-    """:func:`x0_mse_loss` with half of every batch at ``t = 1``."""
-    return x0_mse_loss(t1_fraction=0.5)
-
-
-def x0_mse_relative_loss(floor: float = 1e-4, t1_fraction: float = 0.5):
-    """:func:`x0_mse_mixed_loss` whose ``t = 1`` terms are weighted per image by
-    ``1 / (MSE of the biharmonic inpainting + floor)`` (normalised to mean 1 over those terms).
-    Needs ``context_dense`` (``--conditioning sparse-biharmonic``, or a point-set key: their thin-plate spline).
-
-    Why: the score is the mean over images of per-image query PSNR, ``-10 log10 MSE_i``, and
-    ``log MSE_i - log MSE_i^bih ~ (MSE_i - MSE_i^bih) / MSE_i^bih``: an error costs more on an image
-    that biharmonic already renders well. Plain MSE spends the network on textured images and lets it
-    add small errors to smooth ones. The weighted minimiser at ``t = 1`` is
-    ``E[w x | context] / E[w | context]``; the weight is nearly a function of the context (how smooth
-    it is), so it mostly moves effort between contexts. ``floor`` (``[-1, 1]`` units: RMSE 0.01) bounds
-    the weight of near-flat images. Times below 1 keep plain MSE: the samples learn the unweighted
-    posterior. ``t1_fraction``: the share of each batch at ``t = 1`` (benchmarks/README.md compares values).
-    """
-    return x0_mse_loss(t1_fraction=t1_fraction, t1_weights=_inverse_dense_mse(floor, "x0-mse-relative"))
-
-
-def x0_mse_ratio_loss(floor: float = 1e-8, t1_fraction: float = 0.5):
-    """:func:`x0_mse_relative_loss` for contexts of many densities: each ``t = 1`` term is the
-    network's MSE divided by its interpolation's (``+ floor``), times the batch's mean interpolation MSE.
-
-    Why: both losses weigh the ``t = 1`` terms by ``1 / MSE`` of the interpolation; they differ in how
-    the weights are normalised, which sets the weight of those terms beside the plain-MSE terms at
-    ``t < 1``. Normalised to mean 1 (``x0-mse-relative``), a batch that mixes 1% and 30% contexts
-    gives nearly all the weight to its best-interpolated image, whose MSE is orders of magnitude below
-    the others': the ``t = 1`` half of the batch then counts for almost nothing. Here the weights'
-    reciprocals have mean 1, so every image contributes its error ratio and the ``t = 1`` terms keep
-    the scale of the batch's interpolation errors. ``floor`` (``[-1, 1]`` units squared: RMSE 1e-4)
-    keeps the ratio finite where the interpolation is exact; it sits below what a 30% context of a
-    smooth field leaves (README: "Any density, any resolution").
-    """
-    return x0_mse_loss(t1_fraction=t1_fraction, t1_weights=_inverse_dense_mse(floor, "x0-mse-ratio"), harmonic=True)
-
-
-def _inverse_dense_mse(floor: float, name: str):
-    """Per-image weights ``1 / (MSE of context_dense + floor)`` for the ``t = 1`` terms of loss ``name``."""
-
-    def weights(x, model_kwargs):
-        dense = model_kwargs.get("context_dense")
-        if dense is None:
-            raise ValueError(f"loss {name} weighs images by the error of the interpolation the network refines "
-                             "(context_dense); use it with --conditioning sparse-biharmonic, sparse-route, sparse-setconv or sparse-attention")
+def _dense_weights(weighting: str, floor: float, x: torch.Tensor, model_kwargs: dict) -> torch.Tensor:
+    """The ``t = 1`` weights of ``weighting``: ``(n1,)`` per image or ``(n1, C)`` per image and channel."""
+    dense = model_kwargs.get("context_dense")
+    if dense is None:
+        raise ValueError(f"--loss-weighting {weighting} weighs by the error of the estimate the network refines "
+                         "(context_dense); use it with --conditioning sparse-biharmonic, sparse-route, sparse-setconv "
+                         "or sparse-attention")
+    if weighting in ("relative", "ratio"):
         return 1.0 / (((dense - x) ** 2).flatten(1).mean(1) + floor)
-
-    return weights
-
-
-def x0_mse_relative_l2_loss(floor: float = 1e-8, t1_fraction: float = 0.5, scored_only: bool = False):
-    """:func:`x0_mse_mixed_loss` whose ``t = 1`` terms are weighted per image *and channel* by
-    ``1 / sqrt(MSE of context_dense on that channel + floor)`` (normalised to mean 1 over those terms).
-
-    Why: a field pair is scored by the relative L2 error of each channel, ``sqrt(MSE_ic) / ||x_ic||``,
-    and where the network is near the estimate it refines, ``d sqrt(MSE) = d MSE / (2 sqrt(MSE))``: an
-    error costs in proportion to ``1 / sqrt(MSE)`` of that estimate. Channels differ by orders of
-    magnitude (a pressure known to 1% from its own points beside a coefficient wrong on 5% of its
-    pixels); an unweighted or per-image loss spends the network on the worst channel and lets it add
-    small errors to the good one. ``floor`` (``[-1, 1]`` units squared) bounds the weight of a channel
-    its estimate already renders exactly.
-
-    ``scored_only`` (``x0-mse-scored-l2``): the ``t = 1`` terms count only the channels a task scores,
-    read from the per-channel ``observation_mask``: the channels observed nowhere in the image, or all
-    of them when every channel is observed (the joint task). An observed channel's route is nearly
-    exact (a smooth solution kriged from its own points), so with the weights above it would take
-    most of the loss while the task scores only the channel it has to infer.
-    """
-
-    def weights(x, model_kwargs):
-        dense = model_kwargs.get("context_dense")
-        if dense is None:
-            name, keys = (("x0-mse-scored-l2", "sparse-route") if scored_only else
-                          ("x0-mse-relative-l2", "sparse-route, sparse-biharmonic, sparse-setconv or sparse-attention"))
-            raise ValueError(f"loss {name} weighs channels by the error of the estimate the network refines "
-                             f"(context_dense); use it with --conditioning {keys}")
-        w = 1.0 / (((dense - x) ** 2).flatten(2).mean(2) + floor).sqrt()
-        return w * scored_channels(model_kwargs["observation_mask"], x.shape[1]) if scored_only else w
-
-    return x0_mse_loss(t1_fraction=t1_fraction, t1_weights=weights)
+    w = 1.0 / (((dense - x) ** 2).flatten(2).mean(2) + floor).sqrt()
+    return w * scored_channels(model_kwargs["observation_mask"], x.shape[1]) if weighting == "scored-l2" else w
 
 
 def scored_channels(observation_mask: torch.Tensor, channels: int) -> torch.Tensor:
@@ -151,3 +117,22 @@ def scored_channels(observation_mask: torch.Tensor, channels: int) -> torch.Tens
     channel when all are observed. A mask shared by the channels (``(B, 1, H, W)``) observes them all."""
     observed = (observation_mask.flatten(2) > 0).any(2).expand(-1, channels)
     return (~observed | observed.all(1, keepdim=True)).to(observation_mask.dtype)
+
+
+# the loss names runs were recorded under before the family's options existed, and the options each
+# stands for; registered so that such a run resumes with the same loss
+EARLIER_NAMES = {
+    "x0-mse-mixed": {"t1_fraction": 0.5},
+    "x0-mse-relative": {"t1_fraction": 0.5, "weighting": "relative", "floor": 1e-4},
+    "x0-mse-ratio": {"t1_fraction": 0.5, "weighting": "ratio", "floor": 1e-8},
+    "x0-mse-scored-l2": {"t1_fraction": 0.5, "weighting": "scored-l2", "floor": 1e-8},
+}
+
+
+def earlier_name(name: str):
+    """The factory of an earlier loss name: :func:`x0_mse_loss` with its options pinned (a value the
+    configuration records overrides the pinned one; they agree for runs recorded under the name)."""
+    return partial(x0_mse_loss, **EARLIER_NAMES[name])
+
+
+__all__ = ["query_dsm_loss", "x0_mse_loss", "scored_channels", "WEIGHTINGS", "EARLIER_NAMES", "earlier_name"]

@@ -4,12 +4,24 @@ defaults. Every option a wrapper reads is declared once in :data:`OPTIONS` (regi
 masks or of the architecture on ``--resume``."""
 from __future__ import annotations
 
+import argparse
+
 from ddo.api import Option, nonneg_int, positive_float, positive_int
 
 from .data.augment import augment_list
 from .data.datasets import POINT_COORDS
 from .data.masks import PATTERNS, context_ratio_arg
+from .losses import WEIGHTINGS
 from .nn.refiners import RESIDUAL_SCALES
+
+
+def unit_fraction(text: str) -> float:
+    """A number in ``[0, 1]`` (``--loss-t1-fraction``)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, got {text!r}")
+    return value
+
 
 POINT_KEYS = ("sparse-setconv", "sparse-attention")
 SPARSE_KEYS = ("sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp", "sparse-biharmonic") + POINT_KEYS + (
@@ -57,6 +69,22 @@ OPTIONS = (
 )
 
 
+X0_LOSSES = ("x0-mse", "x0-mse-mixed", "x0-mse-relative", "x0-mse-ratio", "x0-mse-scored-l2")
+# the x0-mse family's own defaults, recorded when neither a flag nor the conditioning key sets them
+X0_MSE_DEFAULTS = {"loss_t1_fraction": 0.0, "loss_weighting": "none", "loss_floor": 1e-8}
+LOSS_OPTIONS = (
+    Option("loss_t1_fraction", unit_fraction, None, "x0-mse losses: the share of each batch put at t = 1 exactly, "
+           "where the x0 estimate is the one-call posterior mean (default: the conditioning key's, else 0)", "run",
+           conditioning=SPARSE_KEYS, requires={"loss": X0_LOSSES}),
+    Option("loss_weighting", str, None, "x0-mse losses: weights of the t = 1 terms by the error of the estimate the "
+           "network refines: none, relative (per image, mean 1), ratio (per image, reciprocals of mean 1: mixed "
+           "densities), relative-l2 (per image and channel), scored-l2 (the channels each PDE task scores)", "run",
+           choices=WEIGHTINGS, conditioning=SPARSE_KEYS, requires={"loss": X0_LOSSES}),
+    Option("loss_floor", positive_float, None, "x0-mse losses: the floor of the weighted error (squared [-1, 1] "
+           "units), which bounds the weight of an image its estimate already renders exactly", "run",
+           conditioning=SPARSE_KEYS, requires={"loss": X0_LOSSES}),
+)
+OPTIONS = OPTIONS + LOSS_OPTIONS
 DEFAULTS = {o.name: o.default for o in OPTIONS}
 
 
@@ -66,9 +94,12 @@ DEFAULTS = {o.name: o.default for o in OPTIONS}
 # x0-mse-ratio (README: "Any density, any resolution"); sparse-interp's inputs hold
 # no dense interpolation for that loss's weights, so it gets x0-mse-mixed, the same loss unweighted.
 # The spec's keys (sparse-encoder, sparse-concat) and sparse-lift keep the host's eps and dsm.
+RELATIVE = {"parameterization": "x0", "loss": "x0-mse", "loss_t1_fraction": 0.5, "loss_weighting": "relative",
+            "loss_floor": 1e-4}
+RATIO = {**RELATIVE, "loss_weighting": "ratio", "loss_floor": 1e-8}
 KEY_DEFAULTS = {
-    "sparse-biharmonic": {"parameterization": "x0", "loss": "x0-mse-relative"},
-    "sparse-setconv": {"parameterization": "x0", "loss": "x0-mse-ratio"},
-    "sparse-attention": {"parameterization": "x0", "loss": "x0-mse-ratio"},
-    "sparse-interp": {"parameterization": "x0", "loss": "x0-mse-mixed"},
+    "sparse-biharmonic": RELATIVE,
+    "sparse-setconv": RATIO,
+    "sparse-attention": RATIO,
+    "sparse-interp": {"parameterization": "x0", "loss": "x0-mse", "loss_t1_fraction": 0.5},
 }

@@ -5,10 +5,9 @@ from ddo.api import hookimpl
 
 from .cli import demo, points
 from .cli import reconstruct as commands
-from .options import DENSE_KEYS, KEY_DEFAULTS, OPTIONS, SPARSE_KEYS, X0_OR_V
+from .options import KEY_DEFAULTS, OPTIONS, SPARSE_KEYS, X0_MSE_DEFAULTS, X0_OR_V
 from .wrappers import WRAPPERS
-from .losses import (query_dsm_loss, x0_mse_loss, x0_mse_mixed_loss, x0_mse_ratio_loss, x0_mse_relative_l2_loss,
-                     x0_mse_relative_loss)
+from .losses import EARLIER_NAMES, earlier_name, query_dsm_loss, x0_mse_loss
 
 
 @hookimpl
@@ -26,14 +25,10 @@ def register_options(register):
 @hookimpl
 def register_losses(register):
     register("query-dsm", query_dsm_loss, requires={"conditioning": SPARSE_KEYS})
-    register("x0-mse", x0_mse_loss, requires={"parameterization": X0_OR_V})
-    register("x0-mse-mixed", x0_mse_mixed_loss, requires={"parameterization": X0_OR_V})
-    register("x0-mse-relative", x0_mse_relative_loss,
-             requires={"parameterization": X0_OR_V, "conditioning": DENSE_KEYS})
-    register("x0-mse-ratio", x0_mse_ratio_loss,
-             requires={"parameterization": X0_OR_V, "conditioning": DENSE_KEYS})
-    register("x0-mse-relative-l2", x0_mse_relative_l2_loss,
-             requires={"parameterization": X0_OR_V, "conditioning": DENSE_KEYS})
+    register("x0-mse", x0_mse_loss, requires={"parameterization": X0_OR_V}, defaults=X0_MSE_DEFAULTS)
+    for name, pinned in EARLIER_NAMES.items():  # runs recorded under these names resume with the same loss
+        register(name, earlier_name(name), requires={"parameterization": X0_OR_V},
+                 defaults={f"loss_{k}": v for k, v in pinned.items()})
 
 
 @hookimpl

@@ -17,7 +17,7 @@ from .nn.conditional_model import ConditionalDDOModel, ConditionalDDOModelSimple
 from .nn.refiners import PointSetModel, SparseInterpModel
 from .classical.thin_plate import point_context
 from .nn.encoders import ENCODERS
-from .options import DEFAULTS, SCALE_FLOOR_BEFORE_OPTION, X0_OR_V
+from .options import DEFAULTS, DENSE_KEYS, SCALE_FLOOR_BEFORE_OPTION, X0_OR_V
 
 log = logging.getLogger("ddo_conditional")
 
@@ -49,6 +49,11 @@ class SparseConditioning(ModelWrapper):
         self.parameterization = cfg.get("parameterization", "eps")
         if self.mask_pattern not in PATTERNS:
             raise MaskError(f"unknown mask pattern {self.mask_pattern!r}; known: {', '.join(PATTERNS)}")
+        weighting = self.run_config.get("loss_weighting")
+        if weighting not in (None, "none") and not self.dense_in_kwargs:
+            raise ValueError(f"--loss-weighting {weighting} weighs by the error of the estimate the network refines; "
+                             f"--conditioning {self.run_config.get('conditioning')} refines none (use "
+                             f"{', '.join(DENSE_KEYS)}, or --loss-weighting none)")
         if self.mask_seed < 0:
             raise MaskError(f"mask seed must be non-negative, got {self.mask_seed}")
         lo, hi = ratio_range(self.context_ratio)

@@ -72,8 +72,9 @@ def tiny_runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny-runs")
     images = make_image_folder(root / "images")
-    extra = {"cond": ("--conditioning", "sparse-biharmonic", "--parameterization", "x0", "--loss", "x0-mse-relative"),
-             "points": ("--conditioning", "sparse-setconv", "--parameterization", "x0", "--loss", "x0-mse-relative"),
+    relative = ("--parameterization", "x0", "--loss", "x0-mse", "--loss-weighting", "relative", "--loss-floor", "1e-4")
+    extra = {"cond": ("--conditioning", "sparse-biharmonic", *relative),
+             "points": ("--conditioning", "sparse-setconv", *relative),
              "uncond": ()}
     runs = {"images": images}
     for name, flags in extra.items():

@@ -30,7 +30,7 @@ def cifar_root(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [["--conditioning", "sparse-encoder"],
                                    ["--conditioning", "sparse-biharmonic", "--parameterization", "x0", "--loss",
-                                    "x0-mse-relative", "--residual-scale", "context-input", "--refiner-width", "32"]])
+                                    "x0-mse", "--loss-weighting", "relative", "--loss-floor", "1e-4", "--residual-scale", "context-input", "--refiner-width", "32"]])
 def test_seed_model_trains_and_reconstructs_on_a_cifar_folder(tmp_path, cifar_root, extra, capsys):
     run = tmp_path / "run"
     assert main(["train", "--preset", "seed", "--dataset", "cifar10", "--data-root", str(cifar_root), "--out", str(run),
@@ -162,6 +162,6 @@ def test_worker_processes_give_the_same_run(tmp_path, image_folder):
         out = tmp_path / f"w{workers}"
         assert main(tiny_train_args(out, image_folder, "--iterations", "5", "--num-workers", workers,
                                     "--conditioning", "sparse-biharmonic", "--parameterization", "x0",
-                                    "--loss", "x0-mse-relative", "--augment", "dihedral")) == 0
+                                    "--loss", "x0-mse", "--loss-weighting", "relative", "--loss-floor", "1e-4", "--augment", "dihedral")) == 0
         runs[workers] = torch.load(out / "checkpoint.pt", weights_only=True)
     assert_states_equal(runs["0"], runs["2"])

@@ -439,7 +439,10 @@ def test_spread_fit_with_roughness_recovers_all_three_terms():
 def test_relative_x0_loss_weights_t1_terms_by_inverse_biharmonic_error():
     from types import SimpleNamespace
 
-    from ddo_conditional.losses import x0_mse_relative_loss
+    from ddo_conditional.losses import x0_mse_loss
+
+    def x0_mse_relative_loss(floor=1e-4):
+        return x0_mse_loss(t1_fraction=0.5, weighting="relative", floor=floor)
 
     x = torch.zeros(4, 1, 2, 2)
     err = torch.tensor([0.1, 0.2, 0.3, 0.4])            # the stub network's x0 is off by err_i everywhere
@@ -462,12 +465,18 @@ def test_relative_x0_loss_weights_t1_terms_by_inverse_biharmonic_error():
 
 
 def test_ratio_x0_loss_gives_every_t1_image_its_error_ratio():
-    """x0-mse-ratio: each t = 1 term is MSE / (interpolation MSE + floor) times the batch's mean of the
-    latter, so a well-interpolated image does not take the weight of the others (x0-mse-relative's
-    mean-1 normalisation gives it nearly all of it)."""
+    """--loss-weighting ratio: each t = 1 term is MSE / (interpolation MSE + floor) times the batch's mean
+    of the latter, so a well-interpolated image does not take the weight of the others (relative's mean-1
+    normalisation gives it nearly all of it)."""
     from types import SimpleNamespace
 
-    from ddo_conditional.losses import x0_mse_ratio_loss, x0_mse_relative_loss
+    from ddo_conditional.losses import x0_mse_loss
+
+    def x0_mse_ratio_loss(floor=1e-8):
+        return x0_mse_loss(t1_fraction=0.5, weighting="ratio", floor=floor)
+
+    def x0_mse_relative_loss(floor=1e-4):
+        return x0_mse_loss(t1_fraction=0.5, weighting="relative", floor=floor)
 
     x = torch.zeros(4, 1, 2, 2)
     err = torch.tensor([0.1, 0.002, 0.3, 0.4])
@@ -481,7 +490,7 @@ def test_ratio_x0_loss_gives_every_t1_image_its_error_ratio():
     assert float(out[0] / out[1]) == pytest.approx((0.1 ** 2 / (0.2 ** 2 + 1e-8)) / (0.002 ** 2 / (0.001 ** 2 + 1e-8)), rel=1e-5)
     mean1 = x0_mse_relative_loss(floor=1e-8)(gen_sde, {"image": x}, None, {"context_dense": dense})["loss"]
     assert float(mean1[0] / mean1.sum()) < 1e-4 < float(out[0] / out.sum())
-    with pytest.raises(ValueError, match="loss x0-mse-ratio weighs images"):
+    with pytest.raises(ValueError, match="--loss-weighting ratio weighs by the error"):
         x0_mse_ratio_loss()(gen_sde, {"image": x}, None, {})
 
 

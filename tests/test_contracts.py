@@ -32,11 +32,15 @@ class _PlainModelPlugin:
 REFUSED = [
     (["--conditioning", "sparse-interp", "--parameterization", "eps", "--loss", "x0-mse"],
      "loss x0-mse needs --parameterization x0 or v; this run has --parameterization eps"),
-    (["--conditioning", "sparse-biharmonic", "--loss", "x0-mse-relative", "--parameterization", "x0",
-      "--mask-seed", "1"], None),  # a valid combination, for contrast
-    (["--conditioning", "sparse-interp", "--parameterization", "x0", "--loss", "x0-mse-relative"],
-     "loss x0-mse-relative needs --conditioning sparse-biharmonic, sparse-route, sparse-setconv or sparse-attention; this run has "
-     "--conditioning sparse-interp"),
+    (["--conditioning", "sparse-biharmonic", "--loss", "x0-mse", "--loss-weighting", "relative", "--parameterization",
+      "x0", "--mask-seed", "1"], None),  # a valid combination, for contrast
+    (["--conditioning", "sparse-interp", "--parameterization", "x0", "--loss-weighting", "relative"],
+     "--loss-weighting relative weighs by the error of the estimate the network refines; --conditioning sparse-interp "
+     "refines none (use sparse-biharmonic, sparse-route, sparse-setconv, sparse-attention, or --loss-weighting none)"),
+    (["--conditioning", "sparse-encoder", "--loss-floor", "0.001"],
+     "--loss-floor 0.001 needs --loss x0-mse, x0-mse-mixed, x0-mse-relative, x0-mse-ratio or x0-mse-scored-l2; this run "
+     "has --loss dsm"),
+    (["--conditioning", "sparse-biharmonic", "--loss-t1-fraction", "1.5"], "expected a fraction from 0 to 1, got '1.5'"),
     (["--conditioning", "sparse-interp", "--parameterization", "eps", "--residual-scale", "context"],
      "--residual-scale context needs --parameterization x0 or v; this run has --parameterization eps"),
     (["--conditioning", "sparse-encoder", "--refiner-width", "4"],
@@ -129,3 +133,28 @@ def test_option_declarations_are_checked():
     with pytest.raises(ValueError, match="kind must be one of architecture, data, run"):
         Option("x", int, 0, kind="model")
     assert Option("mask_seed").flag == "--mask-seed"
+
+
+def test_loss_options_are_recorded_and_the_earlier_names_train_the_same(tmp_path, image_folder):
+    """The x0 loss family's hyperparameters are options in config.json; a run recorded under an earlier
+    loss name (one name per hyperparameter, no options in its configuration) resumes with the same loss."""
+    new, old = tmp_path / "new", tmp_path / "old"
+    assert main(tiny_train_args(new, image_folder, "--iterations", "2", "--conditioning", "sparse-biharmonic")) == 0
+    assert main(tiny_train_args(old, image_folder, "--iterations", "2", "--conditioning", "sparse-biharmonic",
+                                "--loss", "x0-mse-relative")) == 0
+    config = json.loads((new / "config.json").read_text())
+    assert {k: config[k] for k in ("loss", "loss_weighting", "loss_floor", "loss_t1_fraction")} == {
+        "loss": "x0-mse", "loss_weighting": "relative", "loss_floor": 1e-4, "loss_t1_fraction": 0.5}
+    states = [torch.load(run / "checkpoint.pt", weights_only=True) for run in (new, old)]
+    for name, value in states[0]["model"].items():
+        torch.testing.assert_close(value, states[1]["model"][name], rtol=0, atol=0)
+    # the old run as it was written before the options existed, then both resumed for a third step
+    for key in ("loss_weighting", "loss_floor", "loss_t1_fraction"):
+        del states[1]["config"][key]
+    torch.save(states[1], old / "checkpoint.pt")
+    for run in (new, old):
+        assert main(["train", "--out", str(run), "--resume", "--iterations", "3", "--no-progress"]) == 0
+    resumed = [torch.load(run / "checkpoint.pt", weights_only=True) for run in (new, old)]
+    assert resumed[1]["config"]["loss"] == "x0-mse-relative" and "loss_floor" not in resumed[1]["config"]
+    for name, value in resumed[0]["model"].items():
+        torch.testing.assert_close(value, resumed[1]["model"][name], rtol=0, atol=0)

@@ -88,7 +88,7 @@ def test_malformed_ranges_are_refused_in_one_line(bad, says, tmp_path, image_fol
 def test_training_with_a_range_records_it_refuses_a_change_on_resume_and_reconstructs(tmp_path, image_folder, capsys):
     run = tmp_path / "run"
     args = tiny_train_args(run, image_folder, "--conditioning", "sparse-biharmonic", "--parameterization", "x0",
-                           "--loss", "x0-mse-relative")
+                           "--loss", "x0-mse", "--loss-weighting", "relative", "--loss-floor", "1e-4")
     assert main(args + ["--iterations", "2", "--context-ratio", "0.03:0.3"]) == 0
     assert json.loads((run / "config.json").read_text())["context_ratio"] == "0.03:0.3"
     capsys.readouterr()

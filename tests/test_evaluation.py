@@ -88,7 +88,7 @@ def test_a_diverged_calibration_is_refused_and_nothing_is_written(eps_run, image
 def test_a_diverged_point_reconstruction_is_refused(tmp_path, image_folder, capsys):
     run = tmp_path / "pts"
     assert main(tiny_train_args(run, image_folder, "--iterations", "1", "--conditioning", "sparse-setconv",
-                                "--parameterization", "x0", "--loss", "x0-mse-relative")) == 0
+                                "--parameterization", "x0", "--loss", "x0-mse", "--loss-weighting", "relative", "--loss-floor", "1e-4")) == 0
     bad = _poisoned(run / "checkpoint.pt", tmp_path)
     rng = np.random.default_rng(0)
     rows = ["x,y,r,g,b"] + [",".join(f"{v:.4f}" for v in (*rng.uniform(0.05, 0.95, 2), *rng.uniform(0, 1, 3)))

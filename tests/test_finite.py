@@ -128,7 +128,7 @@ def test_setconv_with_no_model_flag_reconstructs_points_at_64(tmp_path, image_fo
     run = tmp_path / "run"
     assert main(tiny_train_args(run, image_folder, "--iterations", "2", "--conditioning", "sparse-setconv")) == 0
     cfg = json.loads((run / "config.json").read_text())
-    assert (cfg["parameterization"], cfg["loss"], cfg["x0_clip"]) == ("x0", "x0-mse-ratio", "none")
+    assert (cfg["parameterization"], cfg["loss"], cfg["loss_weighting"], cfg["x0_clip"]) == ("x0", "x0-mse", "ratio", "none")
     out = tmp_path / "obs"
     rc, err = _reconstruct_points(run, _write_csv(tmp_path / "obs.csv"), out, capsys)
     assert_finite_run(rc, out, err)

@@ -142,7 +142,7 @@ def point_run(tmp_path_factory):
         Image.fromarray(rng.integers(0, 256, (20, 20, 3)).astype(np.uint8)).save(folder / f"{i}.png")
     out = tmp_path_factory.mktemp("points") / "run"
     assert main(tiny_train_args(out, folder, "--iterations", "2", "--conditioning", "sparse-attention",
-                                "--parameterization", "x0", "--loss", "x0-mse-relative",
+                                "--parameterization", "x0", "--loss", "x0-mse", "--loss-weighting", "relative", "--loss-floor", "1e-4",
                                 "--augment", "dihedral,photometric")) == 0
     return out
 
@@ -249,7 +249,8 @@ def test_a_new_point_set_run_stores_the_floor_and_the_ratio_loss(tmp_path, image
     out = tmp_path / "run"
     assert main(tiny_train_args(out, image_folder, "--iterations", "1", "--conditioning", "sparse-setconv")) == 0
     config = json.loads((out / "config.json").read_text())
-    assert (config["scale_floor"], config["loss"], config["parameterization"]) == (1e-4, "x0-mse-ratio", "x0")
+    assert (config["scale_floor"], config["loss"], config["loss_weighting"], config["parameterization"]) == (
+        1e-4, "x0-mse", "ratio", "x0")
     from ddo.plugins import load_host
     from ddo.train import load_model
 

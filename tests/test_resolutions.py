@@ -110,7 +110,7 @@ def test_a_run_at_two_resolutions_trains_resumes_and_reconstructs_at_both(image_
     monkeypatch.setattr(train_module, "_accumulate", recording)
     run = tmp_path / "run"
     base = [a for a in tiny_train_args(run, image_folder) if a not in ("--resolution", "16")]
-    flags = ["--conditioning", "sparse-biharmonic", "--parameterization", "x0", "--loss", "x0-mse-relative"]
+    flags = ["--conditioning", "sparse-biharmonic", "--parameterization", "x0", "--loss", "x0-mse", "--loss-weighting", "relative", "--loss-floor", "1e-4"]
     _one_line_refusal(capsys, ["train", *base[1:], *flags, "--resolutions", "8,8", "--iterations", "1"],
                       "--resolutions", "distinct")
     _one_line_refusal(capsys, ["train", *base[1:], *flags, "--resolutions", "8,2", "--iterations", "1"],

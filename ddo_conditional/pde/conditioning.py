@@ -19,8 +19,9 @@ OPTIONS = (
            conditioning=("sparse-route",)),
 )
 # sparse-route's field pairs are scored per channel, so its loss weighs each channel that the image's task
-# scores (x0-mse-scored-l2; docs/pde-tasks.md)
-KEY_DEFAULTS = {"sparse-route": {"parameterization": "x0", "loss": "x0-mse-scored-l2"}}
+# scores (--loss-weighting scored-l2; docs/pde-tasks.md)
+KEY_DEFAULTS = {"sparse-route": {"parameterization": "x0", "loss": "x0-mse", "loss_t1_fraction": 0.5,
+                                 "loss_weighting": "scored-l2", "loss_floor": 1e-8}}
 
 
 class RouteConditioning(SparseConditioning):

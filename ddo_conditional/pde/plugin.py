@@ -1,17 +1,13 @@
 """Hook implementations of the PDE plugin (the target of its own ``ddo`` entry point, ``pde``): the field-pair
-datasets, the ``sparse-route`` conditioning with its option and loss, and the ``ddo task`` command. The
-generic plugin never imports this package."""
+datasets, the ``sparse-route`` conditioning with its option and its measured loss options, and the
+``ddo task`` command. The generic plugin never imports this package."""
 from __future__ import annotations
 
-from ddo.api import X0_PARAMETERIZATIONS, generated_dataset, hookimpl
+from ddo.api import generated_dataset, hookimpl
 
 from .cli import add_task_parser, run_task_command
 from .conditioning import KEY_DEFAULTS, OPTIONS, RouteConditioning
 from .datasets import PAIR_KINDS, load_pairs
-from .losses import x0_mse_scored_l2_loss, x0_mse_scored_l2_t1_loss
-
-ROUTE = ("sparse-route",)
-
 
 @hookimpl
 def register_datasets(register):
@@ -28,13 +24,6 @@ def register_model_wrappers(register):
 def register_options(register):
     for option in OPTIONS:
         register(option)
-
-
-@hookimpl
-def register_losses(register):
-    needs = {"parameterization": X0_PARAMETERIZATIONS, "conditioning": ROUTE}
-    register("x0-mse-scored-l2", x0_mse_scored_l2_loss, requires=needs)
-    register("x0-mse-scored-l2-t1", x0_mse_scored_l2_t1_loss, requires=needs)
 
 
 @hookimpl

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ddo.api import Option, nonneg_int, positive_float, positive_int
+from ddo.api import X0_PARAMETERIZATIONS, Option, nonneg_int, positive_float, positive_int
 
 from .data.augment import augment_list
 from .data.datasets import POINT_COORDS
@@ -28,7 +28,6 @@ SPARSE_KEYS = ("sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp"
     "sparse-route",)
 INTERP_KEYS = ("sparse-interp", "sparse-biharmonic")
 DENSE_KEYS = ("sparse-biharmonic", "sparse-route") + POINT_KEYS  # kwargs hold a dense estimate (context_dense)
-X0_OR_V = ("x0", "v")
 
 
 SCALE_FLOOR, SCALE_FLOOR_BEFORE_OPTION = 1e-4, 0.01
@@ -55,7 +54,7 @@ OPTIONS = (
     Option("residual_scale", str, "none", "'context' scales the network's residual per image by the context's "
            "leave-one-out interpolation error; 'context-input' also feeds the interpolation's detail in those "
            "units", "architecture", choices=RESIDUAL_SCALES, conditioning=INTERP_KEYS,
-           requires={"parameterization": X0_OR_V}),
+           requires={"parameterization": X0_PARAMETERIZATIONS}),
     Option("context_coords", str, "jitter", "where the context points lie: 'grid' (pixel centres) or 'jitter' "
            "(a fixed random position inside each context pixel, its value read there by bilinear interpolation)",
            "data", choices=POINT_COORDS[1:], conditioning=POINT_KEYS),

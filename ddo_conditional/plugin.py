@@ -1,13 +1,13 @@
 """Hook implementations of the ``ddo_conditional`` plugin (the target of its ``ddo`` entry point)."""
 from __future__ import annotations
 
-from ddo.api import hookimpl
+from ddo.api import X0_PARAMETERIZATIONS, hookimpl
 
 from .cli import demo, points
 from .cli import reconstruct as commands
-from .options import KEY_DEFAULTS, OPTIONS, SPARSE_KEYS, X0_MSE_DEFAULTS, X0_OR_V
-from .wrappers import WRAPPERS
 from .losses import EARLIER_NAMES, earlier_name, query_dsm_loss, x0_mse_loss
+from .options import KEY_DEFAULTS, OPTIONS, SPARSE_KEYS, X0_MSE_DEFAULTS
+from .wrappers import WRAPPERS
 
 
 @hookimpl
@@ -25,9 +25,9 @@ def register_options(register):
 @hookimpl
 def register_losses(register):
     register("query-dsm", query_dsm_loss, requires={"conditioning": SPARSE_KEYS})
-    register("x0-mse", x0_mse_loss, requires={"parameterization": X0_OR_V}, defaults=X0_MSE_DEFAULTS)
+    register("x0-mse", x0_mse_loss, requires={"parameterization": X0_PARAMETERIZATIONS}, defaults=X0_MSE_DEFAULTS)
     for name, pinned in EARLIER_NAMES.items():  # runs recorded under these names resume with the same loss
-        register(name, earlier_name(name), requires={"parameterization": X0_OR_V},
+        register(name, earlier_name(name), requires={"parameterization": X0_PARAMETERIZATIONS},
                  defaults={f"loss_{k}": v for k, v in pinned.items()})
 
 

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import logging
 
-from ddo.api import ModelWrapper
+from ddo.api import X0_PARAMETERIZATIONS, ModelWrapper
 
-from .data.augment import DihedralAugment, PhotometricAugment, augment_list, check_dihedral
 from .classical.biharmonic import MAX_PIXELS, biharmonic_inpaint
+from .classical.thin_plate import point_context
+from .data.augment import DihedralAugment, PhotometricAugment, augment_list, check_dihedral
 from .data.datasets import FixedSparseMaskDataset, context_tensors, context_validity
 from .data.masks import PATTERNS, MaskError, context_ratio_arg, mask_counts, ratio_range
 from .nn.conditional_model import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
-from .nn.refiners import PointSetModel, SparseInterpModel
-from .classical.thin_plate import point_context
 from .nn.encoders import ENCODERS
-from .options import DEFAULTS, DENSE_KEYS, SCALE_FLOOR_BEFORE_OPTION, X0_OR_V
+from .nn.refiners import PointSetModel, SparseInterpModel
+from .options import DEFAULTS, DENSE_KEYS, SCALE_FLOOR_BEFORE_OPTION
 
 log = logging.getLogger("ddo_conditional")
 
@@ -122,7 +122,7 @@ class InterpConditioning(SparseConditioning):
     needs = ("context_image", "observation_mask")
 
     def build_model(self, make_base):
-        if self.options["residual_scale"] != "none" and self.parameterization not in X0_OR_V:
+        if self.options["residual_scale"] != "none" and self.parameterization not in X0_PARAMETERIZATIONS:
             raise ValueError(f"--residual-scale {self.options['residual_scale']} scales an x0 or v output; "
                              f"this run has --parameterization {self.parameterization}")
         return SparseInterpModel(make_base(), input_dim=self.channels, refiner_width=int(self.options["refiner_width"]),

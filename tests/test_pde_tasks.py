@@ -14,7 +14,8 @@ from ddo_conditional.pde.solvers import ns_backward
 from ddo_conditional.data.datasets import FixedSparseMaskDataset, context_tensors
 from ddo_conditional.classical.kriging import EmpiricalGaussian, TorusGaussian, krige
 from ddo_conditional.data.masks import OBSERVED, TASKS, image_task
-from ddo_conditional.pde.routes import error_rate, relative_l2, splice, task_errors, threshold
+from ddo_conditional.inference.metrics import relative_l2
+from ddo_conditional.pde.routes import error_rate, splice, task_errors, threshold
 
 
 def reference_step(w: np.ndarray, visc: float, dt: float, forcing: np.ndarray) -> np.ndarray:
@@ -144,12 +145,12 @@ def test_relative_l2_and_the_threshold_error_rate_on_hand_made_fields():
     pred[0, 1] = 2.2  # 10% everywhere
     pred[0, 0, 0, :2] = 9.0  # two pixels cross the midpoint 7.5
     pred[0, 0, 3, 0] = 8.0  # above the midpoint: still 12
-    torch.testing.assert_close(relative_l2(pred, true)[0, 1], torch.tensor(0.1, dtype=torch.float64))
+    torch.testing.assert_close(relative_l2(pred, true, per_channel=True)[0, 1], torch.tensor(0.1, dtype=torch.float64))
     assert float(error_rate(pred[:, 0], true[:, 0])[0]) == 2 / 16
     assert threshold(torch.tensor([7.4, 7.5, 100.0])).tolist() == [3.0, 12.0, 12.0]
     err = task_errors("darcy-pair", pred, true)
     assert err.shape == (1, 2) and float(err[0, 0]) == 2 / 16 and abs(float(err[0, 1]) - 0.1) < 1e-12
-    assert abs(float(task_errors("navier-stokes-pair", pred, true)[0, 0]) - float(relative_l2(pred, true)[0, 0])) < 1e-15
+    assert abs(float(task_errors("navier-stokes-pair", pred, true)[0, 0]) - float(relative_l2(pred, true, per_channel=True)[0, 0])) < 1e-15
 
 
 @pytest.fixture
@@ -191,7 +192,7 @@ def test_the_inversion_route_beats_co_kriging_and_its_pressure_honours_the_point
         solved = torch.from_numpy(fields.darcy_solve(fitted[0].numpy()))
         at = lambda u: float((u.flatten()[pixels] - values[:, 1]).abs().mean())
         assert at(fitted[1]) < 0.5 * at(solved)  # the inpainted misfit brings the pressure to its points
-        scored = lambda u: float(relative_l2(u[None, None], test[:1, 1:].double()))
+        scored = lambda u: float(relative_l2(u[None, None], test[:1, 1:].double(), per_channel=True))
         assert scored(fitted[1]) < scored(solved)  # and nearer the truth between them
     assert float(err[1, 1]) < float(err[0, 1])  # joint: the pressure too
 

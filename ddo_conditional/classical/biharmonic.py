@@ -25,7 +25,6 @@ import functools
 
 import numpy as np
 import torch
-
 from ddo.api import Knob, guard
 
 MAX_PIXELS = 64 * 64  # G is N x N float64: 134 MB at 64x64

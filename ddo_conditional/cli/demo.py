@@ -5,20 +5,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ddo.api import (CHECKPOINT, LR_SCHEDULES, PARAMETERIZATIONS, UserError, atomic_write, check_out_dir, count_parameters,
-                     dihedral_invariant, inference_dtype, load_model, nonneg_int, positive_float, positive_int, preset_value, resolve,
-                     resolve_device, seed_int, sampling_choice, set_inference_dtype, train, validate)
+from ddo.api import (CHECKPOINT, LR_SCHEDULES, PARAMETERIZATIONS, UserError, atomic_write, check_out_dir,
+                     count_parameters, dihedral_invariant, inference_dtype, load_model, nonneg_int, positive_float,
+                     positive_int, preset_value, resolve, resolve_device, sampling_choice, seed_int,
+                     set_inference_dtype, train, validate)
 
-from ..inference.calibration import SHRINKAGE_LIMIT, fit_calibration
-from ..io.calibration_file import load_calibration, save_calibration
-from .flags import precision_name
-from ..options import INTERP_KEYS
 from ..data.augment import augment_list, check_dihedral
+from ..inference.calibration import SHRINKAGE_LIMIT
 from ..inference.evaluate import evaluate
 from ..inference.memory import ReconstructionSize, check_reconstruction
-from ..nn.refiners import RESIDUAL_SCALES
 from ..inference.reconstruct import Reconstructor, SamplingPlan
+from ..io.calibration_file import calibrate_and_save, load_calibration
 from ..io.report import demo_report, metrics_record, table, write_outputs
+from ..nn.refiners import RESIDUAL_SCALES
+from ..options import INTERP_KEYS
+from .flags import precision_name
 
 PRECISIONS = ("auto", "bf16", "fp32")
 DEMO_KEYS = ("dataset", "conditioning", "loss", "minutes", "parameterization", "refiner_width", "residual_scale",
@@ -74,11 +75,9 @@ def _calibrate(reconstructor, wrapper, host, train_split, args) -> dict | None:
         return None
     val = _split_or_none(host, args["dataset"], "val")
     split, base = ("train", train_split) if val is None else ("val", val)
-    fitted = fit_calibration(reconstructor, wrapper, base, args["calibrate_spread"], held_out=split == "val",
-                             shrinkage_limit=args["calibrate_shrinkage"])
     checkpoint = Path(args["out"]) / CHECKPOINT
-    save_calibration(checkpoint, fitted, {"fitted_on": f"{args['dataset']}/{split}",
-                                          "fitted_sampler": reconstructor.plan.sampler_name})
+    calibrate_and_save(checkpoint, reconstructor, wrapper, base, f"{args['dataset']}/{split}", args["calibrate_spread"],
+                       args["calibrate_shrinkage"])
     return load_calibration(checkpoint)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from ddo.api import (BF16_INFERENCE_HELP, FNOUNet2d, UserError, inference_dtype, load_model, positive_int,
-                     sampling_choice, seed_int, set_inference_dtype)
+from ddo.api import (BF16_INFERENCE_HELP, FNOUNet2d, UserError, check_resolution, inference_dtype, load_model,
+                     positive_int, sampling_choice, seed_int, set_inference_dtype)
 
 from ..classical.baselines import BASELINES, EXTRA_BASELINES
 from ..inference.memory import ReconstructionSize
@@ -45,6 +45,13 @@ def size_of(args: dict, **sizes) -> ReconstructionSize:
     return ReconstructionSize(num_samples=args["num_samples"], batch_size=args.get("batch_size") or 32, **sizes)
 
 
+def resolution_of(args: dict, config: dict) -> int:
+    """``--resolution``, else the training resolution; refused (one line) where the network cannot run."""
+    res = args.get("resolution") or config["resolution"]
+    check_resolution(config, res)
+    return res
+
+
 def precision_name(network) -> str:
     """``"bf16"`` or ``"fp32"``: the inference dtype of the FNO-UNets inside ``network``."""
     dtype = next((m.inference_dtype for m in network.modules() if isinstance(m, FNOUNet2d)), None)
@@ -72,4 +79,4 @@ def sampling_plan(args: dict, host, config: dict, denoiser, symmetrize: bool = T
 
 
 __all__ = ["baseline_list", "add_sampler_flags", "add_run_flags", "size_of", "precision_name", "load_conditional",
-           "sampling_plan"]
+           "sampling_plan", "resolution_of"]

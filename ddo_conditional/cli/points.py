@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from ddo.api import UserError, check_out_dir, check_resolution, positive_int, resolve_device
+from ddo.api import UserError, check_out_dir, positive_int, resolve_device
 
-from ..inference.memory import check_reconstruction
 from ..classical.thin_plate import point_context
+from ..inference.memory import check_reconstruction
 from ..inference.reconstruct import Reconstructor
 from ..io.points_csv import MIN_POINTS, count_rows, parse_extent, read_points
 from ..io.report import write_points
 from ..wrappers import PointConditioning
-from .flags import add_run_flags, add_sampler_flags, load_conditional, sampling_plan, size_of
+from .flags import add_run_flags, add_sampler_flags, load_conditional, resolution_of, sampling_plan, size_of
 
 
 def add_points_parser(parser, host=None) -> None:
@@ -45,8 +45,7 @@ def run_points(args: dict, denoiser, config: dict, plan) -> int:
     (:func:`~ddo_conditional.io.report.write_points`): the mean is the symmetrised ``x0`` estimate of
     an ``x0``/``v`` model, else the mean of the samples."""
     extent = parse_extent(args["extent"]) if args.get("extent") else None
-    res = args.get("resolution") or config["resolution"]
-    check_resolution(config, res)
+    res = resolution_of(args, config)
     rec = Reconstructor(denoiser, plan)
     if Path(args["points"]).is_file():  # before the file is parsed: its size bounds the spline's
         check_reconstruction(config, size_of(args, resolution=res, points=max(MIN_POINTS, count_rows(args["points"]) - 1)),

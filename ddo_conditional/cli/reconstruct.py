@@ -6,20 +6,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ddo.api import (UserError, check_out_dir, check_resolution, count_images, dihedral_invariant, load_image_folder,
-                     nonneg_int, positive_int, resolve_device)
+from ddo.api import (UserError, check_out_dir, count_images, dihedral_invariant, load_image_folder, nonneg_int,
+                     positive_int, resolve_device)
 
 from ..classical.baselines import BASELINES, EXTRA_BASELINES
-from ..inference.calibration import SHRINKAGE_LIMIT, fit_calibration
-from ..io.calibration_file import load_calibration, save_calibration
-from ..wrappers import PointConditioning
-from ..inference.evaluate import evaluate
 from ..data.masks import PATTERNS, MaskError, context_ratio_arg, ratio_range
+from ..inference.calibration import SHRINKAGE_LIMIT
+from ..inference.evaluate import evaluate
 from ..inference.memory import check_reconstruction, check_thin_plate
 from ..inference.metrics import SSIM_WINDOW
 from ..inference.reconstruct import Reconstructor
+from ..io.calibration_file import calibrate_and_save, load_calibration
 from ..io.report import coverage_table, mask_line, metrics_record, shrinkage_line, table, write_outputs
-from .flags import add_run_flags, add_sampler_flags, baseline_list, load_conditional, sampling_plan, size_of
+from ..wrappers import PointConditioning
+from .flags import (add_run_flags, add_sampler_flags, baseline_list, load_conditional, resolution_of, sampling_plan,
+                    size_of)
 
 MASK_FLAGS = ("context_ratio", "query_ratio", "mask_seed", "mask_pattern")
 # flags of the earlier spelling of a command that has its own now: refused in one line that names it
@@ -89,8 +90,7 @@ def run_reconstruct(args: dict, host) -> int:
     if isinstance(wrapper, PointConditioning) and args.get("data_consistency") and wrapper.coords == "jitter":
         raise UserError("--data-consistency re-imposes observed grid pixels; this model's context points are "
                         "jittered inside their pixels (--context-coords jitter), so there are none")
-    res = args.get("resolution") or config["resolution"]
-    check_resolution(config, res)
+    res = resolution_of(args, config)
     if res < SSIM_WINDOW // 2:  # the SSIM map mirrors the image by half its window on every side
         raise UserError(f"--resolution {res} is too small to score: SSIM needs images of at least "
                         f"{SSIM_WINDOW // 2}x{SSIM_WINDOW // 2}")
@@ -169,10 +169,8 @@ def run_calibrate(args: dict, host) -> int:
                          device, f"calibrating on {min(args['limit'], len(base)):,} images",
                          flags=("batch_size", "num_samples", "images"))
     plan = sampling_plan(args, host, config, denoiser, dihedral_invariant(base))
-    fitted = fit_calibration(Reconstructor(denoiser, plan), wrapper, base, args["limit"], held_out=args["split"] != "train",
-                             shrinkage_limit=args["shrinkage_limit"])
-    path = save_calibration(args["checkpoint"], fitted, {"fitted_on": f"{dataset}/{args['split']}",
-                                                         "fitted_sampler": plan.sampler_name})
+    fitted, path = calibrate_and_save(args["checkpoint"], Reconstructor(denoiser, plan), wrapper, base,
+                                      f"{dataset}/{args['split']}", args["limit"], args["shrinkage_limit"])
     print(f"spread calibration: std' = sqrt(({fitted['spread_scale']:.3f} std)^2 + ({fitted['spread_roughness']:.3f} r)^2 "
           f"+ {fitted['spread_floor']:.4f}^2), fitted on {fitted['fitted_images']} images of {dataset}/{args['split']}; "
           f"wrote {path}")

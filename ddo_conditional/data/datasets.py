@@ -6,9 +6,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..classical.biharmonic import biharmonic_inpaint
-from .masks import OBSERVE_RULES, PATTERNS, MaskError, fixed_mask, image_ratio, mask_counts, observed_channels, ratio_range
+from .masks import (OBSERVE_RULES, PATTERNS, MaskError, fixed_mask, image_ratio, mask_counts, observed_channels,
+                    ratio_range)
 from .points import bilinear, cell_coords
-
 
 VALUE_RANGES = ("auto", "0,1", "-1,1")
 POINT_COORDS = ("none", "grid", "jitter")
@@ -186,6 +186,13 @@ def context_validity(batch: dict) -> torch.Tensor:
     if count is None:
         return torch.ones(idx.shape, dtype=torch.bool, device=idx.device)
     return torch.arange(idx.shape[1], device=idx.device) < torch.as_tensor(count, device=idx.device).view(-1, 1)
+
+
+def own_context(batch: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each image's own context, the padding of a ratio range dropped: ``(indices (K_b,), values (K_b, C))``."""
+    idx, vals = batch["context_indices"], batch["context_values"]
+    counts = batch.get("context_count", torch.full((len(idx),), idx.shape[1]))
+    return [(idx[b, :int(counts[b])], vals[b, :int(counts[b])]) for b in range(len(idx))]
 
 
 def biharmonic_context(indices: torch.Tensor, values: torch.Tensor, h: int, w: int) -> torch.Tensor:

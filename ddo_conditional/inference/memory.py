@@ -2,9 +2,8 @@
 a request that cannot fit is refused in one line naming the flag to lower and how far."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 from ddo.api import Knob, guard, images_bytes, network_bytes, sampling_rows
 

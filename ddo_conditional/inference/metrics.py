@@ -58,18 +58,22 @@ def ssim(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> 
     return (m * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
 
 
-def relative_l2(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``||x - y|| / ||y||`` per image over ``mask``'s pixels (or all), for fields in the model's units
-    (``[-1, 1]`` images: ``2 v - 1`` of the ``[0, 1]`` values given here)."""
-    x, y = 2 * x - 1, 2 * y - 1
+def relative_l2(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None,
+                per_channel: bool = False) -> torch.Tensor:
+    """``||x - y|| / ||y||`` of ``(B, C, H, W)`` fields over ``mask``'s pixels (``(B, 1, H, W)``, or all): per
+    image ``(B,)``, or per image and channel ``(B, C)`` with ``per_channel``. The reference's squared norm
+    is floored (1e-12 in float32, 1e-300 in float64) so that a zero field gives a finite error."""
     m = torch.ones_like(y[:, :1]) if mask is None else mask
-    err = ((x - y) ** 2 * m).flatten(1).sum(1)
-    return (err / ((y**2) * m).flatten(1).sum(1).clamp_min(1e-12)).sqrt()
+    dims = 2 if per_channel else 1
+    err = ((x - y) ** 2 * m).flatten(dims).sum(dims)
+    ref = (y ** 2 * m).flatten(dims).sum(dims)
+    return (err / ref.clamp_min(1e-300 if ref.dtype == torch.float64 else 1e-12)).sqrt()
 
 
 def image_metrics(pred: torch.Tensor, truth: torch.Tensor, query_mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """``psnr_query``, ``ssim_query``, ``psnr_full``, ``ssim_full``, ``rel_l2_query``, ``rel_l2_full`` per image."""
     pred = pred.clamp(0, 1)
+    x, y = 2 * pred - 1, 2 * truth - 1  # relative errors of the fields in the model's units, [-1, 1]
     return {"psnr_query": psnr(pred, truth, query_mask), "ssim_query": ssim(pred, truth, query_mask),
             "psnr_full": psnr(pred, truth), "ssim_full": ssim(pred, truth),
-            "rel_l2_query": relative_l2(pred, truth, query_mask), "rel_l2_full": relative_l2(pred, truth)}
+            "rel_l2_query": relative_l2(x, y, query_mask), "rel_l2_full": relative_l2(x, y)}

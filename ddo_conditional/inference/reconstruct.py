@@ -18,8 +18,8 @@ from ddo.api import (X0_PARAMETERIZATIONS, RowGenerators, alpha_sigma, check_fin
                      ddim_step, progress_bar, randn, sample)
 
 from ..data.augment import apply_dihedral, dihedral_transforms, undo_dihedral
-from ..nn.conditional_model import ConditionalNetwork
 from ..data.points import dihedral_points
+from ..nn.conditional_model import ConditionalNetwork
 
 ESTIMATE_STREAM = 1 << 20  # stream numbers of the t = 1 estimates (sample numbers stay below it)
 DIVERGED_FIX = ("the network is not trained enough for this sampler: train longer, or train with "

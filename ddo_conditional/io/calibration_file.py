@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ddo.api import UserError, atomic_write
 
-from ..inference.calibration import PARAMETERS
+from ..inference.calibration import PARAMETERS, fit_calibration
 from ..inference.shrinkage import FEATURES
 
 SUFFIX = ".calibration.json"
@@ -79,4 +79,14 @@ def _number_within(value, lowest: float) -> bool:
     return isinstance(value, (int, float)) and lowest <= value <= PARAMETER_LIMIT
 
 
-__all__ = ["calibration_path", "file_sha256", "save_calibration", "load_calibration"]
+def calibrate_and_save(checkpoint, reconstructor, wrapper, base, fitted_on: str, limit: int, shrinkage_limit: int) -> tuple:
+    """Fit the spread calibration of ``reconstructor`` on ``limit`` images of ``base`` (and, when
+    ``fitted_on`` names a split other than train, the shrinkage on ``shrinkage_limit`` of them) and store
+    it beside ``checkpoint`` with where and how it was fitted; returns ``(fitted, path)``."""
+    held_out = not fitted_on.endswith("/train")
+    fitted = fit_calibration(reconstructor, wrapper, base, limit, held_out=held_out, shrinkage_limit=shrinkage_limit)
+    path = save_calibration(checkpoint, fitted, {"fitted_on": fitted_on, "fitted_sampler": reconstructor.plan.sampler_name})
+    return fitted, path
+
+
+__all__ = ["calibration_path", "file_sha256", "save_calibration", "load_calibration", "calibrate_and_save"]

@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
-
 from ddo.api import LiftedNetwork
+from torch import nn
 
 
 class ConditionalNetwork(nn.Module):

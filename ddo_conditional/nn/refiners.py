@@ -4,12 +4,12 @@ interpolation with its leave-one-out error), ``sparse-interp`` / ``sparse-biharm
 ``model(x, t, coords, **context)`` like every wrapper in :mod:`~ddo_conditional.nn.conditional_model`."""
 from __future__ import annotations
 
-
 import torch
 from ddo.api import LiftedNetwork
 from torch import nn
 
 from .conditional_model import ConditionalNetwork, needs_lifted
+
 
 class NormalizedConvolution(nn.Module):
     """Dense interpolation of sparse observations by normalised convolution at several scales.

@@ -7,10 +7,10 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from ddo.api import (UserError, atomic_write, check_finite, check_out_dir, check_resolution, nonneg_int, positive_int,
-                     resolve_device, save_grid)
+from ddo.api import (UserError, atomic_write, check_finite, check_out_dir, nonneg_int, positive_int, resolve_device,
+                     save_grid)
 
-from ..cli.flags import add_run_flags, add_sampler_flags, load_conditional, sampling_plan, size_of
+from ..cli.flags import add_run_flags, add_sampler_flags, load_conditional, resolution_of, sampling_plan, size_of
 from ..data.masks import TASKS, ratio_range
 from ..inference.memory import check_reconstruction
 from ..inference.reconstruct import Reconstructor
@@ -69,8 +69,7 @@ def run_task_command(args: dict, host) -> int:
 
 def run_task(args: dict, host, denoiser, wrapper, config: dict, plan) -> int:
     check_task_flags(args, wrapper, config)
-    res = args.get("resolution") or config["resolution"]
-    check_resolution(config, res)
+    res = resolution_of(args, config)
     base = host.datasets.get(config["dataset"])(split=args["split"], resolution=res)
     n = task_points(args, config, wrapper, res)
     rec = Reconstructor(denoiser, plan)  # x0/v models: the one-call posterior mean; others: the mean of samples

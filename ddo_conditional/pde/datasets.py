@@ -18,7 +18,6 @@ import os
 
 import numpy as np
 import torch
-
 from ddo.api import (DARCY_DEFAULTS, FieldImages, NavierStokes2d, UserError, area_downsample, cache_dir, darcy_fields,
                      ns_forcing, periodic_grf, progress_bar, sample_generator)
 

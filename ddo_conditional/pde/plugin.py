@@ -9,6 +9,7 @@ from .cli import add_task_parser, run_task_command
 from .conditioning import KEY_DEFAULTS, OPTIONS, RouteConditioning
 from .datasets import PAIR_KINDS, load_pairs
 
+
 @hookimpl
 def register_datasets(register):
     for kind in PAIR_KINDS:

@@ -25,12 +25,14 @@ import torch
 from ddo.api import DARCY_DEFAULTS, NavierStokes2d, darcy_solve, ns_forcing
 
 from ..classical.biharmonic import biharmonic_inpaint
+from ..classical.kriging import EmpiricalGaussian, TorusGaussian, krige
+from ..data.datasets import own_context
+from ..data.masks import OBSERVED
+from ..inference.metrics import relative_l2
 from .datasets import NS_PAIR_DEFAULTS, PAIR_NATIVE, load_pairs, to_physical, to_units
 from .inversion import INVERSION_EVALUATIONS, darcy_invert
-from .solvers import ns_backward
-from ..classical.kriging import EmpiricalGaussian, TorusGaussian, krige
-from ..data.masks import OBSERVED
 from .posterior import POSTERIOR_SAMPLES, darcy_posterior, latent_model
+from .solvers import ns_backward
 
 DARCY_LEVELS = (DARCY_DEFAULTS["low"], DARCY_DEFAULTS["high"])  # the coefficient's two values
 
@@ -47,11 +49,6 @@ def threshold(a: torch.Tensor, levels=DARCY_LEVELS) -> torch.Tensor:
     return torch.where(a >= (lo + hi) / 2, torch.as_tensor(hi, dtype=a.dtype), torch.as_tensor(lo, dtype=a.dtype))
 
 
-def relative_l2(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """``||pred - true|| / ||true||`` per image and channel: ``(B, C)`` from ``(B, C, H, W)``."""
-    return (pred - true).flatten(2).norm(dim=2) / true.flatten(2).norm(dim=2).clamp_min(1e-300)
-
-
 def error_rate(pred: torch.Tensor, true: torch.Tensor, levels=DARCY_LEVELS) -> torch.Tensor:
     """The fraction of pixels where the thresholded ``pred`` and ``true`` differ: ``(B,)`` from ``(B, H, W)``."""
     return (threshold(pred, levels) != threshold(true, levels)).flatten(1).double().mean(1)
@@ -60,7 +57,7 @@ def error_rate(pred: torch.Tensor, true: torch.Tensor, levels=DARCY_LEVELS) -> t
 def task_errors(kind: str, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """Per-image, per-channel errors ``(B, 2)`` of physical pairs ``(B, 2, H, W)``: relative L2, except
     Darcy's coefficient (channel 0), whose error is the thresholded error rate."""
-    err = relative_l2(pred.double(), true.double())
+    err = relative_l2(pred.double(), true.double(), per_channel=True)
     if kind == "darcy-pair":
         err[:, 0] = error_rate(pred[:, 0], true[:, 0])
     return err
@@ -185,9 +182,9 @@ def exact_input_errors(kind: str, pairs: torch.Tensor, dt: float = NS_PAIR_DEFAU
     input solved; Navier-Stokes inverse: ``w1`` integrated backward). What is left is the solver's error on
     this grid against the fields it is scored on (the pairs are solved at 128x128 and area-downsampled),
     and for the backward solve the modes it discards; a route's error above it is its estimate's."""
-    errors = {"forward": relative_l2(solve_forward(kind, pairs[:, 0], dt)[:, None], pairs[:, 1:])[:, 0]}
+    errors = {"forward": relative_l2(solve_forward(kind, pairs[:, 0], dt)[:, None], pairs[:, 1:], per_channel=True)[:, 0]}
     if kind == "navier-stokes-pair":
-        errors["inverse"] = relative_l2(solve_backward(pairs[:, 1], dt)[:, None], pairs[:, :1])[:, 0]
+        errors["inverse"] = relative_l2(solve_backward(pairs[:, 1], dt)[:, None], pairs[:, :1], per_channel=True)[:, 0]
     return errors
 
 
@@ -215,11 +212,9 @@ class RouteCache:
     def dense(self, batch: dict) -> torch.Tensor:
         """The routes ``(B, 2, H, W)`` of a collated batch, in the model's units."""
         h, w = batch["image"].shape[-2:]
-        idx, vals, chans = batch["context_indices"], batch["context_values"], batch["context_channels"]
-        counts = batch.get("context_count", torch.full((len(idx),), idx.shape[1]))
+        chans = batch["context_channels"]
         keys, todo = [], []
-        for b in range(len(idx)):
-            pixels, observed = idx[b, :int(counts[b])], vals[b, :int(counts[b])]
+        for b, (pixels, observed) in enumerate(own_context(batch)):
             digest = hashlib.sha256(pixels.numpy().tobytes() + observed.numpy().tobytes()).hexdigest()
             key = (int(batch["index"][b]), h, w, digest, tuple(bool(v) for v in chans[b]))
             keys.append(key)
@@ -239,5 +234,5 @@ ROUTE_NOTES = {
     ("darcy-pair", "forward"): "kriged a, thresholded, solved for u",
 }
 
-__all__ = ["task_of", "threshold", "relative_l2", "error_rate", "task_errors", "Routes", "RouteCache", "physical_values",
+__all__ = ["task_of", "threshold", "error_rate", "task_errors", "Routes", "RouteCache", "physical_values",
            "ROUTE_NOTES", "solve_forward", "solve_backward", "exact_input_errors"]

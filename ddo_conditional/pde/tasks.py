@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..inference.batches import batches
 from ..classical.biharmonic import biharmonic_inpaint
+from ..data.datasets import own_context
 from ..data.masks import OBSERVED
+from ..inference.batches import batches
 from .datasets import PAIR_NATIVE, to_physical
 from .routes import Routes, physical_values, task_errors
 
@@ -54,9 +55,9 @@ def _classical(routes: Routes, batch, task: str) -> dict:
     coefficient fitted to the observations through the solver (``inversion``, :meth:`Routes.inversion`)
     and for Darcy's forward task on the pairs' own grid the posterior mean (``posterior``, :meth:`Routes.posterior`)."""
     items, kind, observed = batch.items, routes.kind, OBSERVED[task]
-    counts = items.get("context_count", torch.full((len(items["index"]),), items["context_indices"].shape[1]))
-    pixels = [items["context_indices"][b, :int(counts[b])] for b in range(len(counts))]
-    values = [physical_values(kind, items["context_values"][b, :int(counts[b])].double()) for b in range(len(counts))]
+    context = own_context(items)
+    pixels = [p for p, _ in context]
+    values = [physical_values(kind, v.double()) for _, v in context]
     t0 = time.perf_counter()
     out = {"kriging": (torch.stack([routes.kriging(p, v, observed) for p, v in zip(pixels, values)]),
                        time.perf_counter() - t0)}

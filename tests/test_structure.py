@@ -1,6 +1,9 @@
-"""The shape of the code: an acyclic import graph, math modules free of plugin machinery, short functions."""
+"""The shape of the code: an acyclic import graph, math modules free of plugin machinery, short functions,
+the plugins' packages importing downward only, parsing ended at the command layer, the PDE plugin kept apart."""
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,7 +98,8 @@ def test_math_modules_import_no_plugin_machinery():
 
 
 def test_host_names_no_plugin_command_or_flag():
-    words = ("ddo_conditional", "reconstruct", "demo", "sparse-[a-z]+", "mask-seed", "context_ratio")
+    words = ("ddo_conditional", "reconstruct", "demo", "sparse-[a-z]+", "mask-seed", "context_ratio", "routes?",
+             "kriging", "observe", "[a-z-]+-pair")
     for path in (REPO / "ddo").rglob("*.py"):
         text = path.read_text()
         for word in words:
@@ -179,3 +183,110 @@ def test_evaluation_writes_no_file():
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
         n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     assert not names & {"open", "atomic_write", "save_grid", "write_text", "write_bytes", "save", "mkdir", "print"}
+
+
+# --- the shape of the plugins: packages by responsibility, arrows downward, parsing in the command layer ---
+PLUGIN = "ddo_conditional"
+# a module may import its own package and packages of a lower rank only (the package's __init__ is its
+# public face and may import any package below the command layer)
+RANKS = {"data": 0, "classical": 1, "nn": 1, "losses": 1, "inference": 2, "options": 2, "io": 3, "wrappers": 3,
+         "cli": 4, "plugin": 5, "pde": 6}
+COMMAND_LAYER = ("ddo_conditional/cli/", "ddo_conditional/pde/cli.py", "ddo/cli.py", "ddo/commands.py",
+                 "ddo/arguments.py")
+PDE_DATASETS = ("navier-stokes-pair", "darcy-pair")
+
+
+def upward_imports(graph: dict[str, set[str]], ranks: dict[str, int]) -> list[str]:
+    """``a -> b`` for every import of a package of higher rank than the importer's (or of an unranked one)."""
+    def part(module):
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 else "__init__"
+
+    out = []
+    for module, deps in graph.items():
+        here = part(module)
+        for dep in deps:
+            there = part(dep)
+            if here == there:
+                continue
+            limit = ranks["cli"] if here == "__init__" else ranks.get(here, -1)
+            if ranks.get(there, 99) >= limit:
+                out.append(f"{module} -> {dep}")
+    return sorted(out)
+
+
+def test_plugin_packages_import_only_downward():
+    graph = import_graph(PLUGIN)
+    top = sorted(p.name for p in (REPO / PLUGIN).glob("*.py"))
+    assert len(top) <= 8, top
+    assert {p.name for p in (REPO / PLUGIN).iterdir() if p.is_dir() and (p / "__init__.py").exists()} == {
+        "data", "nn", "inference", "classical", "io", "cli", "pde"}
+    assert upward_imports(graph, RANKS) == []
+
+
+def test_the_layer_check_finds_a_planted_upward_import():
+    graph = {"ddo_conditional.data.masks": {"ddo_conditional.inference.evaluate"},
+             "ddo_conditional.inference.evaluate": {"ddo_conditional.data.masks"},
+             "ddo_conditional.cli.reconstruct": {"ddo_conditional.pde.routes"}}
+    assert upward_imports(graph, RANKS) == ["ddo_conditional.cli.reconstruct -> ddo_conditional.pde.routes",
+                                            "ddo_conditional.data.masks -> ddo_conditional.inference.evaluate"]
+
+
+def functions_taking_args(paths) -> list[str]:
+    """``file:function`` for every function with a parameter named ``args`` (the parsed flags)."""
+    out = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                if "args" in [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]:
+                    out.append(f"{path.name}:{node.name}")
+    return out
+
+
+def test_no_function_below_the_command_layer_takes_the_parsed_flags(tmp_path):
+    below = [p for pkg in ("ddo", PLUGIN) for p in (REPO / pkg).rglob("*.py")
+             if not str(p.relative_to(REPO)).startswith(COMMAND_LAYER)]
+    assert len(below) > 40
+    assert functions_taking_args(below) == []
+    planted = tmp_path / "planted.py"
+    planted.write_text("def check(config, args):\n    return args['limit']\n")
+    assert functions_taking_args([planted]) == ["planted.py:check"]
+
+
+def pde_names_outside(paths) -> list[str]:
+    """``file:line`` of every string constant naming a PDE dataset."""
+    out = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in PDE_DATASETS:
+                out.append(f"{path.name}:{node.lineno}")
+    return out
+
+
+def test_pde_datasets_are_named_only_inside_the_pde_plugin(tmp_path):
+    outside = [p for pkg in ("ddo", PLUGIN) for p in (REPO / pkg).rglob("*.py") if "pde" not in p.parts]
+    assert pde_names_outside(outside) == []
+    assert pde_names_outside((REPO / PLUGIN / "pde").rglob("*.py"))  # the check sees them where they are
+    planted = tmp_path / "planted.py"
+    planted.write_text("def f(kind):\n    return kind == 'darcy-pair'\n")
+    assert pde_names_outside([planted]) == ["planted.py:2"]
+
+
+def test_importing_the_generic_plugin_loads_no_solver():
+    code = ("import sys, ddo_conditional.plugin, ddo_conditional\n"
+            "print(sorted(m for m in sys.modules if m.startswith('ddo_conditional.pde')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert out.strip() == "[]"
+    planted = ("import sys, ddo_conditional.pde.routes\n"
+               "print(sorted(m for m in sys.modules if m.startswith('ddo_conditional.pde')))")
+    out = subprocess.run([sys.executable, "-c", planted], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert "ddo_conditional.pde.solvers" in out  # the probe sees a solver when one is imported
+
+
+def test_readme_is_a_guide_of_at_most_300_lines():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 300
+    for section in ("## The two commands", "## Usage", "## Concepts", "## Python API", "## Architecture",
+                    "## Guarantees", "## Limitations", "## Dependencies"):
+        assert section in lines, section

@@ -5,7 +5,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..classical.biharmonic import biharmonic_inpaint
 from .masks import (OBSERVE_RULES, PATTERNS, MaskError, fixed_mask, image_ratio, mask_counts, observed_channels,
                     ratio_range)
 from .points import bilinear, cell_coords
@@ -193,9 +192,3 @@ def own_context(batch: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
     idx, vals = batch["context_indices"], batch["context_values"]
     counts = batch.get("context_count", torch.full((len(idx),), idx.shape[1]))
     return [(idx[b, :int(counts[b])], vals[b, :int(counts[b])]) for b in range(len(idx))]
-
-
-def biharmonic_context(indices: torch.Tensor, values: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Biharmonic inpainting ``(C, H, W)`` of ``values (K, C)`` observed at flat ``indices (K,)`` of an
-    ``h x w`` grid (one image; :func:`~ddo_conditional.classical.biharmonic.biharmonic_inpaint` for a batch)."""
-    return biharmonic_inpaint(values[None], indices[None], h, w)[0]

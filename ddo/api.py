@@ -20,7 +20,7 @@ pytest's plugins use ``pytest`` and not ``_pytest``. Groups:
   :func:`count_images`, :class:`WriteError` (a write the machine refused: one line, exit code 1), :func:`check_out_dir`,
   :func:`check_out_file`;
 - fields and their forward solvers: :class:`NavierStokes2d`, :func:`ns_forcing`, :func:`darcy_fields`
-  (coefficient and pressure), :func:`darcy_solve` and its operator :func:`darcy_matrix`,
+  (coefficient and pressure), :func:`darcy_solve` and its factorised form :func:`darcy_factor`,
   :data:`DARCY_DEFAULTS`; the Gaussian random fields they start from, :func:`periodic_grf`, drawn with
   :func:`sample_generator`; generated datasets: :class:`FieldImages`, :func:`area_downsample`,
   :func:`cache_dir`, :func:`generated_dataset` (a registry factory for data made on this machine);
@@ -38,7 +38,7 @@ from .config import DEFAULTS, LR_SCHEDULES, PRESETS, resolve
 from .data import FieldImages, area_downsample, cache_dir, count_images, dihedral_invariant, load_image_folder
 from .diffusion import PARAMETERIZATIONS, BlurringDiffusion, DenoisingDiffusion, LinearDiffusion
 from .errors import NumericalError, UserError, WriteError, check_finite
-from .fields import DARCY_DEFAULTS, NavierStokes2d, darcy_matrix, darcy_solve, ns_forcing, periodic_grf, sample_generator
+from .fields import DARCY_DEFAULTS, NavierStokes2d, darcy_factor, darcy_solve, ns_forcing, periodic_grf, sample_generator
 from .fields import darcy as darcy_fields
 from .hookspecs import hookimpl
 from .memory import Knob, guard, images_bytes, network_bytes, sampling_rows
@@ -70,5 +70,5 @@ __all__ = ["hookimpl", "Option", "ModelWrapper", "UserError", "NumericalError", 
            "save_grid", "progress_bar", "load_image_folder", "BF16_INFERENCE_HELP", "positive_int", "nonneg_int",
            "positive_float", "WriteError", "check_out_dir", "check_out_file", "seed_int", "check_resolution", "validate", "count_images", "dihedral_invariant", "guard", "Knob", "network_bytes",
            "images_bytes", "sampling_rows", "DARCY_DEFAULTS", "NavierStokes2d", "darcy_fields", "darcy_solve",
-           "darcy_matrix", "ns_forcing", "periodic_grf", "sample_generator", "FieldImages", "area_downsample",
+           "darcy_factor", "ns_forcing", "periodic_grf", "sample_generator", "FieldImages", "area_downsample",
            "cache_dir", "generated_dataset"]

@@ -127,7 +127,7 @@ def navier_stokes(seed: int, indices, visc: float = 1e-3, t_end: float = 10.0, d
     return solver.solve(w0, t_end).float().numpy()
 
 
-def darcy_matrix(a: np.ndarray):
+def _darcy_matrix(a: np.ndarray):
     """The 5-point matrix of ``-div(a grad u)`` on the interior nodes of an ``s x s`` grid of the unit
     square (spacing ``1 / (s - 1)``, ``u = 0`` on the boundary), face coefficients the averages of ``a``."""
     from scipy import sparse
@@ -157,8 +157,26 @@ def darcy_solve(a: np.ndarray, f: np.ndarray | float = 1.0) -> np.ndarray:
     s = a.shape[0]
     rhs = np.broadcast_to(np.asarray(f, dtype=np.float64), (s, s))[1:-1, 1:-1].ravel()
     u = np.zeros((s, s))
-    u[1:-1, 1:-1] = spsolve(darcy_matrix(a.astype(np.float64)), rhs).reshape(s - 2, s - 2)
+    u[1:-1, 1:-1] = spsolve(_darcy_matrix(a.astype(np.float64)), rhs).reshape(s - 2, s - 2)
     return u
+
+
+def darcy_factor(a: np.ndarray):
+    """The solver of :func:`darcy_solve` factorised once for the coefficient ``a (s, s)``: a function
+    ``f (s, s) -> u (s, s)`` (float64, ``u = 0`` on the boundary; ``f`` read inside), for several
+    right-hand sides of one coefficient. The operator is symmetric, so it also solves the adjoint."""
+    from scipy.sparse.linalg import splu
+
+    s = a.shape[0]
+    lu = splu(_darcy_matrix(np.asarray(a, dtype=np.float64)).tocsc())
+
+    def solve(f: np.ndarray) -> np.ndarray:
+        u = np.zeros((s, s))
+        u[1:-1, 1:-1] = lu.solve(np.ascontiguousarray(np.asarray(f, dtype=np.float64)[1:-1, 1:-1]).ravel()).reshape(
+            s - 2, s - 2)
+        return u
+
+    return solve
 
 
 DARCY_DEFAULTS = {"resolution": 64, "alpha": 2.0, "tau": 3.0, "high": 12.0, "low": 3.0}
@@ -174,5 +192,5 @@ def darcy(seed: int, indices, resolution: int = 64, alpha: float = 2.0, tau: flo
     return u.astype(np.float32), a.astype(np.float32)
 
 
-__all__ = ["NavierStokes2d", "ns_forcing", "navier_stokes", "darcy", "darcy_solve", "darcy_matrix", "periodic_grf", "sample_generator",
+__all__ = ["NavierStokes2d", "ns_forcing", "navier_stokes", "darcy", "darcy_solve", "darcy_factor", "periodic_grf", "sample_generator",
            "NS_DEFAULTS", "DARCY_DEFAULTS"]

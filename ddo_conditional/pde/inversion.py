@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from ddo.api import DARCY_DEFAULTS, darcy_matrix
+from ddo.api import DARCY_DEFAULTS, darcy_factor
 
 INVERSION_EVALUATIONS = 100  # solves of the fit (README: The field's yardstick)
 INVERSION_WIDTH = 0.5  # of the tanh in units of phi, whose start spans [-1, 1] between the two values
@@ -29,7 +29,7 @@ INVERSION_TV, TV_EPS = 8e-7, 1e-2  # the total variation's weight and smoothing 
 
 def apply_operator(a: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """``-div(a grad u)`` on the interior nodes of an ``s x s`` grid, ``(s - 2, s - 2)``: the 5-point
-    scheme of :func:`ddo.api.darcy_matrix` (face coefficients the averages of ``a``; ``u`` is 0 on the
+    scheme the solver :func:`ddo.api.darcy_solve` inverts (face coefficients the averages of ``a``; ``u`` is 0 on the
     boundary), differentiable in ``a``."""
     s = a.shape[-1]
     ac, uc = a[1:-1, 1:-1], u[1:-1, 1:-1]
@@ -40,29 +40,21 @@ def apply_operator(a: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return out * (s - 1) ** 2
 
 
-def _solve(lu, rhs: np.ndarray, s: int) -> torch.Tensor:
-    x = np.zeros((s, s))
-    x[1:-1, 1:-1] = lu.solve(np.ascontiguousarray(rhs[1:-1, 1:-1]).ravel()).reshape(s - 2, s - 2)
-    return torch.from_numpy(x)
-
-
 def misfit_and_gradient(phi: torch.Tensor, pixels: torch.Tensor, pressures: torch.Tensor,
                         known: tuple | None = None, tv: float = INVERSION_TV) -> tuple[float, torch.Tensor]:
     """``(J, dJ/dphi)`` of the module doc for the coefficient of ``phi (s, s)`` (float64), its total
     variation weighted by ``tv``; ``known``, the observed coefficient ``(flat pixels (K_a,), values
     (K_a,))``, adds its misfit."""
-    from scipy.sparse.linalg import splu
-
     s = phi.shape[-1]
     phi = phi.detach().requires_grad_(True)
     t = torch.tanh(phi / INVERSION_WIDTH)  # the coefficient's shape, in [-1, 1]
     a = _from_shape(t)
-    lu = splu(darcy_matrix(a.detach().numpy()).tocsc())
-    u = _solve(lu, np.ones((s, s)), s)
+    solve = darcy_factor(a.detach().numpy())
+    u = torch.from_numpy(solve(np.ones((s, s))))
     scale = float((pressures ** 2).sum()) or 1.0
     resid = u.flatten()[pixels] - pressures
     dj_du = torch.zeros(s * s, dtype=torch.float64).index_add_(0, pixels, resid / scale)
-    lam = _solve(lu, dj_du.reshape(s, s).numpy(), s)
+    lam = torch.from_numpy(solve(dj_du.reshape(s, s).numpy()))
     padded = torch.cat([t, t[-1:]], 0)
     padded = torch.cat([padded, padded[:, -1:]], 1)
     dy, dx = padded[1:, :-1] - t, padded[:-1, 1:] - t

@@ -485,5 +485,5 @@ def load_fields(kind: str, split: str, resolution: int = 32, progress: bool = Tr
     # reflection symmetry; Darcy's square domain, source and isotropic coefficient field have all 8
     field = {"name": kind, "scale": FIELD_SCALES[kind], "signed": kind == "navier-stokes",
              "quantity": "vorticity" if kind == "navier-stokes" else "pressure",
-             "dihedral_invariant": kind == "darcy"}
+             "dihedral_invariant": kind == "darcy", "periodic": kind == "navier-stokes"}
     return FieldImages(images.astype(np.float32), start, field)

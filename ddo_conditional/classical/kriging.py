@@ -65,12 +65,29 @@ class TorusGaussian:
         return self.cov[channels[:, None], channels[None, :], dy, dx]
 
     def apply(self, channels: torch.Tensor, pixels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``S_zy weights`` as fields ``(C, H, W)``: ``sum_m cov[i, c_m, p_m - q] weights_m`` at ``(i, q)``."""
-        sparse = torch.zeros(self.channels, self.h * self.w, dtype=torch.float64)
-        sparse.index_put_((channels, pixels), weights.double(), accumulate=True)
-        f = torch.fft.fft2(sparse.view(self.channels, self.h, self.w))  # (C_obs, H, W)
+        """``S_zy weights`` as fields ``(C, H, W)``: ``sum_m cov[i, c_m, p_m - q] weights_m`` at ``(i, q)``;
+        ``weights (M, R)``: ``R`` columns at once, ``(R, C, H, W)``."""
+        w = weights.double().view(len(channels), -1).T  # (R, M)
+        sparse = torch.zeros(w.shape[0], self.channels, self.h * self.w, dtype=torch.float64)
+        sparse.index_put_((torch.arange(w.shape[0])[:, None], channels[None], pixels[None]), w, accumulate=True)
+        f = torch.fft.fft2(sparse.view(-1, self.channels, self.h, self.w))  # (R, C_obs, H, W)
         # g_i(q) = sum_j sum_p A_j(p) cov[i, j, p - q]  ->  G_i = sum_j F(A_j) conj(F(cov[i, j]))
-        return torch.fft.ifft2(torch.einsum("jhw,ijhw->ihw", f, self._spectra.conj())).real
+        out = torch.fft.ifft2(torch.einsum("rjhw,ijhw->rihw", f, self._spectra.conj())).real
+        return out[0] if weights.dim() == 1 else out
+
+    def variance(self) -> torch.Tensor:
+        """The prior's pointwise variance ``(C, H, W)``."""
+        return self.cov[torch.arange(self.channels), torch.arange(self.channels), 0, 0].view(-1, 1, 1).expand(
+            -1, self.h, self.w).clone()
+
+    def cross_cov(self, channels: torch.Tensor, pixels: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """Rows ``rows`` of ``S_zy (C H W, M)``: the covariance of each channel at each pixel (flat ``i H W + q``)
+        with each observation."""
+        flat = torch.arange(self.channels * self.h * self.w)[rows]
+        i, q = flat // (self.h * self.w), flat % (self.h * self.w)
+        dy = (pixels[None, :] // self.w - q[:, None] // self.w) % self.h
+        dx = (pixels[None, :] % self.w - q[:, None] % self.w) % self.w
+        return self.cov[i[:, None], channels[None, :], dy, dx]
 
     def dense(self) -> torch.Tensor:
         """The full covariance ``(C H W, C H W)`` (small grids only; for tests)."""
@@ -118,7 +135,15 @@ class EmpiricalGaussian:
         return a.T @ a
 
     def apply(self, channels, pixels, weights) -> torch.Tensor:
-        return (self.centred.T @ (self._columns(channels, pixels) @ weights.double())).view(self.channels, self.h, self.w)
+        out = self.centred.T @ (self._columns(channels, pixels) @ weights.double().view(len(channels), -1))
+        return out.T.reshape(-1, self.channels, self.h, self.w)[0] if weights.dim() == 1 else \
+            out.T.reshape(-1, self.channels, self.h, self.w)
+
+    def variance(self) -> torch.Tensor:
+        return (self.centred ** 2).sum(0).view(self.channels, self.h, self.w)
+
+    def cross_cov(self, channels, pixels, rows: slice = slice(None)) -> torch.Tensor:
+        return self.centred[:, rows].T @ self._columns(channels, pixels)
 
     def dense(self) -> torch.Tensor:
         return self.centred.T @ self.centred
@@ -151,18 +176,97 @@ def krige(model, channels: torch.Tensor, pixels: torch.Tensor, values: torch.Ten
     ``S_yy`` (relative, so that channels of different units are treated alike); exact observations
     need only enough to keep the solve stable where close points make ``S_yy`` nearly singular, a
     sample covariance of few fields more. Duplicate observations (the same channel and pixel) are used once."""
-    key = channels.long() * (model.h * model.w) + pixels.long()
-    key, first = _unique_first(key)
-    channels, pixels = key // (model.h * model.w), key % (model.h * model.w)
-    values = values.double()[first]
+    channels, pixels, values, key = _observations(model, channels, pixels, values)
     mean = model.mean_field()
     if len(key) == 0:
         return mean
-    s = model.observed_cov(channels, pixels)
-    s = s + torch.diag(jitter * s.diagonal().clamp_min(1e-300))
     resid = values - mean.flatten()[key]
-    weights = torch.linalg.solve(s, resid)
+    weights = torch.linalg.solve(_regularised(model.observed_cov(channels, pixels), jitter), resid)
     return mean + model.apply(channels, pixels, weights)
+
+
+def krige_with_std(model, channels: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor,
+                   jitter: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gaussian posterior of every channel at every pixel given the observations: its mean (as
+    :func:`krige`) and its pointwise std, ``sqrt(diag(S_zz) - diag(S_zy (S_yy + j)^-1 S_yz))``, each
+    ``(C, H, W)`` float64 (``values (M, R)``: ``R`` right-hand sides, means ``(R, C, H, W)``, one std)."""
+    channels, pixels, values, key = _observations(model, channels, pixels, values)
+    mean = model.mean_field()
+    var = model.variance().clone()
+    if len(key) == 0:
+        return (mean if values.dim() == 1 else mean.expand(values.shape[1], -1, -1, -1).clone()), var.sqrt()
+    chol = torch.linalg.cholesky(_regularised(model.observed_cov(channels, pixels), jitter))
+    flat_mean = mean.flatten()[key]
+    resid = values - (flat_mean if values.dim() == 1 else flat_mean[:, None])
+    weights = torch.cholesky_solve(resid.view(len(key), -1), chol)
+    fields = model.apply(channels, pixels, weights)  # (R, C, H, W)
+    n, chunk = var.numel(), max(1, STD_CHUNK // len(key))  # rows of S_zy at a time: bounded memory
+    explained = torch.cat([torch.linalg.solve_triangular(chol, model.cross_cov(channels, pixels, slice(r, r + chunk)).T,
+                                                         upper=False).pow(2).sum(0) for r in range(0, n, chunk)])
+    std = (var.flatten() - explained).clamp_min(0).sqrt().view_as(mean)
+    out = mean + fields
+    return (out[0] if values.dim() == 1 else out), std
+
+
+STD_CHUNK = 1 << 22  # entries of S_zy held at once by the pointwise std (32 MiB in float64)
+PRIOR_JITTER = 1e-6  # kriging's relative nugget in the baseline (benchmarks/gaussian_prior.py's measured setting)
+
+
+def fit_prior(fields: torch.Tensor, periodic: bool):
+    """The Gaussian prior of training ``fields (n, C, H, W)``: stationary on the torus for ``periodic``
+    fields (:class:`TorusGaussian`, its mean kept to wavenumbers up to 4), else their mean and sample
+    covariance (:class:`EmpiricalGaussian`)."""
+    return TorusGaussian.fit(fields, mean_modes=4) if periodic else EmpiricalGaussian.fit(fields)
+
+
+def prior_state(model) -> dict:
+    """A prior as plain tensors and a kind, for ``torch.save`` (and ``torch.load(weights_only=True)``)."""
+    if isinstance(model, TorusGaussian):
+        return {"kind": "torus", "mean": model.mean, "cov": model.cov}
+    return {"kind": "empirical", "mean": model.mean_, "centred": model.centred}
+
+
+def prior_from_state(state: dict):
+    """The prior :func:`prior_state` wrote; ``ValueError`` for anything else."""
+    kinds = {"torus": (TorusGaussian, "cov"), "empirical": (EmpiricalGaussian, "centred")}
+    if not isinstance(state, dict) or state.get("kind") not in kinds:
+        raise ValueError("not a Gaussian prior (expected kind 'torus' or 'empirical')")
+    cls, second = kinds[state["kind"]]
+    mean, other = state.get("mean"), state.get(second)
+    if not (torch.is_tensor(mean) and torch.is_tensor(other) and mean.dim() == 3):
+        raise ValueError(f"a {state['kind']} prior needs tensors mean (C, H, W) and {second}")
+    return cls(mean, other)
+
+
+def krige_images(model, images01: torch.Tensor, context_indices: torch.Tensor,
+                 jitter: float = PRIOR_JITTER) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kriging baseline: every channel of each image ``(B, C, H, W)`` in ``[0, 1]`` from all its channels
+    at its context pixels (padding repeats a pixel: used once), under a prior of fields in ``[-1, 1]``;
+    the posterior mean (clamped to ``[0, 1]``) and its pointwise std, in ``[0, 1]`` units."""
+    means, stds = [], []
+    c = images01.shape[1]
+    for img, idx in zip(images01.double().cpu(), context_indices.cpu()):
+        pixels = torch.unique(idx.long())
+        values = (2 * img - 1).flatten(1)[:, pixels].flatten()
+        mean, std = krige_with_std(model, torch.arange(c).repeat_interleave(len(pixels)), pixels.repeat(c), values,
+                                   jitter=jitter)
+        means.append(((mean + 1) / 2).clamp(0, 1))
+        stds.append(std / 2)
+    return (torch.stack(means).to(images01.device, images01.dtype),
+            torch.stack(stds).to(images01.device, images01.dtype))
+
+
+def _observations(model, channels, pixels, values):
+    """The observations with duplicates (the same channel and pixel) kept once: ``(channels, pixels, values,
+    flat keys)``; ``values (M,)`` or ``(M, R)`` in float64."""
+    key = channels.long() * (model.h * model.w) + pixels.long()
+    key, first = _unique_first(key)
+    return key // (model.h * model.w), key % (model.h * model.w), values.double()[first], key
+
+
+def _regularised(s: torch.Tensor, jitter: float) -> torch.Tensor:
+    """``S_yy`` with each observation's prior variance times ``jitter`` added to its diagonal."""
+    return s + torch.diag(jitter * s.diagonal().clamp_min(1e-300))
 
 
 def _unique_first(key: torch.Tensor):
@@ -172,4 +276,5 @@ def _unique_first(key: torch.Tensor):
     return uniq, first
 
 
-__all__ = ["TorusGaussian", "EmpiricalGaussian", "krige", "periodic_resample"]
+__all__ = ["TorusGaussian", "EmpiricalGaussian", "krige", "krige_with_std", "krige_images", "periodic_resample",
+           "fit_prior", "prior_state", "prior_from_state", "PRIOR_JITTER"]

@@ -10,12 +10,14 @@ from ddo.api import (CHECKPOINT, LR_SCHEDULES, PARAMETERIZATIONS, UserError, ato
                      positive_int, preset_value, resolve, resolve_device, sampling_choice, seed_int,
                      set_inference_dtype, train, validate)
 
+from ..classical.baselines import BASELINES
 from ..data.augment import augment_list, check_dihedral
 from ..inference.calibration import SHRINKAGE_LIMIT
 from ..inference.evaluate import evaluate
 from ..inference.memory import ReconstructionSize, check_reconstruction
 from ..inference.reconstruct import Reconstructor, SamplingPlan
 from ..io.calibration_file import calibrate_and_save, load_calibration
+from ..io.prior_file import fit_and_save_prior
 from ..io.report import demo_report, metrics_record, table, write_outputs
 from ..nn.refiners import RESIDUAL_SCALES
 from ..options import INTERP_KEYS
@@ -129,8 +131,9 @@ def run_demo(args: dict, host) -> int:
                         progress=not args["no_progress"])
     reconstructor = Reconstructor(denoiser, plan)
     spread = _calibrate(reconstructor, wrapper, host, train_split, args)
+    prior = fit_and_save_prior(out / CHECKPOINT, train_split, config["resolution"], f"{args['dataset']}/train")
     ev = evaluate(reconstructor, wrapper, wrapper.wrap_dataset(test, "test"), spread=spread, limit=args.get("limit"),
-                  field_record=getattr(test, "field", None))
+                  baselines=BASELINES + ("kriging",), field_record=getattr(test, "field", None), prior=prior)
     record = metrics_record(ev, train_steps=summary["step"], train_seconds=round(train_s, 1),
                             parameters=count_parameters(denoiser.network), dataset=f"{args['dataset']}/test",
                             **{k: config.get(k) for k in DEMO_KEYS if k not in ("minutes", "seed", "dataset")})

@@ -13,10 +13,11 @@ from ..classical.baselines import BASELINES, EXTRA_BASELINES
 from ..data.masks import PATTERNS, MaskError, context_ratio_arg, ratio_range
 from ..inference.calibration import SHRINKAGE_LIMIT
 from ..inference.evaluate import evaluate
-from ..inference.memory import check_reconstruction, check_thin_plate
+from ..inference.memory import check_kriging, check_reconstruction, check_thin_plate
 from ..inference.metrics import SSIM_WINDOW
 from ..inference.reconstruct import Reconstructor
 from ..io.calibration_file import calibrate_and_save, load_calibration
+from ..io.prior_file import PRIOR_IMAGES, fit_and_save_prior, load_prior
 from ..io.report import coverage_table, mask_line, metrics_record, shrinkage_line, table, write_outputs
 from ..wrappers import PointConditioning
 from .flags import (add_run_flags, add_sampler_flags, baseline_list, load_conditional, resolution_of, sampling_plan,
@@ -56,7 +57,9 @@ def add_reconstruct_parser(parser, host=None) -> None:
     parser.add_argument("--query-ratio", type=float, help="default: the checkpoint's query ratio")
     parser.add_argument("--baselines", type=baseline_list,
                         help=f"classical methods scored beside the model, comma-separated (default "
-                        f"{','.join(BASELINES)}; {', '.join(EXTRA_BASELINES)} on request: a dense solve per image)")
+                        f"{','.join(BASELINES)}; on request {', '.join(EXTRA_BASELINES)}: a dense solve per image; kriging "
+                        "conditions a Gaussian prior fitted on the training split, stored beside the checkpoint, and is "
+                        "scored as a distribution too: CRPS and coverage)")
     for moved in ("--task", "--points-per-channel"):  # the earlier spelling, refused with the new command's name
         parser.add_argument(moved, help=argparse.SUPPRESS)
     parser.add_argument("--raw-spread", action="store_true",
@@ -105,10 +108,12 @@ def run_reconstruct(args: dict, host) -> int:
     baselines = args.get("baselines") or BASELINES
     if "thin-plate" in baselines:
         check_thin_plate(ratio_range(dataset.context_ratio)[1], res)  # host memory: the baselines run on the CPU
+    prior = gaussian_prior(args, host, config, res, ratio_range(dataset.context_ratio)[1]) if "kriging" in baselines \
+        else None
     spread = None if args.get("raw_spread") or args["num_samples"] < 2 else load_calibration(args["checkpoint"])
     plan = sampling_plan(args, host, config, denoiser, not args["no_symmetrize_x0"] and dihedral_invariant(base))
     ev = evaluate(Reconstructor(denoiser, plan), wrapper, dataset, spread=spread, limit=args.get("limit"),
-                  baselines=baselines, field_record=getattr(base, "field", None))
+                  baselines=baselines, field_record=getattr(base, "field", None), prior=prior)
     record = metrics_record(ev, checkpoint=str(args["checkpoint"]), resolution=res,
                             parameterization=config["parameterization"], spread=_spread_note(spread, args),
                             masks={**ev.masks, "from_flags": sorted(k for k in MASK_FLAGS if args.get(k) is not None)})
@@ -120,6 +125,21 @@ def run_reconstruct(args: dict, host) -> int:
         print(coverage_table(record))
     print(f"wrote {Path(args['out']) / 'metrics.json'} and reconstructions.png")
     return 0
+
+
+def gaussian_prior(args: dict, host, config: dict, res: int, ratio: float):
+    """The Gaussian prior the kriging baseline conditions at ``res``: the one stored beside the checkpoint,
+    else fitted on the training split of ``--dataset`` (or the checkpoint's data) and stored there."""
+    found = load_prior(args["checkpoint"], res)
+    channels = int(config.get("channels") or 3)
+    if found is not None:
+        check_kriging(ratio, channels, res, 0)
+        return found[0]
+    name = args.get("dataset") or config["dataset"]
+    train = host.datasets.get(name)(split="train", data_root=args.get("data_root") or config.get("data_root"),
+                                    resolution=res)
+    check_kriging(ratio, channels, res, min(len(train), PRIOR_IMAGES))
+    return fit_and_save_prior(args["checkpoint"], train, res, f"{name}/train")
 
 
 def _base_dataset(args: dict, host, res: int):

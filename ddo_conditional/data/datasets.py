@@ -187,6 +187,13 @@ def context_validity(batch: dict) -> torch.Tensor:
     return torch.arange(idx.shape[1], device=idx.device) < torch.as_tensor(count, device=idx.device).view(-1, 1)
 
 
+def training_fields(dataset, limit: int) -> torch.Tensor:
+    """The first ``limit`` images of ``dataset`` stacked, ``(n, C, H, W)`` float64 in ``[-1, 1]`` (a Gaussian
+    prior's training fields)."""
+    n = min(limit, len(dataset))
+    return torch.stack([as_item(dataset[i], i)["image"] for i in range(n)]).double()
+
+
 def own_context(batch: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each image's own context, the padding of a ratio range dropped: ``(indices (K_b,), values (K_b, C))``."""
     idx, vals = batch["context_indices"], batch["context_values"]

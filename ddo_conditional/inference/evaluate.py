@@ -14,13 +14,16 @@ from typing import Callable
 import torch
 
 from ..classical.baselines import BASELINES, baseline_batch
+from ..classical.kriging import krige_images
 from .batches import Batch, batches
 from .calibration import CoverageSum, apply_spread
-from .metrics import image_metrics
+from .metrics import distribution_metrics, image_metrics
 from .shrinkage import features, kept, shrink
 
 MODEL_METHODS = ("ddo-mean", "ddo-samples-mean", "ddo-x0", "ddo-x0-shrunk", "ddo-sample")
 MEAN_SOURCES = ("ddo-x0-shrunk", "ddo-x0", "ddo-samples-mean")  # ddo-mean: the first the evaluation has
+DISTRIBUTION_KEYS = ("crps_query", "coverage_1std", "coverage_2std")
+GAUSSIAN_BASELINES = ("kriging",)  # classical methods with a posterior: scored as distributions too
 FIGURE_IMAGES = 8
 
 
@@ -30,6 +33,8 @@ class Evaluation:
 
     ``methods``: per method, the mean of each per-image metric and ``psnr_query_per_image``;
     ``ddo-mean`` is the posterior mean the project reports (its ``source`` names the method it is).
+    Methods with a predictive distribution (the model's samples, 2 or more; the Gaussian posterior of
+    ``kriging``) also have ``crps_query`` and the query entries' ``coverage_1std`` / ``coverage_2std``.
     ``coverage`` / ``coverage_calibrated``: the raw and recalibrated spread's coverage on query
     entries (``None`` without samples to spread or without a calibration). ``arrays``: per image,
     ``(N, C, H, W)`` in ``[0, 1]``: ``mean`` (``ddo-mean``), ``std_raw`` and, calibrated, ``std``.
@@ -72,7 +77,16 @@ def model_methods(reconstructor, shrinkage: dict | None) -> dict[str, Callable[[
 
 def baseline_methods(names=BASELINES) -> dict[str, Callable[[Batch], torch.Tensor]]:
     return {m: (lambda b, m=m: baseline_batch(b.truth, b.items["context_indices"], m).to(b.truth.device))
-            for m in names}
+            for m in names if m not in GAUSSIAN_BASELINES}
+
+
+def gaussian_methods(names, prior) -> dict[str, Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]]:
+    """The classical methods with a Gaussian posterior, ``batch -> (mean, std)`` in ``[0, 1]``."""
+    if "kriging" not in names:
+        return {}
+    if prior is None:
+        raise ValueError("the kriging baseline needs a Gaussian prior of the training fields")
+    return {"kriging": lambda b: krige_images(prior, b.truth, b.items["context_indices"])}
 
 
 class _Accumulator:
@@ -83,12 +97,20 @@ class _Accumulator:
         self.per_image, self.arrays, self.figure, self.n = {}, {}, {}, 0
         self.raw, self.calibrated = CoverageSum(), CoverageSum()
 
-    def add(self, b: Batch, preds: dict) -> None:
+    def add(self, b: Batch, preds: dict, posteriors: dict) -> None:
+        """``preds``: each method's image; ``posteriors``: the Gaussian methods' ``(mean, std)``."""
         self.n += b.shape[0]
         for m, p in preds.items():
             for k, val in image_metrics(p, b.truth, b.query_mask).items():
                 self.per_image.setdefault(m, {}).setdefault(k, []).append(val.cpu())
         std_cal = None if self.spread is None else apply_spread(b.samples.std, self.spread, b.roughness)
+        dists = {m: {"mean": mean, "std": std} for m, (mean, std) in posteriors.items()}
+        if self.samples > 1:  # the samples' CRPS; coverage of the spread the report applies
+            dists["ddo-samples-mean"] = {"mean": b.samples.mean, "std": b.samples.std if std_cal is None else std_cal,
+                                         "samples": b.samples.samples}
+        for m, d in dists.items():
+            for k, val in distribution_metrics(b.truth, b.query_mask, **d).items():
+                self.per_image[m].setdefault(k, []).append(val.cpu())
         got = {"mean": preds[mean_source(preds)], "std_raw": b.samples.std}
         if std_cal is not None:
             got["std"] = std_cal
@@ -103,24 +125,28 @@ class _Accumulator:
 
 
 def evaluate(reconstructor, wrapper, dataset, spread: dict | None = None, limit: int | None = None,
-             baselines=BASELINES, field_record: dict | None = None) -> Evaluation:
+             baselines=BASELINES, field_record: dict | None = None, prior=None) -> Evaluation:
     """Reconstruct the first ``limit`` images of a :class:`FixedSparseMaskDataset` and score every method
     on its masks: the model's rows (:func:`model_methods`), every classical baseline, and ``ddo-mean``:
     ``ddo-x0-shrunk`` when ``spread`` holds a kept shrinkage (fitted on a validation split), else
     ``ddo-x0`` when the model has one, else ``ddo-samples-mean`` (a fixed rule, never chosen by the
     scores). ``spread``: a stored calibration (:mod:`~ddo_conditional.inference.calibration`), applied to the
-    samples' std. ``field_record``: the dataset's field record (units, sign), kept with the result."""
+    samples' std. ``field_record``: the dataset's field record (units, sign), kept with the result.
+    ``prior``: the Gaussian prior of the training fields, which the ``kriging`` baseline conditions."""
     shrinkage = kept((spread or {}).get("shrinkage")) if reconstructor.one_call else None
     model, classical = model_methods(reconstructor, shrinkage), baseline_methods(baselines)
+    gaussian = gaussian_methods(baselines, prior)
     acc = _Accumulator(spread, reconstructor.plan.samples)
     seconds = {"model_s": 0.0, "baselines_s": 0.0}
     for b in batches(dataset, wrapper, reconstructor, limit):
         preds = {name: fn(b) for name, fn in model.items()}
         t0 = time.perf_counter()
         preds.update({name: fn(b) for name, fn in classical.items()})
+        posteriors = {name: fn(b) for name, fn in gaussian.items()}
+        preds.update({name: mean for name, (mean, _) in posteriors.items()})
         seconds["baselines_s"] += time.perf_counter() - t0
         seconds["model_s"] += b.model_seconds
-        acc.add(b, preds)
+        acc.add(b, preds, posteriors)
     masks = {"context_ratio": dataset.context_ratio, "query_ratio": dataset.query_ratio,
              "mask_pattern": dataset.pattern, "mask_seed": dataset.seed}
     raw = acc.raw.result()
@@ -165,6 +191,8 @@ def summarise(per_image: dict) -> dict:
         methods[m]["psnr_query_per_image"] = [round(float(x), 3) for x in cat["psnr_query"]]
     source = mean_source(methods)
     methods["ddo-mean"] = {**methods[source], "source": source}
+    if "crps_query" in methods.get("ddo-samples-mean", {}):  # the mean's predictive distribution: the samples
+        methods["ddo-mean"].update({k: methods["ddo-samples-mean"][k] for k in DISTRIBUTION_KEYS})
     return methods
 
 

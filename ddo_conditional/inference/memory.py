@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from ddo.api import Knob, guard, images_bytes, network_bytes, sampling_rows
 
+from ..classical.kriging import STD_CHUNK
+
 DIHEDRAL_MOVES = 8  # the symmetrised posterior-mean estimate evaluates the network under 8 moves
 TPS_CHUNK = 4096  # targets per chunk of ddo_conditional.classical.thin_plate.tps_eval
 
@@ -42,6 +44,28 @@ def check_thin_plate(ratio: float, resolution: int, device=None) -> int:
     return guard(f"the thin-plate baseline at {resolution:,}x{resolution:,} ({ratio:g} of the pixels observed)",
                  lambda resolution: thin_plate_bytes(math.ceil(ratio * resolution ** 2), resolution),
                  [Knob("resolution", "--resolution", resolution, hint=" (or leave thin-plate out of --baselines)")],
+                 device)
+
+
+def kriging_bytes(points: int, channels: int, resolution: int) -> int:
+    """The kriging baseline on one image: the float64 system of ``channels`` observations at ``points``
+    pixels (matrix, its Cholesky factor and a copy), the pointwise std's chunk and the fields."""
+    m = points * channels
+    return 8 * (3 * m * m + STD_CHUNK + 6 * channels * resolution * resolution)
+
+
+def prior_bytes(images: int, channels: int, resolution: int) -> int:
+    """Fitting a Gaussian prior: ``images`` training fields in float64 and their centred copy."""
+    return 8 * 2 * images * channels * resolution * resolution
+
+
+def check_kriging(ratio: float, channels: int, resolution: int, images: int, device=None) -> int:
+    """Refuse (one line) a kriging baseline whose solve or prior cannot fit: ``ratio`` of the pixels of a
+    ``resolution`` grid observed in every channel, a prior fitted on ``images`` training fields."""
+    return guard(f"the kriging baseline at {resolution:,}x{resolution:,} ({ratio:g} of the pixels observed)",
+                 lambda resolution: max(kriging_bytes(math.ceil(ratio * resolution ** 2), channels, resolution),
+                                        prior_bytes(images, channels, resolution)),
+                 [Knob("resolution", "--resolution", resolution, hint=" (or leave kriging out of --baselines)")],
                  device)
 
 
@@ -103,5 +127,5 @@ def check_reconstruction(config: dict, size: ReconstructionSize, device=None, wh
                  knobs, device)
 
 
-__all__ = ["ReconstructionSize", "reconstruction_bytes", "point_bytes", "thin_plate_bytes", "check_reconstruction",
+__all__ = ["ReconstructionSize", "reconstruction_bytes", "point_bytes", "thin_plate_bytes", "kriging_bytes", "check_kriging", "check_reconstruction",
            "check_thin_plate"]

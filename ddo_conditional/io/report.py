@@ -33,14 +33,21 @@ def metrics_record(ev: Evaluation, **run) -> dict:
 
 
 def table(metrics: dict) -> str:
-    """A Markdown table of every method, best query PSNR first (with the relative L2 errors for fields)."""
+    """A Markdown table of every method, best query PSNR first (with the relative L2 errors for fields, and
+    the CRPS and 1/2-std coverage of the methods that give a distribution when any does)."""
     rows = sorted(((k, v) for k, v in metrics["methods"].items() if k != "ddo-mean"), key=lambda kv: -kv[1]["psnr_query"])
     field = bool(metrics.get("field"))
-    lines = ["| method | PSNR query (dB) | SSIM query | PSNR full (dB) | SSIM full |" + (" rel. L2 query | rel. L2 full |" if field else ""),
-             "|---|---|---|---|---|" + ("---|---|" if field else "")]
+    spread = any("crps_query" in m for _, m in rows)
+    lines = ["| method | PSNR query (dB) | SSIM query | PSNR full (dB) | SSIM full |" + (" rel. L2 query | rel. L2 full |" if field else "")
+             + (" CRPS query | within 1 / 2 std |" if spread else ""),
+             "|---|---|---|---|---|" + ("---|---|" if field else "") + ("---|---|" if spread else "")]
     for name, m in rows:
         line = f"| {name} | {m['psnr_query']:.2f} | {m['ssim_query']:.4f} | {m['psnr_full']:.2f} | {m['ssim_full']:.4f} |"
-        lines.append(line + (f" {m['rel_l2_query']:.4f} | {m['rel_l2_full']:.4f} |" if field else ""))
+        line += f" {m['rel_l2_query']:.4f} | {m['rel_l2_full']:.4f} |" if field else ""
+        if spread:
+            line += (f" {m['crps_query']:.4f} | {m['coverage_1std']:.1%} / {m['coverage_2std']:.1%} |" if "crps_query" in m
+                     else " - | - |")
+        lines.append(line)
     return "\n".join(lines)
 
 

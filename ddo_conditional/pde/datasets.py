@@ -115,7 +115,8 @@ def load_pairs(kind: str, split: str, resolution: int = 64, progress: bool = Tru
     raw = area_downsample(generate_pairs(kind, count, start, progress), resolution)
     field = {"name": kind, "channels": list(PAIR_CHANNELS[kind]), "units": [list(u) for u in PAIR_UNITS[kind]],
              "signed": kind == "navier-stokes-pair", "quantity": "/".join(PAIR_CHANNELS[kind]),
-             "dihedral_invariant": kind == "darcy-pair", "pair": True}
+             "dihedral_invariant": kind == "darcy-pair", "pair": True,
+             "periodic": kind == "navier-stokes-pair"}
     return FieldImages(to_units(kind, raw).astype(np.float32), start, field)
 
 

@@ -38,7 +38,9 @@ def register_model_wrappers(register):
     option in effect, the plugin's declared options included) and the wrapper is a
     :class:`ddo.builtins.ModelWrapper`:
 
-    - ``wrap_dataset(dataset, split) -> dataset``: adds what the wrapper needs to each item;
+    - ``wrap_dataset(dataset, split) -> dataset``: adds what the wrapper needs to each item; ``ddo train``
+      calls it (split ``"train"``) after ``build_model`` and before the EMA copy of the network is taken,
+      so a wrapper may set state of its network from the training data (buffers a checkpoint keeps);
     - ``build_model(make_base) -> nn.Module``: ``make_base(in_channels=..)`` builds the registered
       network; the wrapper returns the module the diffusion will call. What the module's output
       means (eps, x0, v) is the diffusion's ``parameterization``, not the wrapper's concern;

@@ -214,9 +214,11 @@ def _setup(config: dict, host, state: dict | None, device, dist) -> _Run:
     model = gen_sde.network.to(device)
     if config.get("bf16"):
         set_autocast(model, torch.bfloat16)
+    # the data first: a wrapper may set state of its network from the training data (a prior's buffers)
+    # before the EMA copy is taken
+    parts = [_part(config, host, wrapper, res) for res in training_resolutions(config)]
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = make_optimizer(model.parameters(), config["lr"], device)
-    parts = [_part(config, host, wrapper, res) for res in training_resolutions(config)]
     run = _Run(gen_sde, wrapper, model, ema, optimizer, host.losses.get(config["loss"])(**component_options(config, "loss")), parts)
     if state is not None:
         model.load_state_dict(state["model"])

@@ -24,10 +24,10 @@ def unit_fraction(text: str) -> float:
 
 
 POINT_KEYS = ("sparse-setconv", "sparse-attention")
-SPARSE_KEYS = ("sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp", "sparse-biharmonic") + POINT_KEYS + (
-    "sparse-route",)
+SPARSE_KEYS = ("sparse-encoder", "sparse-concat", "sparse-lift", "sparse-interp", "sparse-biharmonic",
+               "sparse-kriging") + POINT_KEYS + ("sparse-route",)
 INTERP_KEYS = ("sparse-interp", "sparse-biharmonic")
-DENSE_KEYS = ("sparse-biharmonic", "sparse-route") + POINT_KEYS  # kwargs hold a dense estimate (context_dense)
+DENSE_KEYS = ("sparse-biharmonic", "sparse-kriging", "sparse-route") + POINT_KEYS  # kwargs hold a dense estimate (context_dense)
 
 
 SCALE_FLOOR, SCALE_FLOOR_BEFORE_OPTION = 1e-4, 0.01
@@ -50,7 +50,7 @@ OPTIONS = (
     Option("context_feature_dim", positive_int, 32, "width of the context encoder", "architecture",
            conditioning=("sparse-encoder",)),
     Option("refiner_width", nonneg_int, 0, "width of a local 3x3 refiner beside the spectral trunk (0: none)",
-           "architecture", conditioning=INTERP_KEYS + ("sparse-route",)),
+           "architecture", conditioning=INTERP_KEYS + ("sparse-kriging", "sparse-route")),
     Option("residual_scale", str, "none", "'context' scales the network's residual per image by the context's "
            "leave-one-out interpolation error; 'context-input' also feeds the interpolation's detail in those "
            "units", "architecture", choices=RESIDUAL_SCALES, conditioning=INTERP_KEYS,
@@ -98,6 +98,7 @@ RELATIVE = {"parameterization": "x0", "loss": "x0-mse", "loss_t1_fraction": 0.5,
 RATIO = {**RELATIVE, "loss_weighting": "ratio", "loss_floor": 1e-8}
 KEY_DEFAULTS = {
     "sparse-biharmonic": RELATIVE,
+    "sparse-kriging": RELATIVE,
     "sparse-setconv": RATIO,
     "sparse-attention": RATIO,
     "sparse-interp": {"parameterization": "x0", "loss": "x0-mse", "loss_t1_fraction": 0.5},

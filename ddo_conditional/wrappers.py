@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from ddo.api import X0_PARAMETERIZATIONS, ModelWrapper
 
 from .classical.biharmonic import MAX_PIXELS, biharmonic_inpaint
+from .classical.gaussian_prior import PRIOR_IMAGES, PRIOR_JITTER, PriorModule, fit_prior
+from .classical.kriging import krige_with_std
 from .classical.thin_plate import point_context
 from .data.augment import DihedralAugment, PhotometricAugment, augment_list, check_dihedral
-from .data.datasets import FixedSparseMaskDataset, context_tensors, context_validity
+from .data.datasets import FixedSparseMaskDataset, context_tensors, context_validity, own_context, training_fields
 from .data.masks import PATTERNS, MaskError, context_ratio_arg, mask_counts, ratio_range
 from .nn.conditional_model import ConditionalDDOModel, ConditionalDDOModelSimple, ConditionalLiftModel
 from .nn.encoders import ENCODERS
@@ -188,7 +191,48 @@ class PointConditioning(SparseConditioning):
                              residual=self.parameterization == "x0")
 
 
+class KrigingConditioning(SparseConditioning):
+    """``sparse-kriging``: :class:`SparseInterpModel` refining the Gaussian posterior of the context (kriging
+    under a prior of the training fields: stationary on the torus for periodic fields, else their mean and
+    sample covariance), with the posterior's std relative to the prior's as one more input per channel.
+    An ``x0`` network starts as the posterior mean itself (a zero residual), so it begins where the best
+    linear estimate of the training data is. The prior is fitted on the first training images when
+    training starts (:meth:`wrap_dataset`) and kept as buffers of the network
+    (:class:`~ddo_conditional.classical.kriging.PriorModule`): saved and restored with the checkpoint."""
+
+    needs = ("context_image", "observation_mask", "context_dense", "context_extra")
+    dense_in_kwargs = True
+
+    def build_model(self, make_base):
+        model = SparseInterpModel(make_base(), input_dim=self.channels, refiner_width=int(self.options["refiner_width"]),
+                                  residual=self.parameterization == "x0", extra_channels=self.channels)
+        model.prior = self.prior = PriorModule()
+        return model
+
+    def wrap_dataset(self, dataset, split: str):
+        if split == "train" and self.prior.empty:  # the data under the host's random flips
+            source = getattr(dataset, "dataset", dataset)
+            periodic = bool((getattr(source, "field", None) or {}).get("periodic"))
+            self.prior.set(fit_prior(training_fields(source, PRIOR_IMAGES), periodic))
+        return super().wrap_dataset(dataset, split)
+
+    def model_kwargs(self, batch: dict, device) -> dict:
+        h, w = batch["image"].shape[-2:]
+        prior, c = self.prior.at(h, w), self.channels
+        relative = prior.variance().clamp_min(1e-300).sqrt()
+        means, stds = [], []
+        for pixels, values in own_context(batch):
+            pixels = pixels.long()
+            mean, std = krige_with_std(prior, torch.arange(c).repeat_interleave(len(pixels)), pixels.repeat(c),
+                                       values.double().T.flatten(), jitter=PRIOR_JITTER)
+            means.append(mean)
+            stds.append(std / relative)
+        dtype = batch["image"].dtype
+        return {**super().model_kwargs(batch, device), "context_dense": torch.stack(means).to(device, dtype),
+                "context_extra": torch.stack(stds).to(device, dtype)}
+
+
 WRAPPERS = {"sparse-encoder": EncoderConditioning, "sparse-concat": ConcatConditioning,
             "sparse-lift": LiftConditioning, "sparse-interp": InterpConditioning,
             "sparse-biharmonic": BiharmonicInterpConditioning, "sparse-setconv": PointConditioning,
-            "sparse-attention": PointConditioning}
+            "sparse-attention": PointConditioning, "sparse-kriging": KrigingConditioning}

@@ -36,7 +36,8 @@ REFUSED = [
       "x0", "--mask-seed", "1"], None),  # a valid combination, for contrast
     (["--conditioning", "sparse-interp", "--parameterization", "x0", "--loss-weighting", "relative"],
      "--loss-weighting relative weighs by the error of the estimate the network refines; --conditioning sparse-interp "
-     "refines none (use sparse-biharmonic, sparse-route, sparse-setconv, sparse-attention, or --loss-weighting none)"),
+     "refines none (use sparse-biharmonic, sparse-kriging, sparse-route, sparse-setconv, sparse-attention, or "
+     "--loss-weighting none)"),
     (["--conditioning", "sparse-encoder", "--loss-floor", "0.001"],
      "--loss-floor 0.001 needs --loss x0-mse, x0-mse-mixed, x0-mse-relative, x0-mse-ratio or x0-mse-scored-l2; this run "
      "has --loss dsm"),
@@ -44,8 +45,8 @@ REFUSED = [
     (["--conditioning", "sparse-interp", "--parameterization", "eps", "--residual-scale", "context"],
      "--residual-scale context needs --parameterization x0 or v; this run has --parameterization eps"),
     (["--conditioning", "sparse-encoder", "--refiner-width", "4"],
-     "--refiner-width applies to --conditioning sparse-interp, sparse-biharmonic or sparse-route; this run has --conditioning "
-     "sparse-encoder"),
+     "--refiner-width applies to --conditioning sparse-interp, sparse-biharmonic, sparse-kriging or sparse-route; this run "
+     "has --conditioning sparse-encoder"),
     (["--mask-seed", "3"], "--mask-seed applies to --conditioning sparse-encoder"),
     (["--loss", "query-dsm"], "loss query-dsm needs --conditioning sparse-encoder, sparse-concat"),
     (["--conditioning", "sparse-lift", "--model", "plain"], "sparse-lift adds its inputs at the lifting layer; the "

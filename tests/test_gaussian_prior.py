@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
+from ddo.builtins import fno_unet
 from ddo.cli import main
-from ddo_conditional.classical.kriging import (EmpiricalGaussian, TorusGaussian, fit_prior, krige, krige_images,
-                                               krige_with_std)
+from ddo_conditional.classical.gaussian_prior import fit_prior, krige_images
+from ddo_conditional.classical.kriging import EmpiricalGaussian, TorusGaussian, krige, krige_with_std
 from ddo_conditional.inference.metrics import crps_ensemble, crps_gaussian, distribution_metrics, interval_coverage
 from ddo_conditional.io.prior_file import load_prior, prior_path, save_prior
 
@@ -157,3 +158,45 @@ def test_reconstruct_scores_kriging_and_the_samples_as_distributions(tiny_runs, 
                  "--out", str(tmp_path / "one")]) == 0
     m = json.loads((tmp_path / "one" / "metrics.json").read_text())["methods"]
     assert "crps_query" in m["kriging"] and "crps_query" not in m["ddo-mean"]
+
+
+def test_sparse_kriging_starts_at_the_posterior_mean_and_keeps_its_prior_in_the_checkpoint(tmp_path, image_folder):
+    from ddo.plugins import load_host
+    from ddo.train import load_model
+    from ddo_conditional.data.datasets import training_fields
+    from ddo_conditional.wrappers import KrigingConditioning
+
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--dataset", "image-folder", "--data-root", str(image_folder),
+                 "--resolution", "16", "--ch", "8", "--ch-mult", "1,2", "--num-res-blocks", "1", "--modes", "4",
+                 "--batch-size", "4", "--iterations", "2", "--num-sample", "0", "--no-progress",
+                 "--conditioning", "sparse-kriging"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["parameterization"], config["loss"], config["loss_weighting"]) == ("x0", "x0-mse", "relative")
+    host = load_host()
+    gen_sde, wrapper, _ = load_model(run / "checkpoint.pt", host)
+    assert isinstance(wrapper, KrigingConditioning) and not wrapper.prior.empty
+    train = host.datasets.get("image-folder")(split="train", data_root=str(image_folder), resolution=16)
+    refit = fit_prior(training_fields(train, 4096), periodic=False)  # what training fitted, from the same images
+    assert torch.equal(wrapper.prior.at(16, 16).dense(), refit.dense())
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert torch.equal(state["ema"]["prior.second"], state["model"]["prior.second"])  # the EMA copy holds it too
+
+    # a fresh network of this key (zero residual) is the kriging posterior mean itself
+    fresh = KrigingConditioning(config)
+    model = fresh.build_model(lambda **kw: fno_unet(in_channels=3, ch=8, ch_mult=(1, 2), num_res_blocks=1,
+                                                    modes=4)).eval()
+    masked = fresh.wrap_dataset(train, "train")
+    batch = torch.utils.data.default_collate([masked[i] for i in range(3)])
+    kwargs = fresh.model_kwargs(batch, "cpu")
+    assert kwargs["context_extra"].shape == kwargs["context_dense"].shape == (3, 3, 16, 16)
+    for b, (pixels, values) in enumerate(zip(batch["context_indices"], batch["context_values"])):
+        pixels = torch.unique(pixels)
+        want = krige(refit, torch.arange(3).repeat_interleave(len(pixels)), pixels.repeat(3),
+                     batch["image"][b].double().flatten(1)[:, pixels].flatten(), jitter=1e-6)
+        torch.testing.assert_close(kwargs["context_dense"][b].double(), want, atol=1e-5, rtol=0)
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        out = model(x, torch.ones(3), None, **{k: kwargs[k] for k in ("context_image", "observation_mask",
+                                                                        "context_dense", "context_extra")})
+    torch.testing.assert_close(out, kwargs["context_dense"], atol=0, rtol=0)

@@ -209,51 +209,6 @@ def krige_with_std(model, channels: torch.Tensor, pixels: torch.Tensor, values: 
 
 
 STD_CHUNK = 1 << 22  # entries of S_zy held at once by the pointwise std (32 MiB in float64)
-PRIOR_JITTER = 1e-6  # kriging's relative nugget in the baseline (benchmarks/gaussian_prior.py's measured setting)
-
-
-def fit_prior(fields: torch.Tensor, periodic: bool):
-    """The Gaussian prior of training ``fields (n, C, H, W)``: stationary on the torus for ``periodic``
-    fields (:class:`TorusGaussian`, its mean kept to wavenumbers up to 4), else their mean and sample
-    covariance (:class:`EmpiricalGaussian`)."""
-    return TorusGaussian.fit(fields, mean_modes=4) if periodic else EmpiricalGaussian.fit(fields)
-
-
-def prior_state(model) -> dict:
-    """A prior as plain tensors and a kind, for ``torch.save`` (and ``torch.load(weights_only=True)``)."""
-    if isinstance(model, TorusGaussian):
-        return {"kind": "torus", "mean": model.mean, "cov": model.cov}
-    return {"kind": "empirical", "mean": model.mean_, "centred": model.centred}
-
-
-def prior_from_state(state: dict):
-    """The prior :func:`prior_state` wrote; ``ValueError`` for anything else."""
-    kinds = {"torus": (TorusGaussian, "cov"), "empirical": (EmpiricalGaussian, "centred")}
-    if not isinstance(state, dict) or state.get("kind") not in kinds:
-        raise ValueError("not a Gaussian prior (expected kind 'torus' or 'empirical')")
-    cls, second = kinds[state["kind"]]
-    mean, other = state.get("mean"), state.get(second)
-    if not (torch.is_tensor(mean) and torch.is_tensor(other) and mean.dim() == 3):
-        raise ValueError(f"a {state['kind']} prior needs tensors mean (C, H, W) and {second}")
-    return cls(mean, other)
-
-
-def krige_images(model, images01: torch.Tensor, context_indices: torch.Tensor,
-                 jitter: float = PRIOR_JITTER) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kriging baseline: every channel of each image ``(B, C, H, W)`` in ``[0, 1]`` from all its channels
-    at its context pixels (padding repeats a pixel: used once), under a prior of fields in ``[-1, 1]``;
-    the posterior mean (clamped to ``[0, 1]``) and its pointwise std, in ``[0, 1]`` units."""
-    means, stds = [], []
-    c = images01.shape[1]
-    for img, idx in zip(images01.double().cpu(), context_indices.cpu()):
-        pixels = torch.unique(idx.long())
-        values = (2 * img - 1).flatten(1)[:, pixels].flatten()
-        mean, std = krige_with_std(model, torch.arange(c).repeat_interleave(len(pixels)), pixels.repeat(c), values,
-                                   jitter=jitter)
-        means.append(((mean + 1) / 2).clamp(0, 1))
-        stds.append(std / 2)
-    return (torch.stack(means).to(images01.device, images01.dtype),
-            torch.stack(stds).to(images01.device, images01.dtype))
 
 
 def _observations(model, channels, pixels, values):
@@ -276,5 +231,4 @@ def _unique_first(key: torch.Tensor):
     return uniq, first
 
 
-__all__ = ["TorusGaussian", "EmpiricalGaussian", "krige", "krige_with_std", "krige_images", "periodic_resample",
-           "fit_prior", "prior_state", "prior_from_state", "PRIOR_JITTER"]
+__all__ = ["TorusGaussian", "EmpiricalGaussian", "krige", "krige_with_std", "periodic_resample", "STD_CHUNK"]

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ..classical.baselines import BASELINES, baseline_batch
-from ..classical.kriging import krige_images
+from ..classical.gaussian_prior import krige_images
 from .batches import Batch, batches
 from .calibration import CoverageSum, apply_spread
 from .metrics import distribution_metrics, image_metrics

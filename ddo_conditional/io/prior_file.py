@@ -11,11 +11,9 @@ from pathlib import Path
 import torch
 from ddo.api import UserError, atomic_write
 
-from ..classical.kriging import fit_prior, prior_from_state, prior_state
+from ..classical.gaussian_prior import PRIOR_IMAGES, fit_prior, prior_from_state, prior_state
 from ..data.datasets import training_fields
 from .calibration_file import file_sha256
-
-PRIOR_IMAGES = 4096  # training images a Gaussian prior is fitted on, at most (the first of the split)
 
 
 def prior_path(checkpoint, resolution: int) -> Path:

@@ -86,11 +86,13 @@ class SparseInterpModel(ConditionalNetwork):
 
     ``mask_channels``: 1 when the observation mask is shared by the channels, ``input_dim`` when each
     channel has its own (field pairs observed one channel at a time, :mod:`~ddo_conditional.pde.routes`).
+    ``extra_channels``: further context inputs of the lifting layer, given as ``context_extra`` (the
+    kriging posterior's relative std beside its mean, ``sparse-kriging``).
     """
 
     def __init__(self, base_model: LiftedNetwork, input_dim: int = 3, refiner_width: int = 0,
                  residual_scale: str = "none", scale_floor: float = 0.01, residual: bool = False,
-                 mask_channels: int = 1):
+                 mask_channels: int = 1, extra_channels: int = 0):
         super().__init__()
         needs_lifted(base_model, "sparse-interp")
         if residual_scale not in RESIDUAL_SCALES:
@@ -98,7 +100,8 @@ class SparseInterpModel(ConditionalNetwork):
         self.base_model = base_model
         self.interp = NormalizedConvolution()
         self.residual_scale, self.scale_floor, self.residual = residual_scale, float(scale_floor), residual
-        extra = {"none": 0, "context": 1, "context-input": 1 + input_dim}[residual_scale]
+        extra = {"none": 0, "context": 1, "context-input": 1 + input_dim}[residual_scale] + extra_channels
+        self.extra_channels = extra_channels
         self.context_lift = nn.Conv2d(input_dim + mask_channels + extra, base_model.lift_width, 1)
         nn.init.zeros_(base_model.out.weight)  # start as the interpolation itself (a zero residual)
         nn.init.zeros_(base_model.out.bias)
@@ -125,10 +128,14 @@ class SparseInterpModel(ConditionalNetwork):
         r = self.interp.loo_rms(context_image, observation_mask)
         return (r * r + self.scale_floor ** 2).sqrt().view(-1, 1, 1, 1)
 
-    def _context_terms(self, context_image, observation_mask, context_dense):
+    def _context_terms(self, context_image, observation_mask, context_dense, context_extra=None):
         """``(dense, lifted context, output scale or None)``: what the network computes from the context."""
         dense = self.dense(context_image, observation_mask, context_dense)
         inputs = [dense, observation_mask]
+        if self.extra_channels:
+            if context_extra is None or context_extra.shape[1] != self.extra_channels:
+                raise ValueError(f"this network reads {self.extra_channels} context_extra channels beside the context")
+            inputs.append(context_extra)
         s = None
         if self.residual_scale != "none":
             s = self.scale(context_image, observation_mask)
@@ -145,7 +152,7 @@ class SparseInterpModel(ConditionalNetwork):
         if kwargs.get("context_image") is None or kwargs.get("observation_mask") is None:
             return kwargs
         dense, lifted, s = self._context_terms(kwargs["context_image"], kwargs["observation_mask"],
-                                               kwargs.get("context_dense"))
+                                               kwargs.get("context_dense"), kwargs.get("context_extra"))
         out = {**kwargs, "context_dense": dense, "context_lifted": lifted}
         return out if s is None else {**out, "context_scale": s}
 
@@ -158,7 +165,8 @@ class SparseInterpModel(ConditionalNetwork):
             raise ValueError("sparse-interp needs observation_mask beside context_image")
         lifted = context.get("context_lifted")
         if lifted is None:
-            dense, lifted, s = self._context_terms(context_image, observation_mask, context.get("context_dense"))
+            dense, lifted, s = self._context_terms(context_image, observation_mask, context.get("context_dense"),
+                                                   context.get("context_extra"))
         else:
             dense, s = context["context_dense"], context.get("context_scale")
         out = self.base_model.trunk(self.base_model.lift_input(x, v) + lifted, temp)

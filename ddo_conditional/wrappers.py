@@ -196,7 +196,7 @@ class KrigingConditioning(SparseConditioning):
     under a prior of the training fields: stationary on the torus for periodic fields, else their mean and
     sample covariance), with the posterior's std relative to the prior's as one more input per channel.
     An ``x0`` network starts as the posterior mean itself (a zero residual), so it begins where the best
-    linear estimate of the training data is. The prior is fitted on the first training images when
+    linear estimate of the training data is (what training does from there: docs/fields.md). The prior is fitted on the first training images when
     training starts (:meth:`wrap_dataset`) and kept as buffers of the network
     (:class:`~ddo_conditional.classical.kriging.PriorModule`): saved and restored with the checkpoint."""
 

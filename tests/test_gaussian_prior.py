@@ -10,7 +10,8 @@ import torch
 from ddo.builtins import fno_unet
 from ddo.cli import main
 from ddo_conditional.classical.gaussian_prior import fit_prior, krige_images
-from ddo_conditional.classical.kriging import EmpiricalGaussian, TorusGaussian, krige, krige_with_std
+from ddo_conditional.classical.kriging import (EmpiricalGaussian, TorusGaussian, conditional_samples, krige,
+                                               krige_with_std)
 from ddo_conditional.inference.metrics import crps_ensemble, crps_gaussian, distribution_metrics, interval_coverage
 from ddo_conditional.io.prior_file import load_prior, prior_path, save_prior
 
@@ -196,7 +197,31 @@ def test_sparse_kriging_starts_at_the_posterior_mean_and_keeps_its_prior_in_the_
                      batch["image"][b].double().flatten(1)[:, pixels].flatten(), jitter=1e-6)
         torch.testing.assert_close(kwargs["context_dense"][b].double(), want, atol=1e-5, rtol=0)
     x = torch.randn(3, 3, 16, 16)
+    inputs = {k: kwargs[k] for k in ("context_image", "observation_mask", "context_dense", "context_extra")}
     with torch.no_grad():
-        out = model(x, torch.ones(3), None, **{k: kwargs[k] for k in ("context_image", "observation_mask",
-                                                                        "context_dense", "context_extra")})
+        out = model(x, torch.ones(3), None, **inputs)
     torch.testing.assert_close(out, kwargs["context_dense"], atol=0, rtol=0)
+    relative = kwargs["context_extra"]  # the posterior std over the prior's: within [0, 1]
+    assert float(relative.min()) >= 0 and float(relative.max()) <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_conditional_simulation_draws_the_posterior_kriging_gives_in_closed_form(periodic):
+    g = torch.Generator().manual_seed(5)
+    fields = torch.randn(80, 2, 6, 5, generator=g, dtype=torch.float64).cumsum(-1)
+    prior = fit_prior(fields, periodic)
+    unconditional = prior.sample(6000, g)
+    assert unconditional.shape == (6000, 2, 6, 5)
+    flat = unconditional.flatten(1)
+    centred = flat - flat.mean(0)
+    torch.testing.assert_close(centred.T @ centred / 5999, prior.dense(), atol=0.1 * float(prior.dense().abs().max()),
+                               rtol=0)
+    channels, pixels = torch.tensor([0, 1, 0, 1]), torch.tensor([3, 7, 20, 29])
+    values = torch.tensor([0.5, -1.0, 2.0, 0.3], dtype=torch.float64)
+    draws = conditional_samples(prior, channels, pixels, values, 6000, g, jitter=1e-9)
+    mean, std = krige_with_std(prior, channels, pixels, values, jitter=1e-9)
+    scale = float(std.max())
+    torch.testing.assert_close(draws.mean(0), mean, atol=0.06 * scale, rtol=0)
+    torch.testing.assert_close(draws.std(0), std, atol=0.06 * scale, rtol=0)
+    observed = draws.flatten(2)[:, channels, pixels]
+    torch.testing.assert_close(observed, values.expand_as(observed), atol=1e-4, rtol=0)  # they pass through the data

@@ -89,6 +89,15 @@ class TorusGaussian:
         dx = (pixels[None, :] % self.w - q[:, None] % self.w) % self.w
         return self.cov[i[:, None], channels[None, :], dy, dx]
 
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` fields ``(n, C, H, W)`` drawn from the model: white noise filtered, frequency by frequency, by
+        the principal square root of the cross-spectral matrix (Hermitian, so the fields are real)."""
+        lam, vec = torch.linalg.eigh(self._spectra.permute(2, 3, 0, 1))  # (H, W, C), (H, W, C, C)
+        root = vec @ torch.diag_embed(lam.clamp_min(0).sqrt().to(vec.dtype)) @ vec.mH
+        noise = torch.randn(n, self.channels, self.h, self.w, generator=generator, dtype=torch.float64)
+        f = torch.einsum("hwij,njhw->nihw", root, torch.fft.fft2(noise))
+        return self.mean + torch.fft.ifft2(f).real
+
     def dense(self) -> torch.Tensor:
         """The full covariance ``(C H W, C H W)`` (small grids only; for tests)."""
         c, h, w = self.channels, self.h, self.w
@@ -144,6 +153,11 @@ class EmpiricalGaussian:
 
     def cross_cov(self, channels, pixels, rows: slice = slice(None)) -> torch.Tensor:
         return self.centred[:, rows].T @ self._columns(channels, pixels)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` fields ``(n, C, H, W)``: the mean plus Gaussian combinations of the centred training fields."""
+        w = torch.randn(n, self.centred.shape[0], generator=generator, dtype=torch.float64)
+        return self.mean_ + (w @ self.centred).view(n, self.channels, self.h, self.w)
 
     def dense(self) -> torch.Tensor:
         return self.centred.T @ self.centred
@@ -211,6 +225,20 @@ def krige_with_std(model, channels: torch.Tensor, pixels: torch.Tensor, values: 
 STD_CHUNK = 1 << 22  # entries of S_zy held at once by the pointwise std (32 MiB in float64)
 
 
+def conditional_samples(model, channels: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor, n: int,
+                        generator: torch.Generator | None = None, jitter: float = 1e-8) -> torch.Tensor:
+    """``n`` draws ``(n, C, H, W)`` of the Gaussian posterior given the observations, by conditional
+    simulation: a draw ``z`` of the prior, moved by the kriging of the misfit at the observations,
+    ``z + S_zy S_yy^-1 (y - z_y)``; their mean and std tend to :func:`krige_with_std`'s."""
+    channels, pixels, values, key = _observations(model, channels, pixels, values)
+    draws = model.sample(n, generator)
+    if len(key) == 0:
+        return draws
+    misfit = values[:, None] - draws.flatten(1)[:, key].T  # (M, n)
+    weights = torch.linalg.solve(_regularised(model.observed_cov(channels, pixels), jitter), misfit)
+    return draws + model.apply(channels, pixels, weights).view(n, *draws.shape[1:])
+
+
 def _observations(model, channels, pixels, values):
     """The observations with duplicates (the same channel and pixel) kept once: ``(channels, pixels, values,
     flat keys)``; ``values (M,)`` or ``(M, R)`` in float64."""
@@ -231,4 +259,5 @@ def _unique_first(key: torch.Tensor):
     return uniq, first
 
 
-__all__ = ["TorusGaussian", "EmpiricalGaussian", "krige", "krige_with_std", "periodic_resample", "STD_CHUNK"]
+__all__ = ["TorusGaussian", "EmpiricalGaussian", "krige", "krige_with_std", "conditional_samples", "periodic_resample",
+           "STD_CHUNK"]

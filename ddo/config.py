@@ -1,6 +1,6 @@
 """Training configuration: defaults, presets, and the merge
-``defaults < the conditioning key's declared defaults < the selected components' declared defaults <
-plugin options < preset < flags``.
+``defaults < the selected components' declared defaults (filling what is still unset) < the conditioning
+key's declared defaults < plugin options < preset < flags``.
 
 A configuration is a flat ``dict`` of JSON values; it is written to ``RUN_DIR/config.json`` and
 stored in every checkpoint, so a run directory alone is enough to rebuild or resume the run.

@@ -152,7 +152,8 @@ def component_defaults(config: dict, fixed, host) -> dict:
         return {}
     out: dict = {}
     declared = host.model_wrappers.defaults(key)
-    for name, value in declared.items():
+    # the components first, their hyperparameters after, whatever order the key declared them in
+    for name, value in sorted(declared.items(), key=lambda kv: component_of(kv[0]) is not None):
         if name in fixed:
             continue
         trial = {**config, **out, name: value}

@@ -104,8 +104,8 @@ def _dense_weights(weighting: str, floor: float, x: torch.Tensor, model_kwargs: 
     dense = model_kwargs.get("context_dense")
     if dense is None:
         raise ValueError(f"--loss-weighting {weighting} weighs by the error of the estimate the network refines "
-                         "(context_dense); use it with --conditioning sparse-biharmonic, sparse-route, sparse-setconv "
-                         "or sparse-attention")
+                         "(context_dense); use it with --conditioning sparse-biharmonic, sparse-kriging, sparse-route, "
+                         "sparse-setconv or sparse-attention")
     if weighting in ("relative", "ratio"):
         return 1.0 / (((dense - x) ** 2).flatten(1).mean(1) + floor)
     w = 1.0 / (((dense - x) ** 2).flatten(2).mean(2) + floor).sqrt()

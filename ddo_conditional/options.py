@@ -89,9 +89,9 @@ DEFAULTS = {o.name: o.default for o in OPTIONS}
 
 # The parameterisation and loss each key was measured best with, applied by the host when a run gives
 # neither flag (nor a preset value): the keys whose network refines an interpolation predict x0 and are
-# trained with x0-mse-relative (README: the demo), the point-set keys, which serve any density, with its
-# x0-mse-ratio (README: "Any density, any resolution"); sparse-interp's inputs hold
-# no dense interpolation for that loss's weights, so it gets x0-mse-mixed, the same loss unweighted.
+# trained with x0-mse weighted relative (docs/results-photographs.md: the demo), the point-set keys,
+# which serve any density, with the ratio weighting (docs/density-resolution.md); sparse-interp's inputs
+# hold no dense interpolation for those weights, so it gets the same loss unweighted.
 # The spec's keys (sparse-encoder, sparse-concat) and sparse-lift keep the host's eps and dsm.
 RELATIVE = {"parameterization": "x0", "loss": "x0-mse", "loss_t1_fraction": 0.5, "loss_weighting": "relative",
             "loss_floor": 1e-4}

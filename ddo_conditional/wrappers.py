@@ -198,7 +198,7 @@ class KrigingConditioning(SparseConditioning):
     An ``x0`` network starts as the posterior mean itself (a zero residual), so it begins where the best
     linear estimate of the training data is (what training does from there: docs/fields.md). The prior is fitted on the first training images when
     training starts (:meth:`wrap_dataset`) and kept as buffers of the network
-    (:class:`~ddo_conditional.classical.kriging.PriorModule`): saved and restored with the checkpoint."""
+    (:class:`~ddo_conditional.classical.gaussian_prior.PriorModule`): saved and restored with the checkpoint."""
 
     needs = ("context_image", "observation_mask", "context_dense", "context_extra")
     dense_in_kwargs = True

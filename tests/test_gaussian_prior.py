@@ -113,18 +113,21 @@ def test_a_stored_prior_reloads_bit_for_bit_and_belongs_to_its_checkpoint(tmp_pa
     g = torch.Generator().manual_seed(4)
     for periodic in (True, False):
         prior = fit_prior(torch.randn(20, 3, 8, 8, generator=g, dtype=torch.float64), periodic)
-        save_prior(checkpoint, 8, prior, {"fitted_on": "x/train", "images": 20})
-        loaded, record = load_prior(checkpoint, 8)
+        save_prior(checkpoint, 8, prior, {"dataset": "x", "fitted_on": "x/train", "images": 20})
+        loaded, record = load_prior(checkpoint, 8, "x", "x/train")
         assert type(loaded) is type(prior) and record["fitted_on"] == "x/train" and record["resolution"] == 8
         for a, b in ((loaded.mean_field(), prior.mean_field()), (loaded.dense(), prior.dense())):
             assert torch.equal(a, b)
-    assert load_prior(checkpoint, 16) is None  # none stored at that resolution
+    assert load_prior(checkpoint, 16, "x", "x/train") is None  # none stored at that resolution
+    assert load_prior(checkpoint, 8, "y", "y/train") is None  # nor for that dataset
+    with pytest.raises(Exception, match="was fitted on x/train, not x/train of /elsewhere"):
+        load_prior(checkpoint, 8, "x", "x/train of /elsewhere")
     checkpoint.write_bytes(b"other weights")
     with pytest.raises(Exception, match="was fitted for other weights than"):
-        load_prior(checkpoint, 8)
-    prior_path(checkpoint, 8).write_bytes(b"not a prior")
+        load_prior(checkpoint, 8, "x", "x/train")
+    prior_path(checkpoint, 8, "x").write_bytes(b"not a prior")
     with pytest.raises(Exception, match="is not a readable Gaussian prior"):
-        load_prior(checkpoint, 8)
+        load_prior(checkpoint, 8, "x", "x/train")
 
 
 def test_reconstruct_scores_kriging_and_the_samples_as_distributions(tiny_runs, tmp_path, capsys):
@@ -139,7 +142,7 @@ def test_reconstruct_scores_kriging_and_the_samples_as_distributions(tiny_runs, 
         assert 0 < m[name]["crps_query"] < 1 and 0 <= m[name]["coverage_1std"] <= m[name]["coverage_2std"] <= 1, name
     assert "crps_query" not in m["biharmonic"]
     assert "| kriging |" in capsys.readouterr().out
-    stored = prior_path(ckpt, 16)  # the tiny runs train at 16x16: the prior is fitted there and kept
+    stored = prior_path(ckpt, 16, "image-folder")  # the tiny runs train at 16x16: the prior is fitted there and kept
     first = stored.read_bytes()
     assert main([*args, "--out", str(tmp_path / "again")]) == 0  # reused, not refitted
     assert stored.read_bytes() == first
@@ -225,3 +228,17 @@ def test_conditional_simulation_draws_the_posterior_kriging_gives_in_closed_form
     torch.testing.assert_close(draws.std(0), std, atol=0.06 * scale, rtol=0)
     observed = draws.flatten(2)[:, channels, pixels]
     torch.testing.assert_close(observed, values.expand_as(observed), atol=1e-4, rtol=0)  # they pass through the data
+
+
+def test_torus_draws_keep_the_direction_of_a_cross_channel_covariance():
+    """Channel 1 is channel 0 moved one pixel along x: the draws must move the same way,
+    ``Cov(y_0(p), y_1(p + d)) = cov[0, 1, d]`` with the peak at ``d = (0, +1)``, not ``(0, -1)``."""
+    base, _ = _torus_samples(3000, 8, 8, 0.12, seed=6)
+    fields = torch.cat([base, torch.roll(base, shifts=1, dims=-1)], 1)  # x1(p) = x0(p - e_x)
+    prior = fit_prior(fields, periodic=True)
+    assert int(prior.cov[0, 1].flatten().argmax()) == 1  # (dy, dx) = (0, +1)
+    draws = prior.sample(3000, torch.Generator().manual_seed(7)) - prior.mean
+    cross = torch.stack([torch.stack([(draws[:, 0] * torch.roll(draws[:, 1], shifts=(-dy, -dx), dims=(-2, -1))).mean()
+                                      for dx in range(8)]) for dy in range(8)])
+    torch.testing.assert_close(cross, prior.cov[0, 1], atol=0.06, rtol=0)
+    assert int(cross.flatten().argmax()) == 1

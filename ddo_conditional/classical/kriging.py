@@ -91,8 +91,9 @@ class TorusGaussian:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` fields ``(n, C, H, W)`` drawn from the model: white noise filtered, frequency by frequency, by
-        the principal square root of the cross-spectral matrix (Hermitian, so the fields are real)."""
-        lam, vec = torch.linalg.eigh(self._spectra.permute(2, 3, 0, 1))  # (H, W, C), (H, W, C, C)
+        the principal square root of the transposed cross-spectral matrix (Hermitian, so the fields are real;
+        transposed, so that ``Cov(y_i(p), y_j(p + d)) = cov[i, j, d]`` as :meth:`fit` estimates it)."""
+        lam, vec = torch.linalg.eigh(self._spectra.conj().permute(2, 3, 0, 1))  # (H, W, C), (H, W, C, C)
         root = vec @ torch.diag_embed(lam.clamp_min(0).sqrt().to(vec.dtype)) @ vec.mH
         noise = torch.randn(n, self.channels, self.h, self.w, generator=generator, dtype=torch.float64)
         f = torch.einsum("hwij,njhw->nihw", root, torch.fft.fft2(noise))

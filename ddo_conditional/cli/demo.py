@@ -47,7 +47,7 @@ def add_demo_parser(parser, host=None) -> None:
     parser.add_argument("--augment", type=augment_list, default="photometric",
                         help="none, dihedral, photometric (default; chosen on the validation split), or both: "
                         "dihedral,photometric")
-    parser.add_argument("--loss", help="default: the conditioning key's (x0-mse-relative for sparse-biharmonic)")
+    parser.add_argument("--loss", help="default: the conditioning key's (x0-mse weighted relative for sparse-biharmonic)")
     parser.add_argument("--num-samples", type=positive_int, default=4)
     parser.add_argument("--steps", type=positive_int, help="default: the best measured for the parameterisation")
     parser.add_argument("--sampler", help="default: the best measured for the parameterisation (ddim for x0/v, "
@@ -131,7 +131,8 @@ def run_demo(args: dict, host) -> int:
                         progress=not args["no_progress"])
     reconstructor = Reconstructor(denoiser, plan)
     spread = _calibrate(reconstructor, wrapper, host, train_split, args)
-    prior = fit_and_save_prior(out / CHECKPOINT, train_split, config["resolution"], f"{args['dataset']}/train")
+    prior = fit_and_save_prior(out / CHECKPOINT, train_split, config["resolution"], args["dataset"],
+                               f"{args['dataset']}/train")
     ev = evaluate(reconstructor, wrapper, wrapper.wrap_dataset(test, "test"), spread=spread, limit=args.get("limit"),
                   baselines=BASELINES + ("kriging",), field_record=getattr(test, "field", None), prior=prior)
     record = metrics_record(ev, train_steps=summary["step"], train_seconds=round(train_s, 1),

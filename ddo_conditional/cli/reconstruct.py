@@ -130,16 +130,17 @@ def run_reconstruct(args: dict, host) -> int:
 def gaussian_prior(args: dict, host, config: dict, res: int, ratio: float):
     """The Gaussian prior the kriging baseline conditions at ``res``: the one stored beside the checkpoint,
     else fitted on the training split of ``--dataset`` (or the checkpoint's data) and stored there."""
-    found = load_prior(args["checkpoint"], res)
+    name = args.get("dataset") or config["dataset"]
+    root = args.get("data_root") or config.get("data_root")
+    fitted_on = f"{name}/train" + (f" of {root}" if root else "")
+    found = load_prior(args["checkpoint"], res, name, fitted_on)
     channels = int(config.get("channels") or 3)
     if found is not None:
         check_kriging(ratio, channels, res, 0)
         return found[0]
-    name = args.get("dataset") or config["dataset"]
-    train = host.datasets.get(name)(split="train", data_root=args.get("data_root") or config.get("data_root"),
-                                    resolution=res)
+    train = host.datasets.get(name)(split="train", data_root=root, resolution=res)
     check_kriging(ratio, channels, res, min(len(train), PRIOR_IMAGES))
-    return fit_and_save_prior(args["checkpoint"], train, res, f"{name}/train")
+    return fit_and_save_prior(args["checkpoint"], train, res, name, fitted_on)
 
 
 def _base_dataset(args: dict, host, res: int):

@@ -51,7 +51,7 @@ def kriging_bytes(points: int, channels: int, resolution: int) -> int:
     """The kriging baseline on one image: the float64 system of ``channels`` observations at ``points``
     pixels (matrix, its Cholesky factor and a copy), the pointwise std's chunk and the fields."""
     m = points * channels
-    return 8 * (3 * m * m + STD_CHUNK + 6 * channels * resolution * resolution)
+    return 8 * (3 * m * m + 6 * STD_CHUNK + 6 * channels * resolution * resolution)  # the chunk, its indices
 
 
 def prior_bytes(images: int, channels: int, resolution: int) -> int:

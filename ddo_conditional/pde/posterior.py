@@ -10,7 +10,7 @@ error), with the Monte Carlo error of the draws and the chain's; the majority of
 the more probable value per pixel (ties go to the lower value). The prior's covariance is estimated
 from fields drawn by the data's own generator (:func:`ddo.api.periodic_grf`, its parameters
 :data:`ddo.api.DARCY_DEFAULTS`), with seeds apart from the data's. The model holds on the grid the
-pairs are generated on (:data:`ddo.api.PAIR_NATIVE`): coarser copies are area averages, not two-valued.
+pairs are generated on (:data:`~ddo_conditional.pde.datasets.PAIR_NATIVE`): coarser copies are area averages, not two-valued.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ image one task, a pure function of ``(seed, index)``, so one model learns all th
 best classical route through the physics where one exists: forward, the kriged input pushed through
 the solver (Navier-Stokes to ``T = 1``; Darcy's coefficient thresholded, then solved for the
 pressure); inverse Navier-Stokes, the kriged ``w1`` integrated backward with its low modes
-(:func:`ddo.api.ns_backward`); joint Navier-Stokes, that backward estimate's low modes of ``w0`` with
+(:func:`~ddo_conditional.pde.solvers.ns_backward`); joint Navier-Stokes, that backward estimate's low modes of ``w0`` with
 the co-kriged ``w0``'s higher ones. Darcy's inverse and joint tasks have no such route that is cheap
 enough to compute for every training image: the route is the co-kriging there. For evaluation,
 :meth:`Routes.inversion` fits Darcy's coefficient to the observed pressures (and its own points, joint)
@@ -135,7 +135,7 @@ class Routes:
         """Darcy's forward task by its posterior ``(2, H, W)``: the majority coefficient and the
         posterior-mean pressure given the coefficient's points (:func:`~ddo_conditional.pde.posterior.darcy_posterior`;
         the latent field's model fitted once). ``values (K, 2)``, the coefficient in channel 0. On the
-        grid the pairs are generated on only (:data:`ddo.api.PAIR_NATIVE`), where it is two-valued."""
+        grid the pairs are generated on only (:data:`~ddo_conditional.pde.datasets.PAIR_NATIVE`), where it is two-valued."""
         if self.h != PAIR_NATIVE:
             raise ValueError(f"the posterior holds on the {PAIR_NATIVE}x{PAIR_NATIVE} grid of the pairs, not {self.h}x{self.w}")
         if self._latent is None:

@@ -11,10 +11,12 @@ from ddo.api import (CHECKPOINT, LR_SCHEDULES, PARAMETERIZATIONS, UserError, ato
                      set_inference_dtype, train, validate)
 
 from ..classical.baselines import BASELINES
+from ..classical.gaussian_prior import PRIOR_IMAGES
 from ..data.augment import augment_list, check_dihedral
+from ..data.masks import ratio_range
 from ..inference.calibration import SHRINKAGE_LIMIT
 from ..inference.evaluate import evaluate
-from ..inference.memory import ReconstructionSize, check_reconstruction
+from ..inference.memory import ReconstructionSize, check_kriging, check_reconstruction
 from ..inference.reconstruct import Reconstructor, SamplingPlan
 from ..io.calibration_file import calibrate_and_save, load_calibration
 from ..io.prior_file import fit_and_save_prior
@@ -103,6 +105,8 @@ def _checked_flags(args: dict, host, device):
     kept = min(args["limit"] or SPLIT_BOUND, SPLIT_BOUND) + min(args["calibrate_spread"], SPLIT_BOUND)
     check_reconstruction(config, ReconstructionSize(config["resolution"], kept, args["num_samples"], SamplingPlan.rows), device,
                          "the demo's calibration and evaluation", flags=("num_samples",))
+    # the kriging baseline beside the model: its prior of (at most) PRIOR_IMAGES training images and its solve
+    check_kriging(ratio_range(config["context_ratio"])[1], 3, config["resolution"], PRIOR_IMAGES)  # on the CPU
     return flags, sampling
 
 

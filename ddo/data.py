@@ -434,6 +434,7 @@ class FieldImages(ArrayImages):
 # fixed scales, model units = field / scale, chosen so that the generated fields stay inside [-1, 1] (README)
 FIELD_SCALES = {"navier-stokes": 1.5, "darcy": 0.016}
 FIELD_SIZES = {"navier-stokes": (500, 100), "darcy": (1000, 100)}  # (train, test) samples
+FIELD_VAL = 100  # validation samples, after the test range: held out for choices (a calibration, a shrinkage)
 FIELD_SEED = 0
 
 
@@ -469,16 +470,17 @@ def generate_fields(kind: str, count: int, start: int = 0, native: int = 64, pro
 
 
 def load_fields(kind: str, split: str, resolution: int = 32, progress: bool = True) -> FieldImages:
-    """The ``navier-stokes`` or ``darcy`` split: train indices ``0..n_train``, test after them (disjoint),
-    generated at 64x64 (at 128x128 for ``resolution`` 128) and area-downsampled to ``resolution``."""
-    if split not in ("train", "test"):
-        raise UserError(f"{kind} has splits 'train' and 'test', not {split!r}")
+    """The ``navier-stokes`` or ``darcy`` split: train indices ``0..n_train``, test after them, validation
+    (:data:`FIELD_VAL`) after those (disjoint), generated at 64x64 (at 128x128 for ``resolution`` 128) and
+    area-downsampled to ``resolution``."""
+    if split not in ("train", "val", "test"):
+        raise UserError(f"{kind} has splits 'train', 'val' and 'test', not {split!r}")
     native = 128 if resolution == 128 else 64
     if native % resolution:
         raise UserError(f"{kind} is generated at 64x64 (and 128x128); --resolution must be 16, 32, 64 or 128, "
                         f"got {resolution}")
     n_train, n_test = FIELD_SIZES[kind]
-    start, count = (0, n_train) if split == "train" else (n_train, n_test)
+    start, count = {"train": (0, n_train), "test": (n_train, n_test), "val": (n_train + n_test, FIELD_VAL)}[split]
     raw = generate_fields(kind, count, start, native, progress)
     images = area_downsample(raw, resolution)[:, None] / FIELD_SCALES[kind]
     # the forcing sin/cos 2pi(x + y) singles out a diagonal: Navier-Stokes fields have no rotation or

@@ -65,6 +65,11 @@ def test_field_datasets_split_disjoint_cached_and_scaled(monkeypatch, tmp_path):
     np.testing.assert_allclose(test.images[:, 0], raw.reshape(3, 32, 2, 32, 2).mean((2, 4)) / data.FIELD_SCALES["darcy"],
                                rtol=1e-6)
     assert len(list((tmp_path / "fields").glob("darcy_*.npy"))) == 2
+    monkeypatch.setattr(data, "FIELD_VAL", 2)  # validation after the test range, for held-out choices
+    val = data.load_fields("darcy", "val", 32)
+    assert len(val) == 2 and [v["index"] for v in val] == [9, 10]
+    with pytest.raises(data.UserError, match="has splits 'train', 'val' and 'test', not 'dev'"):
+        data.load_fields("darcy", "dev", 32)
 
 
 @pytest.mark.slow

@@ -38,7 +38,8 @@ from .config import DEFAULTS, LR_SCHEDULES, PRESETS, resolve
 from .data import FieldImages, area_downsample, cache_dir, count_images, dihedral_invariant, load_image_folder
 from .diffusion import PARAMETERIZATIONS, BlurringDiffusion, DenoisingDiffusion, LinearDiffusion
 from .errors import NumericalError, UserError, WriteError, check_finite
-from .fields import DARCY_DEFAULTS, NavierStokes2d, darcy_factor, darcy_solve, ns_forcing, periodic_grf, sample_generator
+from .fields import (DARCY_DEFAULTS, NavierStokes2d, darcy_factor, darcy_solve, ns_forcing, periodic_grf,
+                     sample_generator)
 from .fields import darcy as darcy_fields
 from .hookspecs import hookimpl
 from .memory import Knob, guard, images_bytes, network_bytes, sampling_rows
@@ -61,14 +62,15 @@ def preset_value(preset: str, key: str):
     return PRESETS[preset].get(key, DEFAULTS[key])
 
 
-__all__ = ["hookimpl", "Option", "ModelWrapper", "UserError", "NumericalError", "check_finite",
-           "BlurringDiffusion", "LinearDiffusion", "GaussianRandomField", "DenoisingDiffusion", "PARAMETERIZATIONS", "X0_PARAMETERIZATIONS", "denoise_step", "ddim_step",
-           "euler_maruyama_step", "timesteps", "check_step", "sample", "DEFAULT_SAMPLING", "alpha_sigma",
-           "RowGenerators", "randn", "stream_seed", "FNOUNet2d", "LiftedNetwork", "coordinate_grid",
-           "count_parameters", "resolve", "preset_value", "LR_SCHEDULES", "CHECKPOINT", "train", "load_model",
-           "set_inference_dtype", "inference_dtype", "resolve_device", "sampling_choice", "atomic_write",
-           "save_grid", "progress_bar", "load_image_folder", "BF16_INFERENCE_HELP", "positive_int", "nonneg_int",
-           "positive_float", "WriteError", "check_out_dir", "check_out_file", "seed_int", "check_resolution", "validate", "count_images", "dihedral_invariant", "guard", "Knob", "network_bytes",
-           "images_bytes", "sampling_rows", "DARCY_DEFAULTS", "NavierStokes2d", "darcy_fields", "darcy_solve",
-           "darcy_factor", "ns_forcing", "periodic_grf", "sample_generator", "FieldImages", "area_downsample",
-           "cache_dir", "generated_dataset"]
+__all__ = ["hookimpl", "Option", "ModelWrapper", "UserError", "NumericalError", "check_finite", "BlurringDiffusion",
+           "LinearDiffusion", "GaussianRandomField", "DenoisingDiffusion", "PARAMETERIZATIONS",
+           "X0_PARAMETERIZATIONS", "denoise_step", "ddim_step", "euler_maruyama_step", "timesteps", "check_step",
+           "sample", "DEFAULT_SAMPLING", "alpha_sigma", "RowGenerators", "randn", "stream_seed", "FNOUNet2d",
+           "LiftedNetwork", "coordinate_grid", "count_parameters", "resolve", "preset_value", "LR_SCHEDULES",
+           "CHECKPOINT", "train", "load_model", "set_inference_dtype", "inference_dtype", "resolve_device",
+           "sampling_choice", "atomic_write", "save_grid", "progress_bar", "load_image_folder",
+           "BF16_INFERENCE_HELP", "positive_int", "nonneg_int", "positive_float", "WriteError", "check_out_dir",
+           "check_out_file", "seed_int", "check_resolution", "validate", "count_images", "dihedral_invariant",
+           "guard", "Knob", "network_bytes", "images_bytes", "sampling_rows", "DARCY_DEFAULTS", "NavierStokes2d",
+           "darcy_fields", "darcy_solve", "darcy_factor", "ns_forcing", "periodic_grf", "sample_generator",
+           "FieldImages", "area_downsample", "cache_dir", "generated_dataset"]

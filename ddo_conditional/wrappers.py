@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import logging
 
-import torch
 from ddo.api import X0_PARAMETERIZATIONS, ModelWrapper
 
 from .classical.biharmonic import MAX_PIXELS, biharmonic_inpaint
-from .classical.gaussian_prior import PRIOR_IMAGES, PRIOR_JITTER, PriorModule, fit_prior
-from .classical.kriging import krige_with_std
+from .classical.gaussian_prior import PRIOR_IMAGES, PriorModule, fit_prior, krige_contexts
 from .classical.thin_plate import point_context
 from .data.augment import DihedralAugment, PhotometricAugment, augment_list, check_dihedral
 from .data.datasets import FixedSparseMaskDataset, context_tensors, context_validity, own_context, training_fields
@@ -218,18 +216,12 @@ class KrigingConditioning(SparseConditioning):
 
     def model_kwargs(self, batch: dict, device) -> dict:
         h, w = batch["image"].shape[-2:]
-        prior, c = self.prior.at(h, w), self.channels
-        relative = prior.variance().clamp_min(1e-300).sqrt()
-        means, stds = [], []
-        for pixels, values in own_context(batch):
-            pixels = pixels.long()
-            mean, std = krige_with_std(prior, torch.arange(c).repeat_interleave(len(pixels)), pixels.repeat(c),
-                                       values.double().T.flatten(), jitter=PRIOR_JITTER)
-            means.append(mean)
-            stds.append(std / relative)
+        prior = self.prior.at(h, w)
+        mean, std = krige_contexts(prior, own_context(batch))
+        relative = std / prior.variance().clamp_min(1e-300).sqrt()
         dtype = batch["image"].dtype
-        return {**super().model_kwargs(batch, device), "context_dense": torch.stack(means).to(device, dtype),
-                "context_extra": torch.stack(stds).to(device, dtype)}
+        return {**super().model_kwargs(batch, device), "context_dense": mean.to(device, dtype),
+                "context_extra": relative.to(device, dtype)}
 
 
 WRAPPERS = {"sparse-encoder": EncoderConditioning, "sparse-concat": ConcatConditioning,

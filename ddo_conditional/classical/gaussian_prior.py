@@ -68,7 +68,8 @@ class PriorModule(torch.nn.Module):
             raise ValueError("the network's Gaussian prior was never fitted (train the model, or load its checkpoint)")
         if (h, w) not in self._grids:
             kind = self.KINDS[int(self.kind)]
-            state = {"kind": kind, "mean": self.mean.cpu(), ("cov" if kind == "torus" else "centred"): self.second.cpu()}
+            second = "cov" if kind == "torus" else "centred"
+            state = {"kind": kind, "mean": self.mean.cpu(), second: self.second.cpu()}
             self._grids[(h, w)] = prior_from_state(state).resampled(h, w)
         return self._grids[(h, w)]
 
@@ -80,23 +81,32 @@ class PriorModule(torch.nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+def krige_contexts(model, contexts, jitter: float = PRIOR_JITTER) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every channel of each image conditioned on all its channels at its context pixels: ``contexts`` holds
+    per image ``(pixels (K,), values (K, C))`` in the prior's units (a repeated pixel is used once); the
+    posterior means and pointwise stds, each ``(B, C, H, W)`` float64 on the CPU."""
+    means, stds = [], []
+    for pixels, values in contexts:
+        pixels, values = pixels.long().cpu(), values.double().cpu()
+        c = values.shape[1]
+        mean, std = krige_with_std(model, torch.arange(c).repeat_interleave(len(pixels)), pixels.repeat(c),
+                                   values.T.flatten(), jitter=jitter)
+        means.append(mean)
+        stds.append(std)
+    return torch.stack(means), torch.stack(stds)
+
+
 def krige_images(model, images01: torch.Tensor, context_indices: torch.Tensor,
                  jitter: float = PRIOR_JITTER) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kriging baseline: every channel of each image ``(B, C, H, W)`` in ``[0, 1]`` from all its channels
-    at its context pixels (padding repeats a pixel: used once), under a prior of fields in ``[-1, 1]``;
-    the posterior mean (clamped to ``[0, 1]``) and its pointwise std, in ``[0, 1]`` units."""
-    means, stds = [], []
-    c = images01.shape[1]
-    for img, idx in zip(images01.double().cpu(), context_indices.cpu()):
-        pixels = torch.unique(idx.long())
-        values = (2 * img - 1).flatten(1)[:, pixels].flatten()
-        mean, std = krige_with_std(model, torch.arange(c).repeat_interleave(len(pixels)), pixels.repeat(c), values,
-                                   jitter=jitter)
-        means.append(((mean + 1) / 2).clamp(0, 1))
-        stds.append(std / 2)
-    return (torch.stack(means).to(images01.device, images01.dtype),
-            torch.stack(stds).to(images01.device, images01.dtype))
+    """The kriging baseline: :func:`krige_contexts` of images ``(B, C, H, W)`` in ``[0, 1]`` at their context
+    pixels, under a prior of fields in ``[-1, 1]``; the posterior mean (clamped to ``[0, 1]``) and its
+    pointwise std, in ``[0, 1]`` units."""
+    fields = 2 * images01.double().cpu() - 1
+    contexts = [(idx, img.flatten(1)[:, idx.long()].T) for img, idx in zip(fields, context_indices.cpu())]
+    mean, std = krige_contexts(model, contexts, jitter)
+    back = {"device": images01.device, "dtype": images01.dtype}
+    return ((mean + 1) / 2).clamp(0, 1).to(**back), (std / 2).to(**back)
 
 
 __all__ = ["PRIOR_IMAGES", "PRIOR_JITTER", "fit_prior", "prior_state", "prior_from_state", "PriorModule",
-           "krige_images"]
+           "krige_contexts", "krige_images"]

@@ -146,8 +146,8 @@ class EmpiricalGaussian:
 
     def apply(self, channels, pixels, weights) -> torch.Tensor:
         out = self.centred.T @ (self._columns(channels, pixels) @ weights.double().view(len(channels), -1))
-        return out.T.reshape(-1, self.channels, self.h, self.w)[0] if weights.dim() == 1 else \
-            out.T.reshape(-1, self.channels, self.h, self.w)
+        fields = out.T.reshape(-1, self.channels, self.h, self.w)
+        return fields[0] if weights.dim() == 1 else fields
 
     def variance(self) -> torch.Tensor:
         return (self.centred ** 2).sum(0).view(self.channels, self.h, self.w)

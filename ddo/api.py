@@ -10,7 +10,8 @@ pytest's plugins use ``pytest`` and not ``_pytest``. Groups:
 - the forward processes :class:`BlurringDiffusion`, :class:`LinearDiffusion` and their noise
   :class:`GaussianRandomField`; the denoiser and its samplers: :class:`DenoisingDiffusion` (``x0``/``epsilon``/``deblur``),
   :data:`PARAMETERIZATIONS`, :data:`X0_PARAMETERIZATIONS`, the step functions, :func:`timesteps`,
-  :func:`check_step`, :func:`sample`, :data:`DEFAULT_SAMPLING`, :func:`alpha_sigma`;
+  :func:`check_step`, :func:`sample`, its guidance protocol :class:`Guidance` / :class:`GuidanceStep`,
+  :data:`DEFAULT_SAMPLING`, :func:`alpha_sigma`;
 - per-row randomness: :class:`RowGenerators`, :func:`randn`, :func:`stream_seed`;
 - networks: :class:`FNOUNet2d`, :class:`LiftedNetwork`, :func:`coordinate_grid`, :func:`count_parameters`;
 - runs and configuration: :func:`resolve`, :func:`validate` (the combination checks ``train`` runs first),
@@ -49,7 +50,8 @@ from .options import Option, validate
 from .paths import check_out_dir, check_out_file
 from .progress import progress_bar
 from .rng import RowGenerators, randn, stream_seed
-from .sampling import DEFAULT_SAMPLING, check_step, ddim_step, denoise_step, euler_maruyama_step, sample, timesteps
+from .sampling import (DEFAULT_SAMPLING, Guidance, GuidanceStep, check_step, ddim_step, denoise_step, euler_maruyama_step,
+                       sample, timesteps)
 from .schedules import alpha_sigma
 from .train import CHECKPOINT, load_model, set_inference_dtype, train
 from .visual import save_grid
@@ -65,7 +67,7 @@ def preset_value(preset: str, key: str):
 __all__ = ["hookimpl", "Option", "ModelWrapper", "UserError", "NumericalError", "check_finite", "BlurringDiffusion",
            "LinearDiffusion", "GaussianRandomField", "DenoisingDiffusion", "PARAMETERIZATIONS",
            "X0_PARAMETERIZATIONS", "denoise_step", "ddim_step", "euler_maruyama_step", "timesteps", "check_step",
-           "sample", "DEFAULT_SAMPLING", "alpha_sigma", "RowGenerators", "randn", "stream_seed", "FNOUNet2d",
+           "sample", "Guidance", "GuidanceStep", "DEFAULT_SAMPLING", "alpha_sigma", "RowGenerators", "randn", "stream_seed", "FNOUNet2d",
            "LiftedNetwork", "coordinate_grid", "count_parameters", "resolve", "preset_value", "LR_SCHEDULES",
            "CHECKPOINT", "train", "load_model", "set_inference_dtype", "inference_dtype", "resolve_device",
            "sampling_choice", "atomic_write", "save_grid", "progress_bar", "load_image_folder",

@@ -81,6 +81,15 @@ def register_samplers(register):
 
 
 @hookspec
+def register_guidance(register):
+    """Register sampling-time guidance methods: ``register(key, factory)``. What the factory takes (the
+    observations, a scale) is between the plugin and its commands; what it returns is a
+    :class:`ddo.sampling.Guidance` (``needs_grad`` and ``__call__(step) -> z_s``), passed to
+    :func:`ddo.sampling.sample` as ``guidance=``. ``requires`` may restrict a method to parameterisations.
+    """
+
+
+@hookspec
 def register_commands(register):
     """Register CLI sub-commands: ``register(name, (add_arguments, run, help))``.
 

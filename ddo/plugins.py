@@ -23,11 +23,12 @@ REGISTRY_HOOKS = {
     "datasets": "register_datasets",
     "losses": "register_losses",
     "samplers": "register_samplers",
+    "guidance": "register_guidance",
     "commands": "register_commands",
     "options": "register_options",
 }
 _KIND = {"models": "model", "model_wrappers": "conditioning", "datasets": "dataset", "losses": "loss",
-         "samplers": "sampler", "commands": "command", "options": "option"}
+         "samplers": "sampler", "guidance": "guidance method", "commands": "command", "options": "option"}
 
 
 class Host:

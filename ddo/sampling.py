@@ -4,8 +4,19 @@ Each step has the signature ``step(gen_sde, z_t, t, s, v, generator, **model_kwa
 floats ``1 >= t > s >= 0``; every one forwards ``model_kwargs`` to the network. The step reaching
 ``s = 0`` returns the final (noise-free) estimate. Steps are plain functions: a registry key is
 turned into one by the command layer (``host.samplers.get(key)``), never here.
+
+Guidance (``sample(..., guidance=g)``) is the sampler-side extension point: after every step the
+host hands ``g`` a :class:`GuidanceStep` (the state before and after the step, the times, and the
+network's ``x0`` estimate the step used, differentiable in ``z_t`` when ``g.needs_grad``) and continues
+from the state ``g`` returns. The host knows nothing of what is observed or how: the methods are
+registered by plugins (``register_guidance``).
 """
 from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -89,10 +100,76 @@ def check_step(step) -> None:
         raise TypeError(f"sampler must be a step function, got {step!r}; resolve a key with host.samplers.get(key)")
 
 
+@dataclass
+class GuidanceStep:
+    """One sampler step as a guidance method sees it.
+
+    ``z_t``: the state before the step, at time ``t`` (a leaf that requires grad when the method
+    asked for gradients); ``z_s``: the step's result at ``s < t`` (a function of ``z_t`` then);
+    ``x0``: the network's estimate of the clean image at ``(z_t, t)`` as the step used it, in grid
+    space; ``clean``: whether ``z_s`` is the clean image itself (the last step of a ``clean_end`` run)
+    rather than a state of the forward process at ``s``; ``denoiser``: the :class:`DenoisingDiffusion`
+    (its forward process gives per-mode ``alpha_s``); ``generator``: the run's random streams."""
+
+    z_t: torch.Tensor
+    t: float
+    s: float
+    z_s: torch.Tensor
+    x0: torch.Tensor
+    clean: bool
+    denoiser: DenoisingDiffusion
+    generator: object = None
+
+
+class Guidance(Protocol):
+    """A sampling-time guidance method: ``needs_grad`` (whether it differentiates ``x0`` in ``z_t``) and
+    ``__call__(step) -> z_s``, the corrected state."""
+
+    needs_grad: bool
+
+    def __call__(self, step: GuidanceStep) -> torch.Tensor: ...
+
+
+class _Recording:
+    """A shallow copy of a denoiser whose :meth:`step_prediction` remembers the ``x0`` estimate it gave
+    (the copy shares the network; the caller's object is not touched)."""
+
+    def __init__(self, gen_sde: DenoisingDiffusion):
+        self.denoiser = copy.copy(gen_sde)
+        self.x0 = None
+        self.denoiser.step_prediction = self._step_prediction
+
+    def _step_prediction(self, y, s, v=None, **kwargs):
+        p = DenoisingDiffusion.step_prediction(self.denoiser, y, s, v, **kwargs)
+        self.x0 = self.denoiser.forward_diffusion.from_modes(p.x0_modes())
+        return p
+
+
+def guided_step(gen_sde: DenoisingDiffusion, z, t: float, s: float, sampler, guidance: Guidance, v=None,
+                generator=None, clean_end: bool = False, **model_kwargs) -> torch.Tensor:
+    """One step of :func:`sample` followed by ``guidance``: the network is called once (with autograd
+    when the method needs gradients; a step function that does not read :meth:`DenoisingDiffusion.step_prediction`
+    costs one more call for the estimate)."""
+    one_call = gen_sde.parameterization in ("x0", "v")
+    grad = bool(guidance.needs_grad)
+    with torch.enable_grad() if grad else contextlib.nullcontext():
+        z_t = z.detach().requires_grad_(grad)
+        if s <= 0 and clean_end and one_call:
+            z_s = x0 = gen_sde.x0(z_t, t, v, **model_kwargs)
+        else:
+            rec = _Recording(gen_sde)
+            z_s = sampler(rec.denoiser, z_t, t, s, v, generator, **model_kwargs)
+            if s <= 0 and clean_end:
+                z_s = gen_sde.deblur(z_s)
+            x0 = rec.x0 if rec.x0 is not None else gen_sde.pred(z_t, t, v, **model_kwargs)
+        out = guidance(GuidanceStep(z_t, t, s, z_s, x0, s <= 0 and clean_end, gen_sde, generator))
+    return out.detach()
+
+
 @torch.no_grad()
 def sample(gen_sde: DenoisingDiffusion, shape, num_steps: int = 250, sampler=denoise_step, generator=None,
            progress: bool = True, v=None, device=None, clean_end: bool = False, after_step=None,
-           **model_kwargs) -> torch.Tensor:
+           guidance: Guidance | None = None, **model_kwargs) -> torch.Tensor:
     """Draw samples of ``shape = (B, C, H, W)`` with the step function ``sampler``.
 
     ``model_kwargs`` reach the network at every step. ``clean_end``: end at the clean image, not at
@@ -101,7 +178,8 @@ def sample(gen_sde: DenoisingDiffusion, shape, num_steps: int = 250, sampler=den
     resolution, where ``alpha_0`` of high modes falls below float precision), for ``eps`` networks
     ``z_0`` is deblurred (:meth:`~ddo.diffusion.DenoisingDiffusion.deblur`). ``after_step(z_s, s)``:
     applied after every step that ends above ``s = 0`` (a caller's projection, such as re-imposing
-    observations).
+    observations). ``guidance``: a sampling-time guidance method (:class:`Guidance`, registered by a
+    plugin), applied after every step (:func:`guided_step`); without it the loop is the plain one.
     """
     check_step(sampler)
     if device is None:
@@ -110,6 +188,11 @@ def sample(gen_sde: DenoisingDiffusion, shape, num_steps: int = 250, sampler=den
     ts = timesteps(num_steps)
     one_call = gen_sde.parameterization in ("x0", "v")
     for t, s in progress_bar(list(zip(ts[:-1], ts[1:])), desc="sampling", enabled=progress, leave=False):
+        if guidance is not None:
+            z = guided_step(gen_sde, z, t, s, sampler, guidance, v, generator, clean_end, **model_kwargs)
+            if after_step is not None and s > 0:
+                z = after_step(z, s)
+            continue
         if s <= 0 and clean_end and one_call:
             z = gen_sde.x0(z, t, v, **model_kwargs)
             continue
@@ -121,5 +204,5 @@ def sample(gen_sde: DenoisingDiffusion, shape, num_steps: int = 250, sampler=den
     return z
 
 
-__all__ = ["sample", "timesteps", "check_step", "denoise_step", "ddim_step", "euler_maruyama_step",
+__all__ = ["sample", "guided_step", "GuidanceStep", "Guidance", "timesteps", "check_step", "denoise_step", "ddim_step", "euler_maruyama_step",
            "DEFAULT_SAMPLING"]

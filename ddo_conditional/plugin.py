@@ -5,6 +5,7 @@ from ddo.api import X0_PARAMETERIZATIONS, hookimpl
 
 from .cli import demo, points
 from .cli import reconstruct as commands
+from .inference.guidance import METHODS as GUIDANCE
 from .losses import EARLIER_NAMES, earlier_name, query_dsm_loss, x0_mse_loss
 from .options import KEY_DEFAULTS, OPTIONS, SPARSE_KEYS, X0_MSE_DEFAULTS
 from .wrappers import WRAPPERS
@@ -29,6 +30,12 @@ def register_losses(register):
     for name, pinned in EARLIER_NAMES.items():  # runs recorded under these names resume with the same loss
         register(name, earlier_name(name), requires={"parameterization": X0_PARAMETERIZATIONS},
                  defaults={f"loss_{k}": v for k, v in pinned.items()})
+
+
+@hookimpl
+def register_guidance(register):
+    for key, method in GUIDANCE.items():
+        register(key, method)
 
 
 @hookimpl

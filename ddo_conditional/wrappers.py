@@ -92,6 +92,18 @@ class SparseConditioning(ModelWrapper):
         raise NotImplementedError
 
 
+class Unconditional(SparseConditioning):
+    """An unconditional checkpoint read through the masks: the data get their fixed masks (the mask options'
+    defaults unless a command overrides them), the network gets no inputs; the observations reach the
+    samples through sampling-time guidance alone (``ddo reconstruct --guidance``). Never trained."""
+
+    needs = ()
+    needs_inputs = False
+
+    def build_model(self, make_base):
+        return make_base()
+
+
 class EncoderConditioning(SparseConditioning):
     """``sparse-encoder``: :class:`ConditionalDDOModel`."""
 

@@ -70,11 +70,11 @@ def test_reconstruct_refuses_unconditional_checkpoint_and_bad_ratios(tmp_path, i
     out = tmp_path / "rec"
     assert main(["reconstruct", "--checkpoint", str(run / "checkpoint.pt"), "--images", str(image_folder),
                  "--out", str(out)]) == 2
-    assert "not a sparse-conditional model" in capsys.readouterr().err
+    assert "is an unconditional model: reconstruct with --guidance dps" in capsys.readouterr().err
     assert main(tiny_train_args(tmp_path / "s", image_folder, "--iterations", "1", "--conditioning", "sparse-lift")) == 0
     assert main(["calibrate", "--checkpoint", str(run / "checkpoint.pt"), "--dataset", "image-folder",
                  "--data-root", str(image_folder)]) == 2
-    assert "not a sparse-conditional model" in capsys.readouterr().err
+    assert "is an unconditional model" in capsys.readouterr().err
     assert main(tiny_train_args(tmp_path / "c", image_folder, "--iterations", "1", "--conditioning", "sparse-lift",
                                 "--context-ratio", "0.7", "--query-ratio", "0.5")) == 2
     assert "context + query <= 1" in capsys.readouterr().err

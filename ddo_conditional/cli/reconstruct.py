@@ -19,9 +19,9 @@ from ..inference.reconstruct import Reconstructor
 from ..io.calibration_file import calibrate_and_save, load_calibration
 from ..io.prior_file import PRIOR_IMAGES, fit_and_save_prior, load_prior
 from ..io.report import coverage_table, mask_line, metrics_record, shrinkage_line, table, write_outputs
-from ..wrappers import PointConditioning
-from .flags import (add_run_flags, add_sampler_flags, baseline_list, load_conditional, resolution_of, sampling_plan,
-                    size_of)
+from ..wrappers import PointConditioning, Unconditional
+from .flags import (add_guidance_flags, add_run_flags, add_sampler_flags, baseline_list, guidance_backward,
+                    load_conditional, resolution_of, sampling_plan, size_of)
 
 MASK_FLAGS = ("context_ratio", "query_ratio", "mask_seed", "mask_pattern")
 # flags of the earlier spelling of a command that has its own now: refused in one line that names it
@@ -47,6 +47,7 @@ def add_reconstruct_parser(parser, host=None) -> None:
     add_sampler_flags(parser, "the best measured for the model's parameterisation (README): ddim with 20 steps for "
                        "x0/v models, denoise with 250 steps for eps models")
     parser.add_argument("--data-consistency", action="store_true", help="re-impose observed pixels each step")
+    add_guidance_flags(parser, host)
     parser.add_argument("--no-symmetrize-x0", action="store_true",
                         help="one call for ddo-x0 instead of the average over rotations and flips (datasets "
                         "without those symmetries, such as navier-stokes, always use one call)")
@@ -89,7 +90,14 @@ def run_reconstruct(args: dict, host) -> int:
             raise UserError(f"--{moved.replace('_', '-')} moved to its own command: {command.format(**args)}")
     check_out_dir(args["out"])
     device = resolve_device(args.get("device"))
+    backward = guidance_backward(args, host)  # an unknown --guidance is refused before anything is loaded
     denoiser, wrapper, config = load_conditional(args, host, device)
+    conditional = not isinstance(wrapper, Unconditional)
+    if not conditional:
+        for flag in ("no_symmetrize_x0", "raw_spread"):
+            if args.get(flag):
+                raise UserError(f"--{flag.replace('_', '-')} applies to a conditional model's estimates; "
+                                f"{args['checkpoint']} is unconditional (guided samples only): leave it out")
     if isinstance(wrapper, PointConditioning) and args.get("data_consistency") and wrapper.coords == "jitter":
         raise UserError("--data-consistency re-imposes observed grid pixels; this model's context points are "
                         "jittered inside their pixels (--context-coords jitter), so there are none")
@@ -99,20 +107,23 @@ def run_reconstruct(args: dict, host) -> int:
                         f"{SSIM_WINDOW // 2}x{SSIM_WINDOW // 2}")
     files = count_images(args["images"]) if args.get("images") else 0  # read whole, whatever --limit says
     kept = min(args.get("limit") or files or 1, files or args.get("limit") or 1)
-    check_reconstruction(config, size_of(args, resolution=res, images=kept, loaded=files), device)  # before reading
+    check_reconstruction(config, size_of(args, resolution=res, images=kept, loaded=files, backward=backward),
+                         device)  # before reading
     base = _base_dataset(args, host, res)
     _check_channels(base, config, args)
     check_reconstruction(config, size_of(args, resolution=res, images=min(args.get("limit") or len(base), len(base)),
-                                         loaded=files), device)
+                                         loaded=files, backward=backward), device)
     dataset = _mask_dataset(wrapper, base, args)
     baselines = args.get("baselines") or BASELINES
     if "thin-plate" in baselines:
         check_thin_plate(ratio_range(dataset.context_ratio)[1], res)  # host memory: the baselines run on the CPU
     prior = gaussian_prior(args, host, config, res, ratio_range(dataset.context_ratio)[1]) if "kriging" in baselines \
         else None
-    spread = None if args.get("raw_spread") or args["num_samples"] < 2 else load_calibration(args["checkpoint"])
+    # a stored calibration was fitted on unguided samples: guided ones report their own spread
+    raw = args.get("raw_spread") or args.get("guidance") or args["num_samples"] < 2
+    spread = None if raw else load_calibration(args["checkpoint"])
     plan = sampling_plan(args, host, config, denoiser, not args["no_symmetrize_x0"] and dihedral_invariant(base))
-    ev = evaluate(Reconstructor(denoiser, plan), wrapper, dataset, spread=spread, limit=args.get("limit"),
+    ev = evaluate(Reconstructor(denoiser, plan, conditional=conditional), wrapper, dataset, spread=spread, limit=args.get("limit"),
                   baselines=baselines, field_record=getattr(base, "field", None), prior=prior)
     record = metrics_record(ev, checkpoint=str(args["checkpoint"]), resolution=res,
                             parameterization=config["parameterization"], spread=_spread_note(spread, args),
@@ -120,6 +131,10 @@ def run_reconstruct(args: dict, host) -> int:
     write_outputs(ev, record, args["out"])
     print(table(record))
     print(f"masks: {mask_line(record)}")
+    if record.get("guidance"):
+        scale = record["guidance_scale"]
+        print(f"guidance: {record['guidance']} ({'default scale' if scale is None else f'scale {scale:g}'}, "
+              f"{record['steps']} {record['sampler']} steps)")
     print(f"spread: {record['spread']}")
     if "calibration" in record:
         print(coverage_table(record))
@@ -173,6 +188,8 @@ def _spread_note(spread: dict | None, args: dict) -> str:
         return f"calibrated ({spread['fitted_on']}, {spread['fitted_images']} images)"
     if args["num_samples"] < 2:
         return "none (one sample)"
+    if args.get("guidance"):
+        return f"raw (--guidance {args['guidance']}: a stored calibration is of unguided samples)"
     return "raw (--raw-spread)" if args.get("raw_spread") else "raw (no stored calibration: run `ddo calibrate`)"
 
 

@@ -14,14 +14,15 @@ TPS_CHUNK = 4096  # targets per chunk of ddo_conditional.classical.thin_plate.tp
 
 
 def reconstruction_bytes(config: dict, *, resolution: int, batch_size: int, num_samples: int, images: int,
-                         points: int = 0) -> int:
+                         points: int = 0, backward: bool = False) -> int:
     """Peak memory of reconstructing ``images`` images at ``resolution``: the network's activations on
     the rows of one call, the samples of one batch and their copies, the symmetrised estimate, the
     context inputs repeated per call, and the per-image outputs kept for every image (the data, mean,
-    std, calibrated std, interval); with ``points``, the thin-plate spline and the point encoders."""
+    std, calibrated std, interval); with ``points``, the thin-plate spline and the point encoders; with
+    ``backward`` (guidance through the network's gradient), the activations autograd keeps for it."""
     channels = max(1, int(config.get("channels") or 3))
     batch, call = sampling_rows(images, batch_size, num_samples)
-    total = (network_bytes(config, call, resolution)
+    total = (network_bytes(config, call, resolution, training=backward)
              + images_bytes(num_samples * batch, channels, resolution, copies=3)
              + images_bytes(DIHEDRAL_MOVES * batch, channels, resolution, copies=2)
              + images_bytes(call, channels + 4, resolution, copies=2)
@@ -91,7 +92,8 @@ FLAGS = {"resolution": "--resolution", "batch_size": "--batch-size", "num_sample
 class ReconstructionSize:
     """What a reconstruction holds at once: the grid (``resolution``), the ``images`` kept, the samples
     per image, the rows per network call, the ``points`` of a CSV (0 for a grid context) and the images
-    ``loaded`` at the resolution besides those kept (a folder is read whole: uint8 pixels and their stack)."""
+    ``loaded`` at the resolution besides those kept (a folder is read whole: uint8 pixels and their stack);
+    ``backward``: each step differentiates the network (``--guidance dps``)."""
 
     resolution: int
     images: int = 1
@@ -99,6 +101,7 @@ class ReconstructionSize:
     batch_size: int = 32
     points: int = 0
     loaded: int = 0
+    backward: bool = False
 
 
 def check_reconstruction(config: dict, size: ReconstructionSize, device=None, what: str | None = None,
@@ -116,7 +119,8 @@ def check_reconstruction(config: dict, size: ReconstructionSize, device=None, wh
     def estimate(**kw):
         v = {**values, **kw}
         return (reconstruction_bytes(config, resolution=v["resolution"], batch_size=v["batch_size"],
-                                     num_samples=v["num_samples"], images=v["images"], points=v["points"])
+                                     num_samples=v["num_samples"], images=v["images"], points=v["points"],
+                                     backward=size.backward)
                 + 2 * loaded * channels * v["resolution"] ** 2)
 
     res, images = values["resolution"], values["images"]

@@ -20,6 +20,7 @@ from ddo.api import (X0_PARAMETERIZATIONS, RowGenerators, alpha_sigma, check_fin
 from ..data.augment import apply_dihedral, dihedral_transforms, undo_dihedral
 from ..data.points import dihedral_points
 from ..nn.conditional_model import ConditionalNetwork
+from .guidance import PixelObservation
 
 ESTIMATE_STREAM = 1 << 20  # stream numbers of the t = 1 estimates (sample numbers stay below it)
 DIVERGED_FIX = ("the network is not trained enough for this sampler: train longer, or train with "
@@ -35,7 +36,9 @@ class SamplingPlan:
     per-sample streams, ``precision`` of the network (``"fp32"``/``"bf16"``, set on the network by
     whoever loads it; recorded here), ``data_consistency``: re-impose the observed pixels at every
     step, ``symmetrize``: average the ``t = 1`` estimate over rotations and flips, ``progress``: show
-    progress bars."""
+    progress bars. ``guidance``: a factory ``(observation, scale) -> method`` of
+    :mod:`~ddo_conditional.inference.guidance` (``guidance_name`` its key), applied to every step with the
+    batch's observed pixels at ``guidance_scale`` (``None``: the method's default)."""
 
     samples: int = 4
     steps: int = 20
@@ -47,17 +50,23 @@ class SamplingPlan:
     data_consistency: bool = False
     symmetrize: bool = True
     progress: bool = False
+    guidance: Callable | None = field(default=None, compare=False)
+    guidance_name: str | None = None
+    guidance_scale: float | None = None
 
     def __post_init__(self):
         check_step(self.sampler)
         if self.samples < 1 or self.steps < 1 or self.rows < 1:
             raise ValueError("samples, steps and rows must be at least 1")
+        if (self.guidance is None) != (self.guidance_name is None):
+            raise ValueError("a guided plan needs both the method (guidance) and its key (guidance_name)")
 
     def record(self) -> dict:
         """The plan as JSON-ready settings."""
         return {"num_samples": self.samples, "steps": self.steps, "sampler": self.sampler_name, "rows": self.rows,
                 "seed": self.seed, "precision": self.precision, "data_consistency": self.data_consistency,
-                "symmetrize_x0": self.symmetrize}
+                "symmetrize_x0": self.symmetrize,
+                **({"guidance": self.guidance_name, "guidance_scale": self.guidance_scale} if self.guidance_name else {})}
 
 
 class Samples(NamedTuple):
@@ -78,16 +87,21 @@ def _impose(z: torch.Tensor, s: float, observation: tuple, generator) -> torch.T
 
 
 class Reconstructor:
-    """A conditional ``DenoisingDiffusion`` and a :class:`SamplingPlan`.
+    """A ``DenoisingDiffusion`` and a :class:`SamplingPlan`.
 
     ``deblur``: end at the clean image, not at ``z_0 = alpha_0 x`` (``clean_end`` of
     :func:`ddo.api.sample`). ``cache``: compute a :class:`ConditionalNetwork`'s
-    step-invariant context terms once per group of samples (same result)."""
+    step-invariant context terms once per group of samples (same result). ``conditional``: whether the
+    network sees the context; an unconditional one (reconstructing through the plan's guidance alone)
+    has no posterior-mean estimate, so :attr:`one_call` is ``False`` for it."""
 
-    def __init__(self, denoiser, plan: SamplingPlan, deblur: bool = True, cache: bool = True):
+    def __init__(self, denoiser, plan: SamplingPlan, deblur: bool = True, cache: bool = True,
+                 conditional: bool = True):
+        if not conditional and plan.guidance is None:
+            raise ValueError("an unconditional model reconstructs from observations only with guidance")
         self.denoiser, self.plan, self.deblur, self.cache = denoiser, plan, deblur, cache
         self.device = next(denoiser.network.parameters()).device
-        self.one_call = denoiser.parameterization in X0_PARAMETERIZATIONS
+        self.one_call = denoiser.parameterization in X0_PARAMETERIZATIONS and conditional
 
     def _generators(self, indices, streams) -> RowGenerators:
         """Row ``(j, b)`` (stream-major) seeded by ``(seed, indices[b], streams[j])``."""
@@ -103,10 +117,10 @@ class Reconstructor:
         """:class:`Samples` of the images ``indices`` (their global indices, ``(B,)``) of ``shape =
         (B, C, H, W)`` from their network kwargs ``context``. ``observation``: ``(context image,
         observation mask)``, needed by the plan's data consistency (observed pixels re-imposed after
-        every step, and set to the context exactly in the output)."""
+        every step, and set to the context exactly in the output) and by the plan's guidance."""
         plan, b = self.plan, shape[0]
-        if plan.data_consistency and observation is None:
-            raise ValueError("data consistency needs observation=(context_image, observation_mask)")
+        if (plan.data_consistency or plan.guidance is not None) and observation is None:
+            raise ValueError("data consistency and guidance need observation=(context_image, observation_mask)")
         per_call = max(1, plan.rows // b)
         groups = [range(j, min(j + per_call, plan.samples)) for j in range(0, plan.samples, per_call)]
         bar = progress_bar(total=len(groups), desc="sample groups", enabled=plan.progress, leave=False)
@@ -114,7 +128,7 @@ class Reconstructor:
         for streams in groups:
             k = len(streams)
             tiled = None
-            if plan.data_consistency:
+            if plan.data_consistency or plan.guidance is not None:
                 tiled = tuple(o.to(self.device).repeat(k, 1, 1, 1) for o in observation)
             out.append(self._group((b * k,) + tuple(shape[1:]), self._network_kwargs(context, k),
                                    self._generators(indices, streams), tiled))
@@ -128,11 +142,13 @@ class Reconstructor:
     def _group(self, shape, kwargs: dict, generator, observation) -> torch.Tensor:
         """One group of samples ``shape = (B k, C, H, W)`` from prior noise (:func:`ddo.api.sample`)."""
         plan = self.plan
-        after = None if observation is None else (lambda z, s: _impose(z, s, observation, generator))
+        impose = plan.data_consistency
+        after = (lambda z, s: _impose(z, s, observation, generator)) if impose else None
+        guide = None if plan.guidance is None else plan.guidance(PixelObservation(*observation), plan.guidance_scale)
         z = sample(self.denoiser, shape, plan.steps, plan.sampler, generator, progress=False, device=self.device,
                    v=coordinate_grid(shape[0], shape[-2], shape[-1], self.device), clean_end=self.deblur,
-                   after_step=after, **kwargs)
-        return z if observation is None else observation[1] * observation[0] + (1 - observation[1]) * z
+                   after_step=after, guidance=guide, **kwargs)
+        return observation[1] * observation[0] + (1 - observation[1]) * z if impose else z
 
     @torch.no_grad()
     def posterior_mean(self, context: dict, shape, indices) -> tuple[torch.Tensor, torch.Tensor]:

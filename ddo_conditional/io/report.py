@@ -23,6 +23,8 @@ def metrics_record(ev: Evaluation, **run) -> dict:
               "data_consistency": plan["data_consistency"], "symmetrize_x0": plan["symmetrize_x0"],
               "methods": ev.methods, "seconds": ev.seconds, "sampler": plan["sampler"], "precision": plan["precision"],
               "seed": plan["seed"], "rows_per_call": plan["rows"]}
+    if plan.get("guidance"):
+        record.update(guidance=plan["guidance"], guidance_scale=plan["guidance_scale"])
     if ev.coverage:
         record["calibration"] = ev.coverage
     if ev.coverage_calibrated:

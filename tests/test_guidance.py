@@ -185,3 +185,23 @@ def test_guidance_refusals_are_one_line(tmp_path, tiny_runs, capsys, flags, mess
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_points_at_any_coordinates_guide_an_unconditional_model(tmp_path, tiny_runs, capsys):
+    rng = torch.Generator().manual_seed(0)
+    rows = torch.cat([torch.rand(40, 2, generator=rng), torch.rand(40, 3, generator=rng)], 1).tolist()
+    csv = tmp_path / "points.csv"
+    csv.write_text("x,y,r,g,b\n" + "\n".join(",".join(f"{v:.4f}" for v in r) for r in rows) + "\n")
+    out = tmp_path / "pts"
+    assert main(["points", "--checkpoint", str(tiny_runs["uncond"]), "--points", str(csv), "--resolution", "16",
+                 "--num-samples", "2", "--steps", "2", "--guidance", "dps", "--out", str(out), "--no-progress"]) == 0
+    record = json.loads((out / "points.json").read_text())
+    assert record["guidance"] == "dps" and record["mean"] == "mean of the samples"
+    assert torch.isfinite(torch.from_numpy(__import__("numpy").load(out / "mean.npy"))).all()
+    capsys.readouterr()
+    # projection replaces pixels: points at any coordinates have none, refused in one line before sampling
+    assert main(["points", "--checkpoint", str(tiny_runs["uncond"]), "--points", str(csv), "--guidance", "projection",
+                 "--out", str(tmp_path / "no"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("these observations are points at any coordinates: use --guidance dps")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "no").exists()

@@ -41,6 +41,10 @@ class PixelObservation:
                              f"{tuple(values.shape)} and {tuple(mask.shape)}")
         self.values, self.mask = values, mask
 
+    def repeat(self, k: int) -> "PixelObservation":
+        """The observations of ``k`` samples per image (stream-major, as the sampler tiles its rows)."""
+        return PixelObservation(self.values.repeat(k, 1, 1, 1), self.mask.repeat(k, 1, 1, 1))
+
     def check(self, shape) -> None:
         if tuple(self.values.shape) != tuple(shape):
             raise ValueError(f"the observations are of images {tuple(self.values.shape)}, the samples {tuple(shape)}")
@@ -63,6 +67,9 @@ class PointObservation:
 
     def __init__(self, coords: torch.Tensor, values: torch.Tensor, valid: torch.Tensor):
         self.coords, self.values, self.valid = coords, values, valid.to(values.dtype)
+
+    def repeat(self, k: int) -> "PointObservation":
+        return PointObservation(self.coords.repeat(k, 1, 1), self.values.repeat(k, 1, 1), self.valid.repeat(k, 1) > 0)
 
     def check(self, shape) -> None:
         if self.values.shape[0] != shape[0] or self.values.shape[-1] != shape[1]:

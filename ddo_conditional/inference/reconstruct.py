@@ -113,14 +113,21 @@ class Reconstructor:
         return network.cache_context(**kwargs) if self.cache and isinstance(network, ConditionalNetwork) else kwargs
 
     @torch.no_grad()
-    def samples(self, context: dict, shape, indices, observation: tuple | None = None) -> Samples:
+    def samples(self, context: dict, shape, indices, observation: tuple | None = None, operator=None) -> Samples:
         """:class:`Samples` of the images ``indices`` (their global indices, ``(B,)``) of ``shape =
         (B, C, H, W)`` from their network kwargs ``context``. ``observation``: ``(context image,
         observation mask)``, needed by the plan's data consistency (observed pixels re-imposed after
-        every step, and set to the context exactly in the output) and by the plan's guidance."""
+        every step, and set to the context exactly in the output) and by the plan's guidance, which reads
+        them as a :class:`~ddo_conditional.inference.guidance.PixelObservation` unless ``operator`` gives
+        another observation operator (points at any coordinates)."""
         plan, b = self.plan, shape[0]
-        if (plan.data_consistency or plan.guidance is not None) and observation is None:
-            raise ValueError("data consistency and guidance need observation=(context_image, observation_mask)")
+        if plan.data_consistency and observation is None:
+            raise ValueError("data consistency needs observation=(context_image, observation_mask)")
+        if plan.guidance is not None and operator is None:
+            if observation is None:
+                raise ValueError("guidance needs the observations: observation=(context_image, observation_mask) "
+                                 "or an operator")
+            operator = PixelObservation(*(o.to(self.device) for o in observation))
         per_call = max(1, plan.rows // b)
         groups = [range(j, min(j + per_call, plan.samples)) for j in range(0, plan.samples, per_call)]
         bar = progress_bar(total=len(groups), desc="sample groups", enabled=plan.progress, leave=False)
@@ -128,10 +135,11 @@ class Reconstructor:
         for streams in groups:
             k = len(streams)
             tiled = None
-            if plan.data_consistency or plan.guidance is not None:
+            if plan.data_consistency:
                 tiled = tuple(o.to(self.device).repeat(k, 1, 1, 1) for o in observation)
             out.append(self._group((b * k,) + tuple(shape[1:]), self._network_kwargs(context, k),
-                                   self._generators(indices, streams), tiled))
+                                   self._generators(indices, streams), tiled,
+                                   None if operator is None else operator.repeat(k)))
             bar.update(1)
         bar.close()
         samples = torch.cat(out).reshape((plan.samples,) + tuple(shape))
@@ -139,12 +147,12 @@ class Reconstructor:
         std = samples.std(0, unbiased=True) if plan.samples > 1 else torch.zeros_like(samples[0])
         return Samples(samples, samples.mean(0), std)
 
-    def _group(self, shape, kwargs: dict, generator, observation) -> torch.Tensor:
+    def _group(self, shape, kwargs: dict, generator, observation, operator) -> torch.Tensor:
         """One group of samples ``shape = (B k, C, H, W)`` from prior noise (:func:`ddo.api.sample`)."""
         plan = self.plan
-        impose = plan.data_consistency
+        impose = observation is not None
         after = (lambda z, s: _impose(z, s, observation, generator)) if impose else None
-        guide = None if plan.guidance is None else plan.guidance(PixelObservation(*observation), plan.guidance_scale)
+        guide = None if plan.guidance is None else plan.guidance(operator, plan.guidance_scale)
         z = sample(self.denoiser, shape, plan.steps, plan.sampler, generator, progress=False, device=self.device,
                    v=coordinate_grid(shape[0], shape[-2], shape[-1], self.device), clean_end=self.deblur,
                    after_step=after, guidance=guide, **kwargs)

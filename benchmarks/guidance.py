@@ -1,0 +1,187 @@
+"""Observation guidance of an unconditional model beside the trained conditional model, the classical
+methods and kriging, on the same masks of the same test images.
+
+    python benchmarks/guidance.py                                   # navier-stokes, darcy, natural-patches
+    python benchmarks/guidance.py --datasets navier-stokes --minutes 2 --limit 8 --workdir runs/g
+
+Per dataset (10% context, 32x32):
+
+1. an unconditional ``x0`` model trained for ``--minutes`` with the demo's preset (``cpu-small``, loss
+   ``x0-mse``), and the demo's conditional model (``ddo demo --minutes``, ``sparse-biharmonic``); a run
+   already in ``--workdir`` is reused;
+2. each guidance method's scale and step count chosen on the validation split (``--val-limit`` images,
+   2 samples, masks of ``--mask-seed``): ``dps`` at scales 0.3 / 1 / 3, ``projection`` at 0.5 / 1, each at
+   20 and 100 DDIM steps, by the samples' mean query PSNR;
+3. on the test split (``--limit`` images, ``--samples`` samples, the same mask seed, which is not the
+   training one): the unconditional model with each method, the conditional model alone and with each
+   method at the unconditional model's chosen settings, and biharmonic, cubic, thin-plate and kriging
+   from the same runs. Each row: query PSNR of the model's mean (the samples' mean for guided rows, which
+   have no one-call estimate), CRPS and 1 / 2-std coverage of the samples, seconds per image.
+
+Writes ``--json`` (default ``benchmarks/results/guidance.json``), a figure of the first test fields
+(``--figure``, default ``docs/guidance.png``) and prints a table per dataset. Everything goes through
+the ``ddo`` commands a user runs.
+"""
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ddo.api import save_grid
+from ddo.cli import main as ddo
+
+DATASETS = ("navier-stokes", "darcy", "natural-patches")
+CHANNELS = {"navier-stokes": 1, "darcy": 1, "natural-patches": 3}
+UNCONDITIONAL = ["--preset", "cpu-small", "--parameterization", "x0", "--loss", "x0-mse", "--num-sample", "0",
+                 "--no-progress"]
+GRID = {"dps": (0.3, 1.0, 3.0), "projection": (0.5, 1.0)}
+STEPS = (20, 100)
+BASELINES = "biharmonic,cubic,thin-plate,kriging"
+FIGURE_IMAGES = 6
+
+
+def run(argv: list[str]) -> None:
+    print("$ ddo " + shlex.join(argv), flush=True)
+    code = ddo(argv)
+    if code != 0:
+        sys.exit(f"ddo {argv[0]} exited with {code}")
+
+
+def models(workdir: Path, dataset: str, minutes: float) -> dict:
+    """The unconditional and the demo's conditional checkpoint of ``dataset``, trained unless present."""
+    uncond, demo = workdir / dataset / "uncond", workdir / dataset / "demo"
+    if not (uncond / "checkpoint.pt").exists():
+        run(["train", "--out", str(uncond), "--dataset", dataset, "--channels", str(CHANNELS[dataset]),
+             "--minutes", str(minutes), *UNCONDITIONAL])
+    if not (demo / "checkpoint.pt").exists():
+        run(["demo", "--dataset", dataset, "--minutes", str(minutes), "--out", str(demo), "--limit", "1",
+             "--no-progress"])
+    return {"unconditional": uncond / "checkpoint.pt", "conditional": demo / "checkpoint.pt"}
+
+
+def reconstruct(checkpoint: Path, dataset: str, out: Path, split: str, limit: int, samples: int, mask_seed: int,
+                baselines: str, guidance: tuple | None = None) -> dict:
+    """``ddo reconstruct`` of the first ``limit`` images of ``split``; its ``metrics.json``. ``guidance``:
+    ``(key, scale, steps)``."""
+    if not (out / "metrics.json").exists():
+        argv = ["reconstruct", "--checkpoint", str(checkpoint), "--dataset", dataset, "--split", split,
+                "--limit", str(limit), "--num-samples", str(samples), "--mask-seed", str(mask_seed),
+                "--context-ratio", "0.1", "--baselines", baselines, "--out", str(out), "--no-progress"]
+        if guidance is not None:
+            key, scale, steps = guidance
+            argv += ["--guidance", key, "--guidance-scale", str(scale), "--steps", str(steps)]
+        run(argv)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def choose(checkpoint: Path, dataset: str, work: Path, args) -> dict:
+    """Per method, the ``(scale, steps)`` of the best samples' mean on the validation split."""
+    chosen = {}
+    for key, scales in GRID.items():
+        scores = {}
+        for scale in scales:
+            for steps in STEPS:
+                m = reconstruct(checkpoint, dataset, work / f"val-{key}-{scale:g}-{steps}", "val", args.val_limit, 2,
+                                args.mask_seed, "biharmonic", (key, scale, steps))
+                scores[(scale, steps)] = m["methods"]["ddo-mean"]["psnr_query"]
+        best = max(scores, key=scores.get)
+        chosen[key] = {"scale": best[0], "steps": best[1],
+                       "validation": {f"{s:g}@{n}": round(v, 3) for (s, n), v in scores.items()}}
+    return chosen
+
+
+def row(m: dict, name: str = "ddo-mean") -> dict:
+    got = m["methods"][name]
+    out = {"psnr_query": round(got["psnr_query"], 3)}
+    for k in ("crps_query", "coverage_1std", "coverage_2std"):
+        if k in got:
+            out[k] = round(got[k], 5)
+    if name == "ddo-mean":
+        out["source"] = got["source"]
+        out["seconds_per_image"] = round(m["seconds"]["model_s"] / m["num_images"], 3)
+    return out
+
+
+def one_dataset(dataset: str, args) -> dict:
+    work = args.workdir / dataset
+    ckpt = models(args.workdir, dataset, args.minutes)
+    chosen = choose(ckpt["unconditional"], dataset, work, args)
+    test = {"split": "test", "limit": args.limit, "samples": args.samples, "mask_seed": args.mask_seed}
+    rows, arrays = {}, {}
+    for model, path in ckpt.items():
+        runs = [(model, None)] if model == "conditional" else []
+        runs += [(f"{model} + {key}", (key, c["scale"], c["steps"])) for key, c in chosen.items()]
+        for name, guidance in runs:
+            out = work / ("test-" + name.replace(" + ", "-"))
+            m = reconstruct(path, dataset, out, "test", args.limit, args.samples, args.mask_seed, BASELINES, guidance)
+            rows[name] = {**row(m), "steps": m["steps"], "sampler": m["sampler"]}
+            arrays[name] = np.load(out / "mean.npy")[:FIGURE_IMAGES]
+            classical = {k: row(m, k) for k in BASELINES.split(",")}
+    figure_rows = {name: arrays[name] for name in rows}
+    return {"chosen_on_validation": chosen, "test": test, "rows": rows, "classical": classical,
+            "train_steps": {k: _steps(p) for k, p in ckpt.items()}, "figure": figure_rows}
+
+
+def _steps(checkpoint: Path) -> int:
+    lines = (checkpoint.parent / "metrics.jsonl").read_text().splitlines()
+    return max(json.loads(ln)["step"] for ln in lines if ln.strip())
+
+
+def table(dataset: str, result: dict) -> str:
+    lines = [f"### {dataset}", "", "| method | query PSNR (dB) | CRPS | within 1 / 2 std | s / image | steps |",
+             "|---|---|---|---|---|---|"]
+    entries = list(result["rows"].items()) + list(result["classical"].items())
+    for name, r in sorted(entries, key=lambda kv: -kv[1]["psnr_query"]):
+        cov = f"{r['coverage_1std']:.0%} / {r['coverage_2std']:.0%}" if "coverage_1std" in r else "-"
+        crps = f"{r['crps_query']:.4f}" if "crps_query" in r else "-"
+        secs = f"{r['seconds_per_image']:.2f}" if "seconds_per_image" in r else "-"
+        steps = f"{r['steps']} {r['sampler']}" if "steps" in r else "-"
+        lines.append(f"| {name} | {r['psnr_query']:.2f} | {crps} | {cov} | {secs} | {steps} |")
+    return "\n".join(lines)
+
+
+def figure(results: dict, path: Path) -> None:
+    """Rows: each model row's mean on the first test fields of each dataset (one-channel fields as grey)."""
+    rows, labels = [], []
+    for dataset, r in results.items():
+        for name, arr in r.pop("figure").items():
+            x = torch.from_numpy(arr).float()
+            rows.append(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)
+            labels.append(f"{dataset}: {name}")
+    save_grid(torch.cat(rows), path, nrow=rows[0].shape[0], value_range=(0.0, 1.0), row_labels=labels)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", default=",".join(DATASETS))
+    p.add_argument("--minutes", type=float, default=10.0, help="training budget of each model (the demo's)")
+    p.add_argument("--workdir", type=Path, default=Path("runs/guidance"))
+    p.add_argument("--limit", type=int, default=64, help="test images")
+    p.add_argument("--val-limit", type=int, default=16, help="validation images for the choice of scale and steps")
+    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--mask-seed", type=int, default=7, help="masks of the evaluation (the models train on seed 42)")
+    p.add_argument("--json", type=Path, default=Path("benchmarks/results/guidance.json"))
+    p.add_argument("--figure", type=Path, default=Path("docs/guidance.png"))
+    args = p.parse_args()
+    t0 = time.time()
+    results = {d: one_dataset(d, args) for d in args.datasets.split(",")}
+    figure(results, args.figure)
+    record = {"conditions": {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                             "torch": torch.__version__, "minutes_per_model": args.minutes, "context_ratio": 0.1,
+                             "resolution": 32, "command": shlex.join(sys.argv), "seconds": round(time.time() - t0)},
+              "datasets": results}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(record, indent=1))
+    for d, r in results.items():
+        print(table(d, r) + "\n")
+    print(f"wrote {args.json} and {args.figure}")
+
+
+if __name__ == "__main__":
+    main()

@@ -89,21 +89,25 @@ def choose(checkpoint: Path, dataset: str, work: Path, args) -> dict:
             for steps in STEPS:
                 m = reconstruct(checkpoint, dataset, work / f"val-{key}-{scale:g}-{steps}", "val", args.val_limit, 2,
                                 args.mask_seed, "biharmonic", (key, scale, steps))
-                scores[(scale, steps)] = m["methods"]["ddo-mean"]["psnr_query"]
+                scores[(scale, steps)] = row(m)["psnr_query"]
         best = max(scores, key=scores.get)
         chosen[key] = {"scale": best[0], "steps": best[1],
                        "validation": {f"{s:g}@{n}": round(v, 3) for (s, n), v in scores.items()}}
     return chosen
 
 
-def row(m: dict, name: str = "ddo-mean") -> dict:
-    got = m["methods"][name]
+def row(m: dict, name: str | None = None) -> dict:
+    """A table row of ``metrics.json``: the classical method ``name``, or (``None``) the model: its
+    reported mean, except for guided runs, whose estimate is the mean of their guided samples (a
+    conditional model's one-call mean does not see the guidance)."""
+    key = name or ("ddo-samples-mean" if m.get("guidance") else "ddo-mean")
+    got = m["methods"][key]
     out = {"psnr_query": round(got["psnr_query"], 3)}
     for k in ("crps_query", "coverage_1std", "coverage_2std"):
         if k in got:
             out[k] = round(got[k], 5)
-    if name == "ddo-mean":
-        out["source"] = got["source"]
+    if name is None:
+        out["source"] = got.get("source", key)
         out["seconds_per_image"] = round(m["seconds"]["model_s"] / m["num_images"], 3)
     return out
 
@@ -121,9 +125,11 @@ def one_dataset(dataset: str, args) -> dict:
             out = work / ("test-" + name.replace(" + ", "-"))
             m = reconstruct(path, dataset, out, "test", args.limit, args.samples, args.mask_seed, BASELINES, guidance)
             rows[name] = {**row(m), "steps": m["steps"], "sampler": m["sampler"]}
-            arrays[name] = np.load(out / "mean.npy")[:FIGURE_IMAGES]
+            arrays[name] = np.load(out / "mean.npy")[:FIGURE_IMAGES]  # ddo-mean's images
             classical = {k: row(m, k) for k in BASELINES.split(",")}
-    figure_rows = {name: arrays[name] for name in rows}
+    # the figure: the conditional model's mean and the guided unconditional samples' means (a guided
+    # conditional run's mean.npy is its one-call estimate, the conditional row's again)
+    figure_rows = {name: arrays[name] for name in rows if not name.startswith("conditional +")}
     return {"chosen_on_validation": chosen, "test": test, "rows": rows, "classical": classical,
             "train_steps": {k: _steps(p) for k, p in ckpt.items()}, "figure": figure_rows}
 

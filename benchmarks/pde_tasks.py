@@ -20,7 +20,13 @@ from its own points), for Darcy's inverse and joint tasks ``inversion`` (the coe
 observations through the solver) and for its forward task ``posterior`` (the posterior mean of the
 pressure), both in `pde_darcy.py` and too slow to be the route the network refines. Errors: mean
 relative L2 of the target fields (the solution for forward, the input for inverse, both for joint),
-Darcy's coefficient as its thresholded error rate, in percent.
+Darcy's coefficient as its thresholded error rate, in percent. Each task's ``best_estimate`` is the
+best estimate the product ships (``ddo task``'s headline). With ``--samples 2`` or more (default 4,
+``--sample-steps`` DDIM steps each) the model's samples are scored as a distribution beside a reference
+posterior (``--reference-draws`` per pair, :meth:`~ddo_conditional.pde.routes.Routes.reference_draws`):
+``crps`` (field units, over the target fields' pixels) and ``coverage_1std`` / ``coverage_2std`` per
+task. The slow estimates are kept in ``--estimate-cache`` (default ``$DDO_CACHE_DIR/pde-estimates``),
+so a rerun on the same observations reads them back.
 Published numbers are printed beside them, labelled with who reported them (not run here).
 
 Writes ``--json`` (default ``benchmarks/results/pde_tasks.json``) and ``--figure`` (default
@@ -43,10 +49,12 @@ from ddo.cli import main as ddo
 from ddo.plugins import load_host
 from ddo.train import load_model
 from ddo_conditional.data.masks import TASKS
+from ddo.api import ddim_step
+from ddo_conditional.pde.cache import EstimateCache, default_folder
 from ddo_conditional.pde.routes import ROUTE_NOTES
 from ddo_conditional.inference.reconstruct import Reconstructor, SamplingPlan
 from ddo_conditional.pde.report import task_figure, task_record, task_table
-from ddo_conditional.pde.tasks import evaluate_task
+from ddo_conditional.pde.tasks import TaskSettings, evaluate_task
 
 PDES = ("darcy-pair", "navier-stokes-pair")
 NAMES = {"navier-stokes-pair": "navier-stokes", "darcy-pair": "darcy"}
@@ -92,15 +100,29 @@ def flag(argv: list, name: str) -> str:
     return argv[len(argv) - 1 - argv[::-1].index(name) + 1]
 
 
-def evaluate(host, checkpoint: Path, pde: str, seed: int, limit: int, res: int = EVAL_RES) -> list:
+def evaluate(host, checkpoint: Path, pde: str, seed: int, limit: int, a, res: int = EVAL_RES) -> list:
     denoiser, wrapper, config = load_model(checkpoint, host)
-    plan = SamplingPlan(samples=1, steps=1, rows=16, seed=0, symmetrize=False, progress=False)
+    plan = SamplingPlan(samples=a.samples, steps=a.sample_steps, sampler=ddim_step, sampler_name="ddim", rows=16,
+                        seed=0, symmetrize=False, progress=False)
     base = host.datasets.get(pde)(split="test", resolution=res)
+    cache = EstimateCache(Path(a.estimate_cache) if a.estimate_cache else default_folder())
     out = []
     for task in TASKS:
         masked = wrapper.mask_dataset(base, context_ratio=POINTS / res**2, query_ratio=0.0, seed=seed, observe=task)
-        out.append(evaluate_task(pde, task, masked, wrapper, Reconstructor(denoiser, plan), limit))
+        out.append(evaluate_task(pde, task, masked, wrapper, Reconstructor(denoiser, plan), limit,
+                                 TaskSettings(cache=cache, reference_draws=a.reference_draws)))
     return out
+
+
+def cells(ev) -> dict:
+    """A task's row of the JSON table: each estimate's error (percent), the best the product ships, and the
+    distributions' CRPS and coverage where scored."""
+    row = {m: round(ev.target(m), 3) for m in ev.errors}
+    row["best_estimate"] = ev.best
+    for name in ev.scores:
+        row.setdefault("distributions", {})[name] = {k: round(ev.score(name, k), 6)
+                                                     for k in ("crps", "coverage_1std", "coverage_2std")}
+    return row
 
 
 def report(pde: str, seed: int, steps: int, evs: list, res: int) -> None:
@@ -132,6 +154,11 @@ def main() -> int:
     p.add_argument("--train-resolution", type=int, choices=sorted(BATCH), default=TRAIN_RES,
                    help=f"grid the model is trained on (default {TRAIN_RES}, the benchmark's own)")
     p.add_argument("--train-flags", default="", help="more `ddo train` flags, e.g. '--loss-weighting relative-l2'")
+    p.add_argument("--samples", type=int, default=4, help="the model's samples per pair, scored as a distribution "
+                   "(1: the one-call estimate only)")
+    p.add_argument("--sample-steps", type=int, default=20, help="DDIM steps of each sample")
+    p.add_argument("--reference-draws", type=int, default=16, help="draws of the reference posterior per pair")
+    p.add_argument("--estimate-cache", help="folder of the slow estimates (default $DDO_CACHE_DIR/pde-estimates)")
     p.add_argument("--workdir", default="runs/pde_tasks")
     p.add_argument("--json", default="benchmarks/results/pde_tasks.json")
     p.add_argument("--figure", default="docs/pde_tasks.png")
@@ -142,14 +169,15 @@ def main() -> int:
            "mask_seeds": seeds, "minutes": a.minutes, "published": PUBLISHED, "other_seeds": {}, "training": {},
            "records": {}, "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "routes": {f"{NAMES[k]}/{t}": v for (k, t), v in ROUTE_NOTES.items()},
-           "ddo": "one network call at t = 1 (the posterior-mean estimate), refining the route"}
+           "ddo": "one network call at t = 1 (the posterior-mean estimate), refining the route",
+           "samples": {"count": a.samples, "steps": a.sample_steps, "sampler": "ddim", "reference_draws": a.reference_draws}}
     first = {}
     for pde in a.pdes.split(","):
         checkpoint, out["training"][NAMES[pde]] = train(Path(a.workdir), pde, a.minutes, a.train_resolution,
                                                          shlex.split(a.train_flags))
         for seed in seeds:
-            evs = evaluate(host, checkpoint, pde, seed, a.limit)
-            table = {ev.task: {m: round(ev.target(m), 3) for m in ev.errors} for ev in evs}
+            evs = evaluate(host, checkpoint, pde, seed, a.limit, a)
+            table = {ev.task: cells(ev) for ev in evs}
             if seed == seeds[0]:
                 out[NAMES[pde]], first[pde] = table, evs
                 out["records"][NAMES[pde]] = [task_record(ev, ("input", "solution")) for ev in evs]
@@ -157,9 +185,8 @@ def main() -> int:
                 out["other_seeds"].setdefault(str(seed), {})[NAMES[pde]] = table
             report(pde, seed, out["training"][NAMES[pde]]["steps"], evs, EVAL_RES)
         # the same sensor count on the 64x64 grid (12% of its pixels)
-        evs = evaluate(host, checkpoint, pde, seeds[0], a.limit, COARSE_RES)
-        out.setdefault(f"at_{COARSE_RES}", {})[NAMES[pde]] = {ev.task: {m: round(ev.target(m), 3) for m in ev.errors}
-                                                               for ev in evs}
+        evs = evaluate(host, checkpoint, pde, seeds[0], a.limit, a, COARSE_RES)
+        out.setdefault(f"at_{COARSE_RES}", {})[NAMES[pde]] = {ev.task: cells(ev) for ev in evs}
         report(pde, seeds[0], out["training"][NAMES[pde]]["steps"], evs, COARSE_RES)
         out["seconds"] = round(time.time() - t_start, 1)
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

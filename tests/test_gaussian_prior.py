@@ -228,6 +228,18 @@ def test_conditional_simulation_draws_the_posterior_kriging_gives_in_closed_form
     torch.testing.assert_close(draws.std(0), std, atol=0.06 * scale, rtol=0)
     observed = draws.flatten(2)[:, channels, pixels]
     torch.testing.assert_close(observed, values.expand_as(observed), atol=1e-4, rtol=0)  # they pass through the data
+    # the CRPS of the posterior from its conditional simulations is its closed form, pixel by pixel
+    truth = prior.sample(1, g)[0]
+    truth.view(2, -1)[channels, pixels] = values  # a field the observations came from
+    per_pixel = lambda f: torch.stack([f(i) for i in range(truth.numel())]).view_as(truth)
+    one = lambda t, i: t.flatten(-3)[..., i].reshape(*t.shape[:-3], 1, 1, 1)
+    ensemble = per_pixel(lambda i: crps_ensemble(one(draws, i)[:, None], one(truth, i)[None])[0])
+    closed = per_pixel(lambda i: crps_gaussian(one(mean, i)[None], one(std, i)[None], one(truth, i)[None])[0])
+    free = std > 1e-3 * scale  # the observed pixels: both ~0, a relative tolerance meaningless there
+    assert int((~free).sum()) == 4
+    torch.testing.assert_close(ensemble[free], closed[free], rtol=0.1, atol=0)  # 6,000 draws: ~1.5% per pixel
+    assert float(((ensemble[free] - closed[free]) / closed[free]).abs().mean()) < 0.03
+    assert float(ensemble[~free].abs().max()) < 1e-3 * scale and float(closed[~free].abs().max()) < 1e-3 * scale
 
 
 def test_torus_draws_keep_the_direction_of_a_cross_channel_covariance():

@@ -25,7 +25,7 @@ import torch
 from ddo.api import DARCY_DEFAULTS, NavierStokes2d, darcy_solve, ns_forcing
 
 from ..classical.biharmonic import biharmonic_inpaint
-from ..classical.kriging import EmpiricalGaussian, TorusGaussian, krige
+from ..classical.kriging import EmpiricalGaussian, TorusGaussian, conditional_samples, krige
 from ..data.datasets import own_context
 from ..data.masks import OBSERVED
 from ..inference.metrics import relative_l2
@@ -80,6 +80,10 @@ class Routes:
     def __init__(self, kind: str, train_fields: torch.Tensor, dt: float = NS_PAIR_DEFAULTS["dt"]):
         self.kind, self.dt, self._latent = kind, dt, None
         self.h, self.w = train_fields.shape[-2:]
+        # what every estimate here is a function of besides its observations: the key of the estimate cache
+        digest = hashlib.sha256(repr((kind, float(dt), tuple(train_fields.shape))).encode())
+        digest.update(train_fields.double().contiguous().numpy().tobytes())
+        self.fingerprint = digest.hexdigest()
         if kind == "navier-stokes-pair":  # periodic and stationary about the forcing's mean response
             self.gaussian, self.jitter, self.coefficient = TorusGaussian.fit(train_fields), 1e-8, None
         else:
@@ -141,6 +145,36 @@ class Routes:
         if self._latent is None:
             self._latent = latent_model(self.h)
         return darcy_posterior(self._latent, pixels, values[:, 0], samples)
+
+    def reference_draws(self, pixels: torch.Tensor, values: torch.Tensor, observed, n: int) -> torch.Tensor:
+        """``(n, 2, H, W)`` draws of a reference posterior given ``values (K, 2)`` at ``pixels`` (physical
+        units): conditional simulations of the co-kriging model (a prior draw moved by the kriging of its
+        misfit at the observations, :func:`~ddo_conditional.classical.kriging.conditional_samples`), each
+        pushed through the task's route where one exists: forward, the drawn input solved (Darcy's
+        coefficient thresholded, the coefficient drawn from its own model as :meth:`kriging` does);
+        Navier-Stokes inverse, the drawn ``w1`` integrated backward, joint, that backward solve's low modes
+        spliced into the drawn ``w0``. Darcy's inverse and joint tasks are the co-kriging draws themselves
+        (the coefficient thresholded): a Gaussian reference, not the posterior through the physics. The
+        draws are a pure function of the observations (their hash seeds them)."""
+        chans = [c for c in range(2) if observed[c]]
+        ch = torch.tensor(chans).repeat_interleave(len(pixels))
+        px = pixels.long().repeat(len(chans))
+        vals = values[:, chans].T.reshape(-1).double()
+        seed = int.from_bytes(hashlib.sha256(px.numpy().tobytes() + vals.numpy().tobytes()).digest()[:8], "little")
+        g = torch.Generator().manual_seed(seed % (2**63))
+        draws = conditional_samples(self.gaussian, ch, px, vals, n, g, self.jitter)
+        task = task_of(observed)
+        if self.kind == "darcy-pair":
+            if chans == [0]:
+                draws[:, 0] = conditional_samples(self.coefficient, torch.zeros_like(pixels).long(), pixels.long(),
+                                                  values[:, 0].double(), n, g)[:, 0]
+            draws[:, 0] = threshold(draws[:, 0])
+        if task == "forward":
+            draws[:, 1] = solve_forward(self.kind, draws[:, 0], self.dt)
+        elif self.kind == "navier-stokes-pair":
+            back = solve_backward(draws[:, 1], self.dt)
+            draws[:, 0] = back if task == "inverse" else splice(back, draws[:, 0], JOINT_MODES)
+        return draws
 
     def route(self, pixels: torch.Tensor, values: torch.Tensor, observed) -> torch.Tensor:
         """The best classical route ``(2, H, W)`` (see the module doc)."""

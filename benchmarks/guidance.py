@@ -35,6 +35,7 @@ import torch
 
 from ddo.api import save_grid
 from ddo.cli import main as ddo
+from ddo.plugins import load_host
 
 DATASETS = ("navier-stokes", "darcy", "natural-patches")
 CHANNELS = {"navier-stokes": 1, "darcy": 1, "natural-patches": 3}
@@ -65,11 +66,16 @@ def models(workdir: Path, dataset: str, minutes: float) -> dict:
     return {"unconditional": uncond / "checkpoint.pt", "conditional": demo / "checkpoint.pt"}
 
 
+REUSED = []  # the runs read back from --workdir instead of run by this invocation
+
+
 def reconstruct(checkpoint: Path, dataset: str, out: Path, split: str, limit: int, samples: int, mask_seed: int,
                 baselines: str, guidance: tuple | None = None) -> dict:
     """``ddo reconstruct`` of the first ``limit`` images of ``split``; its ``metrics.json``. ``guidance``:
     ``(key, scale, steps)``."""
-    if not (out / "metrics.json").exists():
+    if (out / "metrics.json").exists():
+        REUSED.append(str(out))
+    else:
         argv = ["reconstruct", "--checkpoint", str(checkpoint), "--dataset", dataset, "--split", split,
                 "--limit", str(limit), "--num-samples", str(samples), "--mask-seed", str(mask_seed),
                 "--context-ratio", "0.1", "--baselines", baselines, "--out", str(out), "--no-progress"]
@@ -130,6 +136,8 @@ def one_dataset(dataset: str, args) -> dict:
     # the figure: the conditional model's mean and the guided unconditional samples' means (a guided
     # conditional run's mean.npy is its one-call estimate, the conditional row's again)
     figure_rows = {name: arrays[name] for name in rows if not name.startswith("conditional +")}
+    base = load_host().datasets.get(dataset)(split="test", resolution=32)
+    figure_rows["truth"] = ((torch.stack([base[i]["image"] for i in range(FIGURE_IMAGES)]) + 1) / 2).numpy()
     return {"chosen_on_validation": chosen, "test": test, "rows": rows, "classical": classical,
             "train_steps": {k: _steps(p) for k, p in ckpt.items()}, "figure": figure_rows}
 
@@ -180,7 +188,8 @@ def main() -> None:
     figure(results, args.figure)
     record = {"conditions": {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                              "torch": torch.__version__, "minutes_per_model": args.minutes, "context_ratio": 0.1,
-                             "resolution": 32, "command": shlex.join(sys.argv), "seconds": round(time.time() - t0)},
+                             "resolution": 32, "command": shlex.join(sys.argv), "seconds_this_invocation": round(time.time() - t0),
+                             "runs_reused_from_workdir": len(REUSED)},
               "datasets": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1))

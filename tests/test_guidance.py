@@ -205,3 +205,18 @@ def test_points_at_any_coordinates_guide_an_unconditional_model(tmp_path, tiny_r
     err = capsys.readouterr().err.strip()
     assert err.endswith("these observations are points at any coordinates: use --guidance dps")
     assert len(err.splitlines()) == 1 and not (tmp_path / "no").exists()
+
+
+def test_guided_runs_default_to_the_step_count_measured_best(tiny_runs):
+    from ddo_conditional.cli.flags import load_conditional, sampling_plan
+    from ddo_conditional.inference.guidance import GUIDED_STEPS
+
+    host = load_host()
+    args = {"checkpoint": tiny_runs["cond"], "num_samples": 2, "batch_size": 4, "seed": 0, "no_progress": True}
+    denoiser, _, config = load_conditional(args, host, torch.device("cpu"))
+    assert sampling_plan(args, host, config, denoiser).steps == 20  # an x0 model unguided: ddim, 20 steps
+    assert sampling_plan({**args, "guidance": "dps"}, host, config, denoiser).steps == GUIDED_STEPS == 100
+    assert sampling_plan({**args, "guidance": "projection", "steps": 7}, host, config, denoiser).steps == 7
+    guided = {**args, "checkpoint": tiny_runs["uncond"], "guidance": "dps"}  # an eps model keeps its 250
+    denoiser, _, config = load_conditional(guided, host, torch.device("cpu"))
+    assert sampling_plan(guided, host, config, denoiser).steps == 250

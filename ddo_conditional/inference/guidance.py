@@ -138,5 +138,9 @@ class Projection:
 
 METHODS = {"dps": DPS, "projection": Projection}
 DEFAULT_SCALES = {"dps": DPS_SCALE, "projection": PROJECTION_SCALE}
+# guided runs take at least this many steps unless --steps says otherwise: on the validation splits of
+# navier-stokes, darcy and natural-patches, 100 DDIM steps beat 20 for both methods at every scale but dps
+# at 1 or 3 (docs/guidance.md, results/guidance.json)
+GUIDED_STEPS = 100
 
-__all__ = ["PixelObservation", "PointObservation", "DPS", "Projection", "METHODS", "DEFAULT_SCALES"]
+__all__ = ["PixelObservation", "PointObservation", "DPS", "Projection", "METHODS", "DEFAULT_SCALES", "GUIDED_STEPS"]

@@ -18,6 +18,12 @@ Per dataset (10% context, 32x32):
    from the same runs. Each row: query PSNR of the model's mean (the samples' mean for guided rows, which
    have no one-call estimate), CRPS and 1 / 2-std coverage of the samples, seconds per image.
 
+Per field pair of ``--pdes`` (default ``darcy-pair``; a probe, not the published grid): an unconditional
+``x0`` model of the pair trained for ``--minutes`` at ``--pde-resolution`` (64), then ``ddo task
+--guidance dps`` on each task (forward, inverse, joint) with 500 points per observed channel, mask seed 1,
+the first ``--pde-limit`` test pairs, 2 samples, 8 reference draws: the tasks' errors beside the best
+estimate the product ships, co-kriging and the route, CRPS and coverage beside the reference posterior.
+
 Writes ``--json`` (default ``benchmarks/results/guidance.json``), a figure of the first test fields
 (``--figure``, default ``docs/guidance.png``) and prints a table per dataset. Everything goes through
 the ``ddo`` commands a user runs.
@@ -142,6 +148,51 @@ def one_dataset(dataset: str, args) -> dict:
             "train_steps": {k: _steps(p) for k, p in ckpt.items()}, "figure": figure_rows}
 
 
+TASKS = ("forward", "inverse", "joint")
+PDE_POINTS = 500
+
+
+def one_pde(pde: str, args) -> dict:
+    """The guided unconditional model of ``pde`` on each task, through ``ddo task``'s ``metrics.json``."""
+    work = args.workdir / pde
+    uncond = work / "uncond"
+    if not (uncond / "checkpoint.pt").exists():
+        run(["train", "--out", str(uncond), "--dataset", pde, "--channels", "2", "--resolution", str(args.pde_resolution),
+             "--minutes", str(args.minutes), *UNCONDITIONAL])
+    rows = {}
+    for task in TASKS:
+        out = work / f"{task}-dps"
+        if (out / "metrics.json").exists():
+            REUSED.append(str(out))
+        else:
+            run(["task", "--checkpoint", str(uncond / "checkpoint.pt"), "--task", task, "--resolution",
+                 str(args.pde_resolution), "--points-per-channel", str(PDE_POINTS), "--limit", str(args.pde_limit),
+                 "--num-samples", "2", "--guidance", "dps", "--reference-draws", "8", "--mask-seed", "1",
+                 "--out", str(out), "--no-progress"])
+        m = json.loads((out / "metrics.json").read_text())
+        rows[task] = {"best_estimate": m["best_estimate"],
+                      "error_percent": {k: round(v["error_percent"], 3) for k, v in m["methods"].items()},
+                      "seconds_per_reconstruction": {k: round(v["seconds_per_reconstruction"], 3)
+                                                     for k, v in m["methods"].items()},
+                      "distributions": {k: {n: round(v[n], 6) for n in ("crps", "coverage_1std", "coverage_2std")}
+                                        for k, v in m["distributions"].items()}}
+    return {"resolution": args.pde_resolution, "points_per_channel": PDE_POINTS, "pairs": args.pde_limit,
+            "mask_seed": 1, "samples": 2, "guidance": "dps", "train_steps": _steps(uncond / "checkpoint.pt"),
+            "tasks": rows}
+
+
+def pde_table(pde: str, result: dict) -> str:
+    lines = [f"### {pde} ({result['resolution']}x{result['resolution']}, guided unconditional model)", "",
+             "| task | ddo + dps (%) | best estimate (%) | co-kriging (%) | CRPS ddo / reference | s / pair ddo |",
+             "|---|---|---|---|---|---|"]
+    for task, r in result["tasks"].items():
+        e, d = r["error_percent"], r["distributions"]
+        lines.append(f"| {task} | {e['ddo']:.2f} | {r['best_estimate']['error_percent']:.2f} "
+                     f"({r['best_estimate']['method']}) | {e['kriging']:.2f} | {d['ddo']['crps']:.4g} / "
+                     f"{d['reference']['crps']:.4g} | {r['seconds_per_reconstruction']['ddo']:.2f} |")
+    return "\n".join(lines)
+
+
 def _steps(checkpoint: Path) -> int:
     lines = (checkpoint.parent / "metrics.jsonl").read_text().splitlines()
     return max(json.loads(ln)["step"] for ln in lines if ln.strip())
@@ -180,21 +231,27 @@ def main() -> None:
     p.add_argument("--val-limit", type=int, default=16, help="validation images for the choice of scale and steps")
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--mask-seed", type=int, default=7, help="masks of the evaluation (the models train on seed 42)")
+    p.add_argument("--pdes", default="darcy-pair", help="field pairs of the task probe, comma-separated ('' for none)")
+    p.add_argument("--pde-resolution", type=int, default=64)
+    p.add_argument("--pde-limit", type=int, default=16, help="test pairs per task of the probe")
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/guidance.json"))
     p.add_argument("--figure", type=Path, default=Path("docs/guidance.png"))
     args = p.parse_args()
     t0 = time.time()
-    results = {d: one_dataset(d, args) for d in args.datasets.split(",")}
+    results = {d: one_dataset(d, args) for d in args.datasets.split(",") if d}
+    pdes = {p: one_pde(p, args) for p in args.pdes.split(",") if p}
     figure(results, args.figure)
     record = {"conditions": {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                              "torch": torch.__version__, "minutes_per_model": args.minutes, "context_ratio": 0.1,
                              "resolution": 32, "command": shlex.join(sys.argv), "seconds_this_invocation": round(time.time() - t0),
                              "runs_reused_from_workdir": len(REUSED)},
-              "datasets": results}
+              "datasets": results, "pde_tasks": pdes}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1))
     for d, r in results.items():
         print(table(d, r) + "\n")
+    for p, r in pdes.items():
+        print(pde_table(p, r) + "\n")
     print(f"wrote {args.json} and {args.figure}")
 
 

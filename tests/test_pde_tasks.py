@@ -234,6 +234,11 @@ def test_the_posterior_keeps_the_observed_coefficient_and_is_reproducible(small_
     assert not torch.equal(other[1], est[1])
     twice = darcy_posterior(routes._latent, torch.cat([pixels, pixels[:5]]), torch.cat([values[:, 0], values[:5, 0]]), 4)
     torch.testing.assert_close(twice, est, rtol=0, atol=0)  # a pixel observed twice is one observation
+    # on its own grid the forward task's reference posterior is this posterior's draws: their mean is its estimate
+    draws = routes.reference_draws(pixels, values, OBSERVED["forward"], 4)
+    assert draws.shape == (4, 2, 128, 128) and float(draws[:, 1].std(0).max()) > 0
+    torch.testing.assert_close(draws[:, 1].mean(0), est[1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(draws[:, 0].flatten(1)[:, pixels], values[:, 0].expand(4, -1), rtol=0, atol=0)
     coarse = Routes.for_dataset("darcy-pair", 32)
     with pytest.raises(ValueError, match="holds on the 128x128 grid of the pairs, not 32x32"):
         coarse.posterior(pixels[:10] % 1024, values[:10])

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from ddo.api import atomic_write, cache_dir
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def default_folder() -> Path:

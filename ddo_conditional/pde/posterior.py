@@ -78,6 +78,16 @@ def darcy_posterior(model: TorusGaussian, pixels: torch.Tensor, coefficient: tor
     pure function of the observations (their hash seeds them), so images differ in their draws and a
     reconstruction repeats exactly."""
     lo, hi = DARCY_DEFAULTS["low"], DARCY_DEFAULTS["high"]
+    draws = darcy_posterior_draws(model, pixels, coefficient, samples, sweeps)
+    majority = torch.where(draws[:, 0].mean(0) > (hi + lo) / 2, hi, lo).double()
+    return torch.stack([majority, draws[:, 1].mean(0)])
+
+
+def darcy_posterior_draws(model: TorusGaussian, pixels: torch.Tensor, coefficient: torch.Tensor,
+                          samples: int = POSTERIOR_SAMPLES, sweeps: int = POSTERIOR_SWEEPS) -> torch.Tensor:
+    """``(samples, 2, n, n)``: the posterior's draws of the pair, each coefficient and the pressure it
+    solves for (:func:`darcy_posterior` averages them)."""
+    lo, hi = DARCY_DEFAULTS["low"], DARCY_DEFAULTS["high"]
     values = coefficient.double()
     if not bool(((values == lo) | (values == hi)).all()):
         raise ValueError(f"the posterior is given the coefficient's two values ({lo:g} or {hi:g}) on the grid the "
@@ -98,8 +108,7 @@ def darcy_posterior(model: TorusGaussian, pixels: torch.Tensor, coefficient: tor
         a = torch.where(z + model.apply(ch, px, w)[0] > 0, hi, lo).double()
         coefs.append(a)
         pressures.append(torch.from_numpy(darcy_solve(a.numpy())))
-    majority = torch.where(torch.stack(coefs).mean(0) > (hi + lo) / 2, hi, lo).double()
-    return torch.stack([majority, torch.stack(pressures).mean(0)])
+    return torch.stack([torch.stack(coefs), torch.stack(pressures).double()], 1)
 
 
-__all__ = ["latent_model", "sign_gibbs", "darcy_posterior", "POSTERIOR_SAMPLES", "POSTERIOR_SWEEPS"]
+__all__ = ["latent_model", "sign_gibbs", "darcy_posterior", "darcy_posterior_draws", "POSTERIOR_SAMPLES", "POSTERIOR_SWEEPS"]

@@ -31,7 +31,7 @@ from ..data.masks import OBSERVED
 from ..inference.metrics import relative_l2
 from .datasets import NS_PAIR_DEFAULTS, PAIR_NATIVE, load_pairs, to_physical, to_units
 from .inversion import INVERSION_EVALUATIONS, darcy_invert
-from .posterior import POSTERIOR_SAMPLES, darcy_posterior, latent_model
+from .posterior import POSTERIOR_SAMPLES, darcy_posterior, darcy_posterior_draws, latent_model
 from .solvers import ns_backward
 
 DARCY_LEVELS = (DARCY_DEFAULTS["low"], DARCY_DEFAULTS["high"])  # the coefficient's two values
@@ -151,11 +151,18 @@ class Routes:
         units): conditional simulations of the co-kriging model (a prior draw moved by the kriging of its
         misfit at the observations, :func:`~ddo_conditional.classical.kriging.conditional_samples`), each
         pushed through the task's route where one exists: forward, the drawn input solved (Darcy's
-        coefficient thresholded, the coefficient drawn from its own model as :meth:`kriging` does);
+        coefficient thresholded, the coefficient drawn from its own model as :meth:`kriging` does; on the
+        pairs' own grid, the draws of :meth:`posterior`'s Gibbs posterior instead, the exact posterior of
+        the data's generator);
         Navier-Stokes inverse, the drawn ``w1`` integrated backward, joint, that backward solve's low modes
         spliced into the drawn ``w0``. Darcy's inverse and joint tasks are the co-kriging draws themselves
         (the coefficient thresholded): a Gaussian reference, not the posterior through the physics. The
         draws are a pure function of the observations (their hash seeds them)."""
+        task = task_of(observed)
+        if self.kind == "darcy-pair" and task == "forward" and self.h == PAIR_NATIVE:
+            if self._latent is None:
+                self._latent = latent_model(self.h)
+            return darcy_posterior_draws(self._latent, pixels, values[:, 0], n)
         chans = [c for c in range(2) if observed[c]]
         ch = torch.tensor(chans).repeat_interleave(len(pixels))
         px = pixels.long().repeat(len(chans))
@@ -163,7 +170,6 @@ class Routes:
         seed = int.from_bytes(hashlib.sha256(px.numpy().tobytes() + vals.numpy().tobytes()).digest()[:8], "little")
         g = torch.Generator().manual_seed(seed % (2**63))
         draws = conditional_samples(self.gaussian, ch, px, vals, n, g, self.jitter)
-        task = task_of(observed)
         if self.kind == "darcy-pair":
             if chans == [0]:
                 draws[:, 0] = conditional_samples(self.coefficient, torch.zeros_like(pixels).long(), pixels.long(),

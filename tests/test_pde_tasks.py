@@ -609,3 +609,33 @@ def test_ddo_task_guides_an_unconditional_model_of_a_pair(small_pairs, tmp_path,
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_route_model_can_refine_the_best_estimate_read_from_the_cache_ddo_task_shares(small_pairs):
+    """--route-base best: Darcy's inverse and joint images refine the inversion, computed once per pair
+    and kept on disk under the key ddo task reads; forward images off the pairs' grid keep their route."""
+    from ddo_conditional.pde.cache import EstimateCache, default_folder
+    from ddo_conditional.pde.datasets import to_units
+    from ddo_conditional.pde.inversion import INVERSION_EVALUATIONS
+    from ddo_conditional.pde.routes import RouteCache, physical_values
+
+    pairs = small_pairs.load_pairs("darcy-pair", "test", 32)
+    g = np.random.default_rng(0)
+    pixels = torch.from_numpy(np.stack([g.choice(32 * 32, 60, replace=False) for _ in range(2)]))
+    images = torch.from_numpy(pairs.images[:2]).float()
+    values = torch.gather(images.flatten(2), 2, pixels[:, None].expand(-1, 2, -1)).transpose(1, 2)
+    batch = {"image": images, "index": torch.tensor([0, 1]), "context_indices": pixels, "context_values": values,
+             "context_channels": torch.tensor([[0.0, 1.0], [1.0, 0.0]])}  # an inverse and a forward image
+    best = RouteCache("darcy-pair", "best").dense(batch)
+    classical = RouteCache("darcy-pair").dense(batch)
+    routes = RouteCache("darcy-pair").routes_at(32)
+    inverted = routes.inversion(pixels[0], physical_values("darcy-pair", values[0].double()), (False, True))
+    torch.testing.assert_close(best[0], to_units("darcy-pair", inverted.float()))
+    assert not torch.equal(best[0], classical[0]) and torch.equal(best[1], classical[1])
+    files = list((default_folder() / "inversion").glob("*.pt"))
+    assert len(files) == 1
+    key = EstimateCache.key(routes.fingerprint, "inversion", (32, 32), pixels[0],
+                            physical_values("darcy-pair", values[0].double()), (False, True), evaluations=INVERSION_EVALUATIONS)
+    assert files[0].stem == key  # the entry ddo task's inversion reads
+    again = RouteCache("darcy-pair", "best").dense(batch)  # a new run: read back, not fitted again
+    assert torch.equal(again, best) and len(list((default_folder() / "inversion").glob("*.pt"))) == 1

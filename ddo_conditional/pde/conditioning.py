@@ -17,6 +17,11 @@ OPTIONS = (
            "input), 'inverse' (the solution), 'joint' (both), 'tasks' (each image one of the three, a function of "
            "seed and index: one model for all three) or 'all'", "data", choices=OBSERVE_RULES,
            conditioning=("sparse-route",)),
+    Option("route_base", str, "classical", "what sparse-route refines: 'classical' (co-kriging pushed through the "
+           "physics: milliseconds per pair) or 'best' (the best estimate the product ships: Darcy's inversion on the "
+           "inverse and joint tasks, its posterior mean forward on the 128x128 grid; seconds per pair, computed "
+           "once and kept in $DDO_CACHE_DIR/pde-estimates, shared with ddo task)", "data",
+           choices=("classical", "best"), conditioning=("sparse-route",)),
 )
 # sparse-route's field pairs are scored per channel, so its loss weighs each channel that the image's task
 # scores (--loss-weighting scored-l2; docs/pde-tasks.md)
@@ -43,7 +48,7 @@ class RouteConditioning(SparseConditioning):
             raise ValueError("--augment photometric maps the observed values of a field pair, which the route "
                              "solves as physical fields; use --augment none or dihedral (Darcy)")
         self.observe = self.run_config.get("observe") or OPTIONS[0].default
-        self.routes = RouteCache(self.kind)
+        self.routes = RouteCache(self.kind, self.run_config.get("route_base") or OPTIONS[1].default)
 
     def mask_dataset(self, dataset, **overrides) -> FixedSparseMaskDataset:
         return super().mask_dataset(dataset, **{"observe": self.observe, **overrides})

@@ -398,7 +398,7 @@ def test_the_scored_loss_counts_only_the_channels_each_task_scores():
 def test_a_route_is_cached_per_observed_values_not_only_per_index():
     """A flipped pair (Darcy's law allows it) reads other values at the same pixels: it gets its own
     route, and the first orientation's route is still served for the first."""
-    from ddo_conditional.pde.routes import RouteCache
+    from ddo_conditional.pde.cache import RouteCache
 
     class Stub:  # a route that says which values it was computed from
         calls = 0
@@ -617,7 +617,8 @@ def test_a_route_model_can_refine_the_best_estimate_read_from_the_cache_ddo_task
     from ddo_conditional.pde.cache import EstimateCache, default_folder
     from ddo_conditional.pde.datasets import to_units
     from ddo_conditional.pde.inversion import INVERSION_EVALUATIONS
-    from ddo_conditional.pde.routes import RouteCache, physical_values
+    from ddo_conditional.pde.cache import RouteCache
+    from ddo_conditional.pde.routes import physical_values
 
     pairs = small_pairs.load_pairs("darcy-pair", "test", 32)
     g = np.random.default_rng(0)

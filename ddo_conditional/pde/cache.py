@@ -1,5 +1,6 @@
-"""The slow estimates of the PDE tasks (the inversion, the posterior, the reference draws), computed once
-and kept on disk, keyed by what they are a function of.
+"""The caches of the PDE tasks' estimates: each training image's route in memory (:class:`RouteCache`),
+and the slow estimates (the inversion, the posterior, the reference draws) on disk
+(:class:`EstimateCache`, :func:`slow_estimate`), computed once and keyed by what they are a function of.
 
 Each estimate is a pure function of the classical routes' fit (the training pairs, the time step: the
 :attr:`~ddo_conditional.pde.routes.Routes.fingerprint`), the grid, the method (with its settings) and
@@ -21,6 +22,12 @@ from typing import Callable
 
 import torch
 from ddo.api import atomic_write, cache_dir
+
+from ..data.datasets import own_context
+from .datasets import PAIR_NATIVE, to_units
+from .inversion import INVERSION_EVALUATIONS
+from .posterior import POSTERIOR_SAMPLES
+from .routes import Routes, physical_values, task_of
 
 CACHE_VERSION = 2
 
@@ -72,4 +79,66 @@ class EstimateCache:
         return out, seconds
 
 
-__all__ = ["EstimateCache", "default_folder", "CACHE_VERSION"]
+class RouteCache:
+    """The route of every image, computed once: :class:`Routes` per resolution (fitted from the
+    training split on first use) and each image's route keyed by its index, size, context pixels,
+    observed values and channels, so a changed mask, task or image (a flipped pair of a
+    reflection-invariant PDE) is a new entry, never a stale one."""
+
+    def __init__(self, kind: str, base: str = "classical"):
+        self.kind, self.base = kind, base
+        self._routes: dict = {}
+        self._dense: dict = {}
+
+    def routes_at(self, resolution: int) -> Routes:
+        if resolution not in self._routes:
+            self._routes[resolution] = Routes.for_dataset(self.kind, resolution)
+        return self._routes[resolution]
+
+    def dense(self, batch: dict) -> torch.Tensor:
+        """The routes ``(B, 2, H, W)`` of a collated batch, in the model's units."""
+        h, w = batch["image"].shape[-2:]
+        chans = batch["context_channels"]
+        keys, todo = [], []
+        for b, (pixels, observed) in enumerate(own_context(batch)):
+            digest = hashlib.sha256(pixels.numpy().tobytes() + observed.numpy().tobytes()).hexdigest()
+            key = (int(batch["index"][b]), h, w, digest, tuple(bool(v) for v in chans[b]))
+            keys.append(key)
+            if key not in self._dense:
+                todo.append((key, pixels, physical_values(self.kind, observed.double())))
+        if todo:
+            routes = self.routes_at(h)
+            out = routes.routes([t[1] for t in todo], [t[2] for t in todo], [t[0][-1] for t in todo])
+            cache = EstimateCache(default_folder()) if self.base == "best" else None
+            for (key, pixels, values), r in zip(todo, out):
+                best = slow_estimate(routes, cache, pixels, values, key[-1]) if cache is not None else None
+                self._dense[key] = to_units(self.kind, (r if best is None else best[1]).float())
+        return torch.stack([self._dense[k] for k in keys])
+
+
+def slow_method(routes: Routes, observed) -> str | None:
+    """The estimate of seconds per pair that beats the route on the task ``observed``: Darcy's ``inversion``
+    on the inverse and joint tasks, its ``posterior`` forward on the pairs' own grid; ``None`` elsewhere."""
+    if routes.kind != "darcy-pair":
+        return None
+    if task_of(observed) != "forward":
+        return "inversion"
+    return "posterior" if routes.h == PAIR_NATIVE else None
+
+
+def slow_estimate(routes: Routes, cache: EstimateCache, pixels: torch.Tensor, values: torch.Tensor, observed):
+    """``(method, estimate (2, H, W), seconds)`` of :func:`slow_method` for one pair (``values (K, 2)``,
+    physical units) through ``cache``, where the model's training (``--route-base best``) and ``ddo task``
+    share its entries; ``None`` where the task has none."""
+    method = slow_method(routes, observed)
+    if method is None:
+        return None
+    if method == "posterior":
+        settings, compute = {"samples": POSTERIOR_SAMPLES}, lambda: routes.posterior(pixels, values)
+    else:
+        settings, compute = {"evaluations": INVERSION_EVALUATIONS}, lambda: routes.inversion(pixels, values, observed)
+    key = cache.key(routes.fingerprint, method, (routes.h, routes.w), pixels, values, observed, **settings)
+    return (method, *cache.get(method, key, compute))
+
+
+__all__ = ["EstimateCache", "RouteCache", "default_folder", "slow_method", "slow_estimate", "CACHE_VERSION"]

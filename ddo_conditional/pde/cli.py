@@ -16,11 +16,10 @@ from ..data.masks import TASKS, ratio_range
 from ..inference.memory import check_reconstruction
 from ..inference.reconstruct import Reconstructor
 from ..wrappers import Unconditional
-from .cache import EstimateCache, default_folder
+from .cache import EstimateCache, RouteCache, default_folder
 from .conditioning import RouteConditioning
 from .datasets import PAIR_KINDS
 from .report import headline, task_figure, task_record, task_table
-from .routes import RouteCache
 from .tasks import REFERENCE_DRAWS, TaskSettings, evaluate_task
 
 

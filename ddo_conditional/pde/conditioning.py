@@ -9,8 +9,8 @@ from ..data.datasets import FixedSparseMaskDataset
 from ..data.masks import OBSERVE_RULES
 from ..nn.refiners import SparseInterpModel
 from ..wrappers import SparseConditioning
+from .cache import RouteCache
 from .datasets import PAIR_KINDS
-from .routes import RouteCache
 
 OPTIONS = (
     Option("observe", str, "tasks", "which channels of a field pair the context pixels observe: 'forward' (the "

@@ -26,11 +26,9 @@ from ddo.api import DARCY_DEFAULTS, NavierStokes2d, darcy_solve, ns_forcing
 
 from ..classical.biharmonic import biharmonic_inpaint
 from ..classical.kriging import EmpiricalGaussian, TorusGaussian, conditional_samples, krige
-from ..data.datasets import own_context
 from ..data.masks import OBSERVED
 from ..inference.metrics import relative_l2
-from .cache import EstimateCache, default_folder
-from .datasets import NS_PAIR_DEFAULTS, PAIR_NATIVE, load_pairs, to_physical, to_units
+from .datasets import NS_PAIR_DEFAULTS, PAIR_NATIVE, load_pairs, to_physical
 from .inversion import INVERSION_EVALUATIONS, darcy_invert
 from .posterior import POSTERIOR_SAMPLES, darcy_posterior, darcy_posterior_draws, latent_model
 from .solvers import ns_backward
@@ -99,11 +97,23 @@ class Routes:
         train = load_pairs(kind, "train", resolution, progress=progress)
         return cls(kind, torch.from_numpy(to_physical(kind, train.images)))
 
-    def _cokriged(self, pixels: torch.Tensor, values: torch.Tensor, observed) -> torch.Tensor:
+    @staticmethod
+    def _observations(pixels: torch.Tensor, values: torch.Tensor, observed):
+        """``(observed channels, channel per observation, pixel per observation, values)``: ``values (K, 2)``
+        of the ``observed`` channels flattened channel by channel, as the Gaussian models take them."""
         chans = [c for c in range(2) if observed[c]]
-        ch = torch.tensor(chans).repeat_interleave(len(pixels))
-        px = pixels.long().repeat(len(chans))
-        est = krige(self.gaussian, ch, px, values[:, chans].T.reshape(-1), self.jitter)
+        return (chans, torch.tensor(chans).repeat_interleave(len(pixels)), pixels.long().repeat(len(chans)),
+                values[:, chans].T.reshape(-1))
+
+    def _latent_model(self) -> TorusGaussian:
+        """Darcy's latent Gaussian field on this grid (:func:`~ddo_conditional.pde.posterior.latent_model`), fitted once."""
+        if self._latent is None:
+            self._latent = latent_model(self.h)
+        return self._latent
+
+    def _cokriged(self, pixels: torch.Tensor, values: torch.Tensor, observed) -> torch.Tensor:
+        chans, ch, px, vals = self._observations(pixels, values, observed)
+        est = krige(self.gaussian, ch, px, vals, self.jitter)
         if self.kind == "darcy-pair" and chans == [0]:
             est[0] = krige(self.coefficient, torch.zeros_like(pixels).long(), pixels.long(), values[:, 0])[0]
         return est
@@ -143,9 +153,7 @@ class Routes:
         grid the pairs are generated on only (:data:`~ddo_conditional.pde.datasets.PAIR_NATIVE`), where it is two-valued."""
         if self.h != PAIR_NATIVE:
             raise ValueError(f"the posterior holds on the {PAIR_NATIVE}x{PAIR_NATIVE} grid of the pairs, not {self.h}x{self.w}")
-        if self._latent is None:
-            self._latent = latent_model(self.h)
-        return darcy_posterior(self._latent, pixels, values[:, 0], samples)
+        return darcy_posterior(self._latent_model(), pixels, values[:, 0], samples)
 
     def reference_draws(self, pixels: torch.Tensor, values: torch.Tensor, observed, n: int) -> torch.Tensor:
         """``(n, 2, H, W)`` draws of a reference posterior given ``values (K, 2)`` at ``pixels`` (physical
@@ -161,13 +169,8 @@ class Routes:
         draws are a pure function of the observations (their hash seeds them)."""
         task = task_of(observed)
         if self.kind == "darcy-pair" and task == "forward" and self.h == PAIR_NATIVE:
-            if self._latent is None:
-                self._latent = latent_model(self.h)
-            return darcy_posterior_draws(self._latent, pixels, values[:, 0], n)
-        chans = [c for c in range(2) if observed[c]]
-        ch = torch.tensor(chans).repeat_interleave(len(pixels))
-        px = pixels.long().repeat(len(chans))
-        vals = values[:, chans].T.reshape(-1).double()
+            return darcy_posterior_draws(self._latent_model(), pixels, values[:, 0], n)
+        chans, ch, px, vals = self._observations(pixels, values.double(), observed)
         seed = int.from_bytes(hashlib.sha256(px.numpy().tobytes() + vals.numpy().tobytes()).digest()[:8], "little")
         g = torch.Generator().manual_seed(seed % (2**63))
         draws = conditional_samples(self.gaussian, ch, px, vals, n, g, self.jitter)
@@ -234,57 +237,6 @@ def physical_values(kind: str, values: torch.Tensor) -> torch.Tensor:
     return to_physical(kind, values.transpose(-1, -2)[..., None])[..., 0].transpose(-1, -2)
 
 
-class RouteCache:
-    """The route of every image, computed once: :class:`Routes` per resolution (fitted from the
-    training split on first use) and each image's route keyed by its index, size, context pixels,
-    observed values and channels, so a changed mask, task or image (a flipped pair of a
-    reflection-invariant PDE) is a new entry, never a stale one."""
-
-    def __init__(self, kind: str, base: str = "classical"):
-        self.kind, self.base = kind, base
-        self._routes: dict = {}
-        self._dense: dict = {}
-
-    def routes_at(self, resolution: int) -> Routes:
-        if resolution not in self._routes:
-            self._routes[resolution] = Routes.for_dataset(self.kind, resolution)
-        return self._routes[resolution]
-
-    def dense(self, batch: dict) -> torch.Tensor:
-        """The routes ``(B, 2, H, W)`` of a collated batch, in the model's units."""
-        h, w = batch["image"].shape[-2:]
-        chans = batch["context_channels"]
-        keys, todo = [], []
-        for b, (pixels, observed) in enumerate(own_context(batch)):
-            digest = hashlib.sha256(pixels.numpy().tobytes() + observed.numpy().tobytes()).hexdigest()
-            key = (int(batch["index"][b]), h, w, digest, tuple(bool(v) for v in chans[b]))
-            keys.append(key)
-            if key not in self._dense:
-                todo.append((key, pixels, physical_values(self.kind, observed.double())))
-        if todo:
-            routes = self.routes_at(h)
-            out = routes.routes([t[1] for t in todo], [t[2] for t in todo], [t[0][-1] for t in todo])
-            for (key, pixels, values), r in zip(todo, out):
-                best = best_estimate(routes, pixels, values, key[-1]) if self.base == "best" else None
-                self._dense[key] = to_units(self.kind, (r if best is None else best).float())
-        return torch.stack([self._dense[k] for k in keys])
-
-
-def best_estimate(routes: Routes, pixels: torch.Tensor, values: torch.Tensor, observed) -> torch.Tensor | None:
-    """The best estimate the product ships for the task ``observed`` where it is not the route ``(2, H, W)``,
-    through the on-disk estimate cache (the entries ``ddo task`` reads): Darcy's inversion on the inverse and
-    joint tasks, its posterior mean forward on the pairs' own grid; ``None`` elsewhere."""
-    task, shape = task_of(observed), (routes.h, routes.w)
-    cache = EstimateCache(default_folder())
-    if routes.kind != "darcy-pair" or (task == "forward" and routes.h != PAIR_NATIVE):
-        return None
-    if task == "forward":
-        key = cache.key(routes.fingerprint, "posterior", shape, pixels, values, observed, samples=POSTERIOR_SAMPLES)
-        return cache.get("posterior", key, lambda: routes.posterior(pixels, values))[0]
-    key = cache.key(routes.fingerprint, "inversion", shape, pixels, values, observed, evaluations=INVERSION_EVALUATIONS)
-    return cache.get("inversion", key, lambda: routes.inversion(pixels, values, observed))[0]
-
-
 ROUTE_NOTES = {
     ("navier-stokes-pair", "forward"): "kriged w0 solved to T = 1",
     ("navier-stokes-pair", "inverse"): "kriged w1 integrated backward (modes <= 12)",
@@ -292,5 +244,5 @@ ROUTE_NOTES = {
     ("darcy-pair", "forward"): "kriged a, thresholded, solved for u",
 }
 
-__all__ = ["task_of", "threshold", "error_rate", "task_errors", "Routes", "RouteCache", "physical_values", "best_estimate",
+__all__ = ["task_of", "threshold", "error_rate", "task_errors", "Routes", "physical_values",
            "ROUTE_NOTES", "solve_forward", "solve_backward", "exact_input_errors"]

@@ -21,11 +21,9 @@ from ..data.datasets import own_context
 from ..data.masks import OBSERVED
 from ..inference.batches import batches
 from ..inference.metrics import crps_ensemble, interval_coverage
-from .cache import EstimateCache
-from .datasets import PAIR_NATIVE, to_physical
-from .inversion import INVERSION_EVALUATIONS
-from .posterior import POSTERIOR_SAMPLES
-from .routes import RouteCache, Routes, physical_values, task_errors
+from .cache import EstimateCache, RouteCache, slow_estimate, slow_method
+from .datasets import to_physical
+from .routes import Routes, physical_values, task_errors
 
 TARGETS = {"forward": (1,), "inverse": (0,), "joint": (0, 1)}
 FIGURE_IMAGES = 4
@@ -90,21 +88,9 @@ def _classical(routes: Routes, batch, task: str, slow: bool, cache: EstimateCach
         t0 = time.perf_counter()
         est = torch.stack([biharmonic_inpaint(v[None].float(), p[None], h, w)[0] for p, v in zip(pixels, values)])
         out["biharmonic"] = (est.double(), time.perf_counter() - t0)
-    if not slow:
-        return out
-    shape, fit = (routes.h, routes.w), routes.fingerprint
-
-    def cached(method: str, compute, **settings):
-        """Each image's estimate through ``cache`` and the seconds their computations took."""
-        got = [cache.get(method, cache.key(fit, method, shape, p, v, observed, **settings),
-                         lambda p=p, v=v: compute(p, v)) for p, v in zip(pixels, values)]
-        return torch.stack([g[0] for g in got]), sum(g[1] for g in got)
-
-    if kind == "darcy-pair" and task == "forward" and routes.h == PAIR_NATIVE:
-        out["posterior"] = cached("posterior", routes.posterior, samples=POSTERIOR_SAMPLES)
-    if kind == "darcy-pair" and task != "forward":
-        out["inversion"] = cached("inversion", lambda p, v: routes.inversion(p, v, observed),
-                                  evaluations=INVERSION_EVALUATIONS)
+    if slow and slow_method(routes, observed) is not None:
+        got = [slow_estimate(routes, cache, p, v, observed) for p, v in zip(pixels, values)]
+        out[got[0][0]] = (torch.stack([g[1] for g in got]), sum(g[2] for g in got))
     return out
 
 
